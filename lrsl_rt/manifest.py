@@ -1,0 +1,242 @@
+"""The bundle manifest: one strict, versioned schema, validated in one place.
+
+A bundle is a directory::
+
+    manifest.json
+    classifier_<precision>[_<preset>].onnx   input_ids, attention_mask[, token_type_ids] -> logits (n, L)
+    embedder_<precision>[_<preset>].onnx     same inputs -> unit-length sentence embeddings (n, d)
+    tokenizer.json                           a `tokenizers` file
+    label_embeddings.npy                     float32 (L, d), unit rows, loaded with allow_pickle=False
+
+``manifest.json`` (format_version 1) has exactly the keys of :class:`Manifest`; an unknown key, a
+missing key or a wrong type is refused with the key's name. File entries must name plain files
+inside the bundle directory (no ``..``, no absolute path, no symlink out) and carry their size and
+sha256, checked at load time. A manifest of a newer format version is refused: upgrade lrsl-rt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import BundleError
+from .fusion import Fusion
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+FILE_ROLES = ("classifier", "embedder", "tokenizer", "label_embeddings")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """How texts become model inputs: truncation to ``max_length`` tokens (special tokens included),
+    padding with ``pad_id``/``pad_token`` to the longest text of a batch."""
+
+    max_length: int
+    pad_id: int
+    pad_token: str
+    model_input_names: tuple[str, ...]
+    lowercase_hint: bool = False
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    created_by: dict  # tool and library versions of the export run (free-form strings)
+    created_at: str
+    labels: tuple[str, ...]
+    label_texts: tuple[str, ...]
+    k: int
+    threshold: float  # sigma2_mis measured on the exported classifier
+    fusion: Fusion
+    tokenizer: TokenizerSettings
+    precision: str
+    preset: str | None
+    embedding_dim: int
+    files: dict  # role -> FileEntry
+    calibration: dict = field(default_factory=dict)  # {"pytorch": {...}, "exported": {...}}
+    metrics: dict = field(default_factory=dict)  # parity and accuracy measured by export
+
+    # ---- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["labels"], d["label_texts"] = list(self.labels), list(self.label_texts)
+        d["fusion"] = self.fusion.to_dict()
+        d["tokenizer"]["model_input_names"] = list(self.tokenizer.model_input_names)
+        return d
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, d: object, where: str = MANIFEST_NAME) -> Manifest:
+        """Validate a parsed manifest; every problem names the key and what was expected."""
+        _check_keys(d, cls, where)
+        version = d["format_version"]
+        _check_type(version, int, "format_version", where)
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: format_version {version} is newer than this lrsl-rt understands "
+                f"({FORMAT_VERSION}); upgrade lrsl-rt"
+            )
+        if version < 1:
+            raise BundleError(f"{where}: format_version must be >= 1, got {version}")
+        for key, typ in (("created_by", dict), ("created_at", str), ("k", int), ("precision", str)):
+            _check_type(d[key], typ, key, where)
+        _check_type(d["threshold"], (int, float), "threshold", where)
+        _check_type(d["embedding_dim"], int, "embedding_dim", where)
+        labels = _str_list(d["labels"], "labels", where)
+        label_texts = _str_list(d["label_texts"], "label_texts", where)
+        if len(labels) < 2:
+            raise BundleError(f"{where}: 'labels' needs at least 2 labels, got {len(labels)}")
+        if len(set(labels)) != len(labels):
+            raise BundleError(f"{where}: 'labels' has duplicates")
+        if len(label_texts) != len(labels):
+            raise BundleError(
+                f"{where}: 'label_texts' has {len(label_texts)} entries, expected one per label ({len(labels)})"
+            )
+        if d["k"] < 2 or d["k"] > len(labels):
+            raise BundleError(f"{where}: 'k' must be in [2, {len(labels)}], got {d['k']}")
+        if d["precision"] not in PRECISIONS:
+            raise BundleError(f"{where}: 'precision' must be one of {PRECISIONS}, got {d['precision']!r}")
+        if d["preset"] is not None:
+            _check_type(d["preset"], str, "preset", where)
+        fusion_d = d["fusion"]
+        _check_keys(fusion_d, Fusion, f"{where}: fusion")
+        try:
+            fusion = Fusion(**fusion_d)
+        except ValueError as e:
+            raise BundleError(f"{where}: fusion: {e}") from e
+        tok_d = d["tokenizer"]
+        _check_keys(tok_d, TokenizerSettings, f"{where}: tokenizer")
+        for key, typ in (("max_length", int), ("pad_id", int), ("pad_token", str), ("lowercase_hint", bool)):
+            _check_type(tok_d[key], typ, f"tokenizer.{key}", where)
+        names = tuple(_str_list(tok_d["model_input_names"], "tokenizer.model_input_names", where))
+        if not {"input_ids", "attention_mask"} <= set(names):
+            raise BundleError(
+                f"{where}: tokenizer.model_input_names must include input_ids and attention_mask, got {list(names)}"
+            )
+        tokenizer = TokenizerSettings(**{**tok_d, "model_input_names": names})
+        files_d = d["files"]
+        _check_type(files_d, dict, "files", where)
+        if set(files_d) != set(FILE_ROLES):
+            raise BundleError(f"{where}: 'files' must have exactly the roles {list(FILE_ROLES)}, got {sorted(files_d)}")
+        files = {}
+        for role, entry in files_d.items():
+            _check_keys(entry, FileEntry, f"{where}: files.{role}")
+            _check_type(entry["path"], str, f"files.{role}.path", where)
+            _check_type(entry["size"], int, f"files.{role}.size", where)
+            _check_type(entry["sha256"], str, f"files.{role}.sha256", where)
+            files[role] = FileEntry(**entry)
+        for key in ("calibration", "metrics"):
+            _check_type(d[key], dict, key, where)
+        return cls(
+            format_version=version,
+            created_by=d["created_by"],
+            created_at=d["created_at"],
+            labels=tuple(labels),
+            label_texts=tuple(label_texts),
+            k=d["k"],
+            threshold=float(d["threshold"]),
+            fusion=fusion,
+            tokenizer=tokenizer,
+            precision=d["precision"],
+            preset=d["preset"],
+            embedding_dim=d["embedding_dim"],
+            files=files,
+            calibration=d["calibration"],
+            metrics=d["metrics"],
+        )
+
+
+def _check_keys(d: object, cls, where: str) -> None:
+    if not isinstance(d, dict):
+        raise BundleError(f"{where}: expected a JSON object, got {type(d).__name__}")
+    allowed = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise BundleError(f"{where}: unknown key(s) {unknown}; expected only {sorted(allowed)}")
+    missing = sorted(required - set(d))
+    if missing:
+        raise BundleError(f"{where}: missing key(s) {missing}")
+
+
+def _check_type(value: object, typ, key: str, where: str) -> None:
+    ok = isinstance(value, typ) and not (isinstance(value, bool) and typ in (int, (int, float)))
+    if not ok:
+        expected = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+        raise BundleError(f"{where}: '{key}' must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def _str_list(value: object, key: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise BundleError(f"{where}: '{key}' must be a list of strings")
+    return value
+
+
+# ---- files ---------------------------------------------------------------------------------
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(bundle_dir: str | os.PathLike, name: str) -> FileEntry:
+    """Entry for a file already written into the bundle directory."""
+    p = Path(bundle_dir) / name
+    return FileEntry(path=name, size=p.stat().st_size, sha256=sha256_file(p))
+
+
+def resolve_file(bundle_dir: Path, role: str, entry: FileEntry, verify: bool = True) -> Path:
+    """Path of a bundle file after checking it stays inside the bundle and matches size and sha256."""
+    rel = entry.path
+    if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
+        raise BundleError(f"{MANIFEST_NAME}: files.{role}.path {rel!r} must be a relative path inside the bundle")
+    root = bundle_dir.resolve()
+    p = bundle_dir / rel
+    if p.is_symlink() or not p.resolve().is_relative_to(root):
+        raise BundleError(f"{p}: files.{role} must be a plain file inside the bundle, not a link out of it")
+    if not p.is_file():
+        raise BundleError(f"{p}: file for '{role}' named in {MANIFEST_NAME} is missing")
+    if verify:
+        size = p.stat().st_size
+        if size != entry.size:
+            raise BundleError(f"{p}: size {size} bytes, manifest expects {entry.size}; the bundle was modified")
+        digest = sha256_file(p)
+        if digest != entry.sha256:
+            raise BundleError(f"{p}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}...; the bundle was modified")
+    return p
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"{bundle_dir}: bundle directory not found")
+    path = bundle_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{path}: not found; is {bundle_dir} an lrsl-rt bundle (made by `python -m export`)?")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: not valid UTF-8 JSON: {e}") from e
+    return Manifest.from_dict(d, where=str(path))
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    path = Path(bundle_dir) / MANIFEST_NAME
+    path.write_text(manifest.dumps(), encoding="utf-8")
+    return path

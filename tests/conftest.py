@@ -1,0 +1,72 @@
+"""Session fixtures: a tiny base model, a tiny training checkpoint and tiny bundles, built once in tmp."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tiny_models import TOPICS, make_tiny_bert, synthetic_dataset  # noqa: E402
+
+LABELS = list(TOPICS)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """A random 2-layer BERT folder (weights + tokenizer), usable as classifier and embedder base."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny_base"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """(train, dev, test) as (texts, labels) lists of synthetic 4-class data."""
+    return synthetic_dataset(12, seed=0), synthetic_dataset(6, seed=1), synthetic_dataset(6, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_base, tiny_data) -> Path:
+    """A checkpoint directory in the format of train/checkpoint.py, made by hand from the tiny base."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from train.checkpoint import CheckpointInfo, write_info, write_jsonl
+
+    ckpt = tmp_path_factory.mktemp("tiny_ckpt")
+    tok = AutoTokenizer.from_pretrained(tiny_base)
+    clf = AutoModelForSequenceClassification.from_pretrained(
+        tiny_base,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={x: i for i, x in enumerate(LABELS)},
+    )
+    clf.save_pretrained(ckpt / "classifier")
+    tok.save_pretrained(ckpt / "classifier")
+    SentenceTransformer(str(tiny_base), device="cpu").save(str(ckpt / "embedder"))
+    (_, _), (dev_x, dev_y), (test_x, test_y) = tiny_data
+    write_jsonl(ckpt / "dev.jsonl", dev_x, dev_y)
+    write_jsonl(ckpt / "test.jsonl", test_x, test_y)
+    write_info(
+        ckpt,
+        CheckpointInfo(
+            labels=LABELS,
+            label_texts=[x.replace("_", " ") for x in LABELS],
+            k=3,
+            max_length=32,
+            threshold=0.01,
+            fusion={"rule": "logits_cos", "p": 2, "scope": "all"},
+            seed=0,
+            base_models={"classifier": str(tiny_base), "embedder": str(tiny_base)},
+        ),
+    )
+    (ckpt / "metrics.json").write_text("{}\n", encoding="utf-8")
+    return ckpt

@@ -1,0 +1,83 @@
+"""The training checkpoint: what ``python -m train`` writes and ``python -m export`` reads.
+
+Layout (format ``lrsl-checkpoint`` version 1)::
+
+    CKPT/
+      lrsl.json       labels, label texts, k, max_length, PyTorch calibration (threshold, fusion), seed
+      classifier/     AutoModelForSequenceClassification.save_pretrained + its fast tokenizer (tokenizer.json)
+      embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
+      dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
+      test.jsonl      the test split, when one was given (optional)
+      metrics.json    everything measured during training
+
+Labels are strings; label ids are positions in ``labels`` and match the classifier's output columns.
+No pickle: models are safetensors, everything else JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from lrsl_rt.fusion import Fusion
+
+CHECKPOINT_FORMAT = "lrsl-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    labels: list[str]
+    label_texts: list[str]
+    k: int
+    max_length: int
+    threshold: float  # sigma2_mis on dev, PyTorch classifier
+    fusion: dict  # Fusion.to_dict(), chosen on dev with the PyTorch models
+    seed: int
+    base_models: dict = field(default_factory=dict)  # {"classifier": path, "embedder": path}
+    format: str = CHECKPOINT_FORMAT
+    version: int = CHECKPOINT_VERSION
+
+    @property
+    def fusion_rule(self) -> Fusion:
+        return Fusion(**self.fusion)
+
+
+def write_info(ckpt_dir: str | Path, info: CheckpointInfo) -> Path:
+    path = Path(ckpt_dir) / "lrsl.json"
+    path.write_text(json.dumps(asdict(info), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_info(ckpt_dir: str | Path) -> CheckpointInfo:
+    path = Path(ckpt_dir) / "lrsl.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?")
+    d = json.loads(path.read_text(encoding="utf-8"))
+    if d.get("format") != CHECKPOINT_FORMAT or d.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path}: expected format {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}, "
+            f"got {d.get('format')!r} version {d.get('version')!r}"
+        )
+    unknown = set(d) - {f.name for f in fields(CheckpointInfo)}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")
+    return CheckpointInfo(**d)
+
+
+def write_jsonl(path: str | Path, texts: list[str], labels: list[str]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for t, y in zip(texts, labels, strict=True):
+            f.write(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                texts.append(r["text"])
+                labels.append(r["label"])
+    return texts, labels
