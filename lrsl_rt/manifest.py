@@ -47,7 +47,6 @@ class TokenizerSettings:
     pad_id: int
     pad_token: str
     model_input_names: tuple[str, ...]
-    lowercase_hint: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,7 @@ class Manifest:
             raise BundleError(f"{where}: fusion: {e}") from e
         tok_d = d["tokenizer"]
         _check_keys(tok_d, TokenizerSettings, f"{where}: tokenizer")
-        for key, typ in (("max_length", int), ("pad_id", int), ("pad_token", str), ("lowercase_hint", bool)):
+        for key, typ in (("max_length", int), ("pad_id", int), ("pad_token", str)):
             _check_type(tok_d[key], typ, f"tokenizer.{key}", where)
         names = tuple(_str_list(tok_d["model_input_names"], "tokenizer.model_input_names", where))
         if not {"input_ids", "attention_mask"} <= set(names):
