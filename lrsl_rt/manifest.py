@@ -130,7 +130,9 @@ class Manifest:
         files_d = d["files"]
         _check_type(files_d, dict, "files", where)
         if set(files_d) != set(FILE_ROLES):
-            raise BundleError(f"{where}: 'files' must have exactly the roles {list(FILE_ROLES)}, got {sorted(files_d)}")
+            raise BundleError(
+                f"{where}: 'files' must have exactly the roles {list(FILE_ROLES)}, got {sorted(files_d)}"
+            )
         files = {}
         for role, entry in files_d.items():
             _check_keys(entry, FileEntry, f"{where}: files.{role}")
@@ -204,7 +206,9 @@ def resolve_file(bundle_dir: Path, role: str, entry: FileEntry, verify: bool = T
     """Path of a bundle file after checking it stays inside the bundle and matches size and sha256."""
     rel = entry.path
     if not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
-        raise BundleError(f"{MANIFEST_NAME}: files.{role}.path {rel!r} must be a relative path inside the bundle")
+        raise BundleError(
+            f"{MANIFEST_NAME}: files.{role}.path {rel!r} must be a relative path inside the bundle"
+        )
     root = bundle_dir.resolve()
     p = bundle_dir / rel
     if p.is_symlink() or not p.resolve().is_relative_to(root):
@@ -214,10 +218,14 @@ def resolve_file(bundle_dir: Path, role: str, entry: FileEntry, verify: bool = T
     if verify:
         size = p.stat().st_size
         if size != entry.size:
-            raise BundleError(f"{p}: size {size} bytes, manifest expects {entry.size}; the bundle was modified")
+            raise BundleError(
+                f"{p}: size {size} bytes, manifest expects {entry.size}; the bundle was modified"
+            )
         digest = sha256_file(p)
         if digest != entry.sha256:
-            raise BundleError(f"{p}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}...; the bundle was modified")
+            raise BundleError(
+                f"{p}: sha256 {digest[:12]}... does not match the manifest's {entry.sha256[:12]}...; the bundle was modified"
+            )
     return p
 
 
@@ -227,7 +235,9 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
         raise BundleError(f"{bundle_dir}: bundle directory not found")
     path = bundle_dir / MANIFEST_NAME
     if not path.is_file():
-        raise BundleError(f"{path}: not found; is {bundle_dir} an lrsl-rt bundle (made by `python -m export`)?")
+        raise BundleError(
+            f"{path}: not found; is {bundle_dir} an lrsl-rt bundle (made by `python -m export`)?"
+        )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -26,7 +26,9 @@ def vocabulary() -> list[str]:
     words = sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER))
     words += ["label", "text", "arrival", "failed", "lost"]
     # pieces for awkward text: accents, digits, punctuation, continuation pieces
-    extra = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-") + ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+    extra = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-") + [
+        "##" + c for c in "abcdefghijklmnopqrstuvwxyz"
+    ]
     return SPECIALS + list(dict.fromkeys(sorted(set(words)) + extra))
 
 

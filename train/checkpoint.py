@@ -53,7 +53,9 @@ def write_info(ckpt_dir: str | Path, info: CheckpointInfo) -> Path:
 def read_info(ckpt_dir: str | Path) -> CheckpointInfo:
     path = Path(ckpt_dir) / "lrsl.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?")
+        raise FileNotFoundError(
+            f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?"
+        )
     d = json.loads(path.read_text(encoding="utf-8"))
     if d.get("format") != CHECKPOINT_FORMAT or d.get("version") != CHECKPOINT_VERSION:
         raise ValueError(

@@ -1,0 +1,160 @@
+"""train/: strict data reading, the stratified split, triplet mining, batching, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from train import data as D
+from train.embedder import distinct_label_batches, mine_triplets
+
+
+def write(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+# ---- reading -------------------------------------------------------------------------------
+def test_read_csv_and_jsonl(tmp_path):
+    csv_path = write(tmp_path / "a.csv", 'text,label\n"hello, world",greet\nbye,leave\n')
+    s = D.read_labelled(csv_path)
+    assert s.texts == ["hello, world", "bye"] and s.labels == ["greet", "leave"] and s.lines == [2, 3]
+    jl = write(tmp_path / "a.jsonl", '{"t": "x", "y": "a"}\n{"t": "z", "y": "b"}\n')
+    s = D.read_labelled(jl, "t", "y")
+    assert s.texts == ["x", "z"] and s.labels == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("m.csv", "text,category\nhi,a\n", r"m\.csv:1: header has no column 'label'"),
+        ("e.csv", "text,label\nhi,a\n  ,b\n", r"e\.csv:3: field 'text' is empty"),
+        ("x.csv", "text,label\nhi,a,extra\n", r"x\.csv:2: more values than header columns"),
+        (
+            "n.jsonl",
+            '{"text": "a", "label": "x"}\n{"text": 3, "label": "x"}\n',
+            r"n\.jsonl:2: field 'text' must be a string, got int",
+        ),
+        ("o.jsonl", '["a", "x"]\n', r"o\.jsonl:1: expected a JSON object, got list"),
+        ("j.jsonl", '{"text": "a", "label": "x"}\n{"text": \n', r"j\.jsonl:2: not valid JSON"),
+        ("f.jsonl", '{"text": "a"}\n', r"f\.jsonl:1: missing field 'label'"),
+        ("b.jsonl", '{"text": "a", "label": "x"}\n\n', r"b\.jsonl:2: empty line"),
+        ("t.txt", "a\n", r"expected a \.csv or \.jsonl file"),
+    ],
+)
+def test_bad_input_names_file_line_field(tmp_path, name, content, match):
+    with pytest.raises(D.DataError, match=match):
+        D.read_labelled(write(tmp_path / name, content))
+
+
+def test_non_utf8_is_refused(tmp_path):
+    p = write(tmp_path / "l.csv", "text,label\ncaf\xe9,a\n", encoding="latin-1")
+    with pytest.raises(D.DataError, match=r"l\.csv: not UTF-8"):
+        D.read_labelled(p)
+
+
+def test_unseen_dev_label_is_refused(tmp_path):
+    dev = D.read_labelled(write(tmp_path / "dev.csv", "text,label\nhi,a\nyo,zzz\n"))
+    with pytest.raises(D.DataError, match=r"dev\.csv:3: field 'label': label 'zzz' does not occur in train"):
+        D.check_known_labels(dev, ["a", "b"], "label")
+
+
+def test_stratified_split_is_seeded_complete_and_refuses_tiny_classes():
+    texts = [f"t{i}" for i in range(40)]
+    labels = ["a"] * 30 + ["b"] * 10
+    s = D.Split(texts, labels, "mem")
+    tr1, dv1 = D.stratified_split(s, 0.2, seed=1)
+    tr2, dv2 = D.stratified_split(s, 0.2, seed=1)
+    assert dv1.texts == dv2.texts and tr1.texts == tr2.texts
+    assert sorted(tr1.texts + dv1.texts) == sorted(texts)  # nothing dropped, nothing twice
+    assert dv1.labels.count("a") == 6 and dv1.labels.count("b") == 2
+    with pytest.raises(D.DataError, match=r"class 'c' has 1 sample\(s\)"):
+        D.stratified_split(D.Split(texts + ["x"], labels + ["c"], "mem"), 0.2, seed=1)
+
+
+def test_label_texts_default_and_descriptions(tmp_path):
+    assert D.label_texts(["card_arrival", "top-up"], None) == ["card arrival", "top up"]
+    p = write(tmp_path / "d.json", json.dumps({"a": "the letter a", "c": "extra"}))
+    with pytest.raises(D.DataError, match=r"missing from the file: \['b'\]; labels not in train: \['c'\]"):
+        D.label_texts(["a", "b"], p)
+    p = write(tmp_path / "ok.json", json.dumps({"a": "the letter a", "b": "bee"}))
+    assert D.label_texts(["a", "b"], p) == ["the letter a", "bee"]
+
+
+def test_named_dataset_missing_files_say_where(tmp_path):
+    with pytest.raises(D.DataError, match=r"banking77/train\.csv: not found; set --datasets-dir"):
+        D.resolve_named("banking77", tmp_path)
+
+
+# ---- mining and batching -------------------------------------------------------------------
+def test_mine_triplets_hand_example():
+    """Sample 0 (gold 0): top-3 [1, 0, 2] -> negative 1 (the best wrong label).
+    Sample 1 (gold 2): top-2 [2, 1]         -> negative 1.
+    With k=1 sample 0's top-1 is wrong (1) but sample 2's top-1 is its gold -> random other label."""
+    logits = np.array([[2.0, 3.0, 1.0, 0.0], [0.0, 1.0, 5.0, -1.0], [9.0, 0.0, 0.0, 0.0]])
+    trip, counts = mine_triplets(["a", "b", "c"], [0, 2, 0], logits, ["A", "B", "C", "D"], k=3, seed=0)
+    assert [t[2] for t in trip[:2]] == [1, 1]
+    assert counts == {"topk_negative": 3, "random_negative": 0}
+    trip, counts = mine_triplets(["a", "b", "c"], [0, 2, 0], logits, ["A", "B", "C", "D"], k=1, seed=0)
+    assert counts == {"topk_negative": 1, "random_negative": 2}
+    assert all(t[2] != t[1] for t in trip)
+
+
+def test_distinct_label_batches_cover_everything_once_without_label_clashes():
+    rng = random.Random(0)
+    trip = []
+    for i in range(500):
+        y = rng.randrange(20)
+        trip.append((str(i), y, (y + 1 + rng.randrange(19)) % 20))
+    batches = distinct_label_batches(trip, 8, random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        golds = [trip[i][1] for i in b]
+        negs = {trip[i][2] for i in b}
+        assert len(golds) == len(set(golds)) <= 8
+        assert not set(golds) & negs
+
+
+# ---- the whole pipeline on a tiny model ----------------------------------------------------
+def test_tiny_pipeline_writes_a_complete_checkpoint(tmp_path, tiny_base, tiny_data):
+    from train.checkpoint import read_info, read_jsonl
+    from train.classifier import ClassifierConfig
+    from train.embedder import EmbedderConfig
+    from train.pipeline import TrainConfig, run
+
+    (tx, ty), (dx, dy), (sx, sy) = tiny_data
+    files = {}
+    for name, xs, ys in (("train", tx, ty), ("dev", dx, dy), ("test", sx, sy)):
+        files[name] = tmp_path / f"{name}.jsonl"
+        files[name].write_text(
+            "".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in zip(xs, ys, strict=True))
+        )
+    cfg = TrainConfig(
+        out=str(tmp_path / "ckpt"),
+        train=str(files["train"]),
+        dev=str(files["dev"]),
+        test=str(files["test"]),
+        classifier_model=str(tiny_base),
+        embedder_model=str(tiny_base),
+        seed=3,
+        classifier=ClassifierConfig(epochs=2, lr=5e-3, batch_size=8, max_length=32, seed=3),
+        embedder=EmbedderConfig(epochs=1, lr=1e-3, batch_size=4, seed=3),
+    )
+    logs = []
+    out = run(cfg, log=logs.append)
+    info = read_info(out)
+    assert info.labels == sorted(set(ty)) and info.k == 3 and info.max_length == 32
+    assert info.threshold >= 0
+    assert read_jsonl(out / "dev.jsonl") == (dx, dy)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["seconds"]) >= {"classifier_training", "embedder_training", "calibration", "total"}
+    assert metrics["triplets"]["n"] == len(tx)
+    assert metrics["results"]["test"]["n"] == len(sx)
+    assert set(metrics["embedder_zero_shot"]) == {"before", "after"}
+    assert len(metrics["classifier_history"]) >= 1
+    assert (out / "classifier" / "tokenizer.json").is_file() and (out / "embedder" / "modules.json").is_file()
+    assert not (tmp_path / "ckpt.partial").exists()
+    assert any("sigma2_mis" in line for line in logs)

@@ -1,0 +1,144 @@
+"""Classifier fine-tuning and inference (PyTorch).
+
+AdamW with linear warmup and linear decay, dynamic padding (each batch padded to its own longest
+text, not to max_length: Banking77 texts are ~15 tokens, so this is most of the speed on a CPU),
+early stopping on dev accuracy with the best epoch's weights restored, everything seeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class ClassifierConfig:
+    epochs: int = 8
+    lr: float = 1.5e-4
+    batch_size: int = 32
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    patience: int = 2
+    max_length: int = 64
+    seed: int = 42
+
+
+def progress(iterable, **kw):
+    """A tqdm bar: live on a terminal, one line every 30 s in a log file."""
+    return tqdm(iterable, mininterval=0.5 if sys.stderr.isatty() else 30, leave=False, **kw)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _batches(tokenizer, texts, max_length, batch_size, order):
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        )
+        yield idx, enc
+
+
+def length_order(tokenizer, texts, max_length) -> np.ndarray:
+    """Indices sorted by token length (stable): inference batches then carry little padding."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    return np.argsort(lengths, kind="stable")
+
+
+@torch.inference_mode()
+def predict_logits(
+    model, tokenizer, texts, max_length: int, batch_size: int = 128, desc: str = ""
+) -> np.ndarray:
+    """Logits (n, L) float32 in input order."""
+    model.eval()
+    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    order = length_order(tokenizer, texts, max_length)
+    n_batches = math.ceil(len(texts) / batch_size)
+    for idx, enc in progress(
+        _batches(tokenizer, texts, max_length, batch_size, order),
+        total=n_batches,
+        desc=desc,
+        disable=not desc,
+    ):
+        out[idx] = model(**enc).logits.float().numpy()
+    return out
+
+
+def train_classifier(
+    model, tokenizer, train_texts, train_y, dev_texts, dev_y, cfg: ClassifierConfig, log=print
+):
+    """Fine-tune in place; returns the per-epoch history. The best dev epoch's weights are kept."""
+    seed_everything(cfg.seed)
+    train_y_t = torch.as_tensor(train_y)
+    dev_y = np.asarray(dev_y)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "weight_decay": cfg.weight_decay,
+        },
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    steps_per_epoch = math.ceil(len(train_texts) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    gen = np.random.default_rng(cfg.seed)
+    history, best_acc, best_state, bad = [], -1.0, None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        order = gen.permutation(len(train_texts))
+        bar = progress(
+            _batches(tokenizer, train_texts, cfg.max_length, cfg.batch_size, order),
+            total=steps_per_epoch,
+            desc=f"classifier epoch {epoch}/{cfg.epochs}",
+        )
+        loss_sum = 0.0
+        for step, (idx, enc) in enumerate(bar, 1):
+            loss = torch.nn.functional.cross_entropy(model(**enc).logits, train_y_t[idx])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum += loss.item()
+            bar.set_postfix(loss=f"{loss_sum / step:.4f}", refresh=False)
+        dev_acc = float(
+            np.mean(predict_logits(model, tokenizer, dev_texts, cfg.max_length).argmax(1) == dev_y)
+        )
+        rec = {
+            "epoch": epoch,
+            "train_loss": loss_sum / steps_per_epoch,
+            "dev_accuracy": dev_acc,
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(rec)
+        log(
+            f"classifier epoch {epoch}: loss {rec['train_loss']:.4f}, dev accuracy {100 * dev_acc:.2f}%, {rec['seconds']:.0f}s"
+        )
+        if dev_acc > best_acc:
+            best_acc, best_state, bad = dev_acc, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                log(f"early stop: dev accuracy did not improve for {cfg.patience} epochs")
+                break
+    model.load_state_dict(best_state)
+    return history

@@ -1,0 +1,138 @@
+"""Label-aware embedder: triplets mined from the classifier's own confusions, MNRL fine-tuning.
+
+A triplet is (text, gold label text, wrong label text). The wrong label is the classifier's
+highest-ranked wrong label within its top-k on that text -- the label it would confuse the text
+with -- or, when its top-k holds no wrong label, a random other label. MultipleNegativesRankingLoss
+then pulls the text towards its gold label text and away from that negative and from the other
+label texts of the batch. Batches never hold the same gold label twice, so in-batch negatives are
+true negatives (sentence-transformers' NO_DUPLICATES sampler idea, written out here to avoid the
+`datasets`/`accelerate` dependencies of its Trainer).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lrsl_rt.gate import topk_indices
+
+from .classifier import progress
+
+
+@dataclass
+class EmbedderConfig:
+    epochs: int = 1
+    lr: float = 5e-5
+    batch_size: int = 32
+    warmup_ratio: float = 0.1
+    seed: int = 42
+
+
+def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
+    """(triplets, counts): negatives from the top-k wrong labels, else a random other label."""
+    rng = random.Random(seed)
+    top = topk_indices(logits, k)
+    n_labels = len(label_texts)
+    triplets, counts = [], {"topk_negative": 0, "random_negative": 0}
+    for text, y, cand in zip(texts, gold, top, strict=True):
+        wrong = [int(c) for c in cand if c != y]
+        if wrong:
+            neg = wrong[0]
+            counts["topk_negative"] += 1
+        else:
+            neg = rng.choice([j for j in range(n_labels) if j != y])
+            counts["random_negative"] += 1
+        triplets.append((text, int(y), neg))
+    return triplets, counts
+
+
+def distinct_label_batches(triplets, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches in which no label is the gold of two samples, nor one's gold and another's negative.
+
+    Negatives may repeat within a batch: a repeated wrong label is still a true negative for every anchor.
+    """
+    pending = list(range(len(triplets)))
+    rng.shuffle(pending)
+    batches = []
+    while pending:
+        batch, golds, negs, rest = [], set(), set(), []
+        for i in pending:
+            _, y, neg = triplets[i]
+            if len(batch) < batch_size and y not in golds and y not in negs and neg not in golds:
+                batch.append(i)
+                golds.add(y)
+                negs.add(neg)
+            else:
+                rest.append(i)
+        batches.append(batch)
+        pending = rest
+    return batches
+
+
+def train_embedder(model, triplets, label_texts, cfg: EmbedderConfig, log=print) -> list[dict]:
+    """Fine-tune a SentenceTransformer in place with MultipleNegativesRankingLoss."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    loss_fn = MultipleNegativesRankingLoss(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    plans = [distinct_label_batches(triplets, cfg.batch_size, rng) for _ in range(cfg.epochs)]
+    total = sum(len(p) for p in plans)
+    warmup = max(1, int(cfg.warmup_ratio * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
+    )
+    history = []
+    model.train()
+    for epoch, plan in enumerate(plans, 1):
+        t0, loss_sum = time.perf_counter(), 0.0
+        bar = progress(plan, desc=f"embedder epoch {epoch}/{cfg.epochs}")
+        for step, batch in enumerate(bar, 1):
+            cols = (
+                [triplets[i][0] for i in batch],
+                [label_texts[triplets[i][1]] for i in batch],
+                [label_texts[triplets[i][2]] for i in batch],
+            )
+            features = [model.tokenize(list(c)) for c in cols]
+            loss = loss_fn(features, torch.empty(0))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum += loss.item()
+            bar.set_postfix(loss=f"{loss_sum / step:.4f}", refresh=False)
+        rec = {
+            "epoch": epoch,
+            "train_loss": loss_sum / len(plan),
+            "batches": len(plan),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(rec)
+        log(
+            f"embedder epoch {epoch}: loss {rec['train_loss']:.4f}, {len(plan)} batches, {rec['seconds']:.0f}s"
+        )
+    model.eval()
+    return history
+
+
+@torch.inference_mode()
+def encode(model, texts, batch_size: int = 128) -> np.ndarray:
+    """Unit-length embeddings (n, d) float32."""
+    model.eval()
+    emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True)
+    return emb.astype(np.float32)
+
+
+def label_similarities(model, texts, label_texts) -> np.ndarray:
+    """Cosine similarity (n, L) of each text with each label text."""
+    return encode(model, texts) @ encode(model, label_texts).T
+
+
+def zero_shot_accuracy(cos: np.ndarray, gold) -> float:
+    return float(np.mean(np.argmax(cos, axis=1) == np.asarray(gold)))
