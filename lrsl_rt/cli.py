@@ -1,0 +1,330 @@
+"""``lrsl-rt``: predict, eval and info, a thin layer over the library.
+
+The bundle is ``--bundle DIR``; without it, the environment variable ``LRSL_RT_BUNDLE``; without that,
+``artifacts/banking77/bundle`` under the current directory (where ``python -m export`` writes it).
+A bundle directory that does not exist is a usage error (exit 2); one that exists but is broken is
+a failed run (exit 1).
+
+``predict`` streams: it reads the input in chunks of 1024 records, labels each chunk and writes one
+output record per input record, in order (formats and bad-record rules: :mod:`lrsl_rt.io`). With
+``--on-error stop`` (the default) a bad record ends the run with exit 1 after the records before it
+were written; with ``--on-error record`` it becomes ``{"line": N, "error": "..."}`` in place.
+``eval`` reads the whole file and calls ``Reranker.predict`` once with the batch size the export
+used (recorded in the manifest), so it reproduces the export's hard set and accuracy exactly.
+
+Errors print one line ``Error: ...`` on stderr, with no traceback: exit 1 for a failed run
+(:class:`~lrsl_rt.errors.LrslError`), 2 for bad usage (argparse errors, ``UsageError``). Warnings
+(a CUDA fall-back, say) print as ``Warning: ...``. The library, numpy and onnxruntime are imported
+inside the commands, so ``lrsl-rt --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .errors import InputError, LrslError, UsageError
+
+DEFAULT_BUNDLE = "artifacts/banking77/bundle"
+BUNDLE_ENV = "LRSL_RT_BUNDLE"
+CHUNK_SIZE = 1024
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="lrsl-rt", description="Text classification with LRSL reranking of hard samples.")
+    parser.add_argument("--version", action="version", version=f"lrsl-rt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def bundle_opt(p):
+        p.add_argument(
+            "--bundle",
+            metavar="DIR",
+            help=f"bundle directory (default: ${BUNDLE_ENV}, else {DEFAULT_BUNDLE})",
+        )
+
+    def runtime_opts(p):
+        p.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            help="texts per model call (default: the batch size the bundle was evaluated with at export, else 32)",
+        )
+        p.add_argument(
+            "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime device (default cpu)"
+        )
+        p.add_argument(
+            "--threads", type=_positive_int, help="intra-op threads per model (default: ONNX Runtime's)"
+        )
+
+    p = sub.add_parser(
+        "predict", help="label texts", description="Label texts from arguments, --input FILE or stdin."
+    )
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (else --input, else stdin)")
+    bundle_opt(p)
+    p.add_argument(
+        "--input", metavar="FILE", help="a .txt (one text per line), .jsonl or .csv file; - for stdin"
+    )
+    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
+    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "table"),
+        help="output format (default: by --output extension; else table on a terminal, jsonl otherwise)",
+    )
+    p.add_argument(
+        "--explain", action="store_true", help="add top-k logits, fused scores, variance, similarities"
+    )
+    p.add_argument(
+        "--on-error",
+        choices=("stop", "record"),
+        default="stop",
+        help="a bad input record stops the run (default) or gives an error record in its place",
+    )
+    runtime_opts(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "eval", help="accuracy on a labelled file", description="Accuracy of a bundle on a labelled file."
+    )
+    bundle_opt(p)
+    p.add_argument(
+        "--input", metavar="FILE", required=True, help="a .jsonl or .csv file with texts and labels"
+    )
+    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
+    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    p.add_argument(
+        "--label-field", default="label", help="JSONL field / CSV column holding the label (default label)"
+    )
+    p.add_argument("--report", metavar="DIR", help="write report.json and variance.png here")
+    runtime_opts(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "info", help="versions, providers and a bundle summary", description="Environment and bundle summary."
+    )
+    bundle_opt(p)
+    p.add_argument("--verify", action="store_true", help="also check the sha256 of each bundle file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def resolve_bundle(arg: str | None) -> tuple[Path, str]:
+    """The bundle directory and where its name came from."""
+    if arg:
+        return Path(arg), "--bundle"
+    if os.environ.get(BUNDLE_ENV):
+        return Path(os.environ[BUNDLE_ENV]), f"${BUNDLE_ENV}"
+    return Path(DEFAULT_BUNDLE), "the default"
+
+
+def _load(args):
+    """The Reranker. Its default batch size is the export's, so `eval` sees the export's batches."""
+    from .manifest import read_manifest
+    from .reranker import DEFAULT_BATCH_SIZE, Reranker
+
+    path, how = resolve_bundle(args.bundle)
+    if not path.is_dir():
+        raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR or set {BUNDLE_ENV}")
+    batch_size = args.batch_size
+    if batch_size is None:
+        recorded = read_manifest(path).metrics.get("export_settings", {}).get("batch_size")
+        ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
+        batch_size = recorded if ok else DEFAULT_BATCH_SIZE
+    return Reranker.from_bundle(path, providers=args.provider, threads=args.threads, batch_size=batch_size)
+
+
+def cmd_predict(args) -> int:
+    from .io import RecordReader, Writer, output_format, records_from_args
+
+    if args.texts and args.input:
+        raise UsageError("give texts as arguments or --input FILE, not both")
+    if (
+        args.output
+        and args.input
+        and args.input != "-"
+        and Path(args.output).resolve() == Path(args.input).resolve()
+    ):
+        raise UsageError(f"--output {args.output} is the input file; write the predictions elsewhere")
+    if args.texts:
+        reader = None
+        records = records_from_args(args.texts)
+    else:
+        source = args.input or "-"
+        if source == "-" and sys.stdin.isatty():
+            raise UsageError("no input: give texts as arguments, --input FILE, or pipe texts on stdin")
+        reader = RecordReader(source, field=args.field, column=args.column)
+        records = iter(reader)
+    fmt = output_format(args.format, args.output, sys.stdout)
+    reranker = _load(args)
+    with _open_output(args.output) as out, _Progress(reader) as progress:
+        width = max(len("reranked from"), *(len(label) for label in reranker.labels))
+        writer = Writer(out, fmt, explain=args.explain, label_width=width)
+        while chunk := _take(records, CHUNK_SIZE):
+            bad = next((i for i, r in enumerate(chunk) if r.error), None)
+            stop_at = None
+            if args.on_error == "stop" and bad is not None:
+                chunk, stop_at = chunk[:bad], chunk[bad]
+            good = [r for r in chunk if not r.error]
+            preds = iter(reranker.predict([r.text for r in good], explain=args.explain))
+            for r in chunk:
+                writer.write(r, None if r.error else next(preds).to_dict())
+            progress.update(len(chunk))
+            if stop_at is not None:
+                raise InputError(f"{stop_at.where()}: {stop_at.error}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .io import RecordReader
+    from .metrics import format_report
+    from .report import evaluate, require_matplotlib, write_report
+
+    reader = RecordReader(args.input, field=args.field, column=args.column, label_field=args.label_field)
+    if args.report:
+        require_matplotlib()  # fail before the run, not after
+    reranker = _load(args)
+    label_ids = {label: i for i, label in enumerate(reranker.labels)}
+    texts, gold = [], []
+    for r in reader:
+        if r.error:
+            raise InputError(f"{r.where()}: {r.error}")
+        if r.label not in label_ids:
+            shown = ", ".join(reranker.labels[:5]) + (", ..." if len(reranker.labels) > 5 else "")
+            raise InputError(
+                f"{r.where()}: label {r.label!r} is not one of the bundle's {len(label_ids)} labels ({shown})"
+            )
+        texts.append(r.text)
+        gold.append(label_ids[r.label])
+    if not texts:
+        raise InputError(f"{args.input}: no records to evaluate")
+    result = evaluate(reranker, texts, gold)
+    print(format_report(result["report"]))
+    if args.report:
+        for path in write_report(Path(args.report), result, reranker, args.input):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import json
+
+    from .info import bundle_summary, environment, format_bundle, format_environment
+
+    env = environment()
+    path, how = resolve_bundle(args.bundle)
+    summary, note = None, None
+    if path.is_dir():
+        summary = bundle_summary(path, verify=args.verify)
+    elif args.bundle:
+        raise UsageError(f"bundle directory {path} not found")
+    else:
+        note = f"no bundle at {path} ({how}); pass --bundle DIR or set {BUNDLE_ENV}"
+    if args.json:
+        print(json.dumps({"environment": env, "bundle": summary, "note": note}, indent=2, ensure_ascii=False))
+    else:
+        print(format_environment(env))
+        print()
+        print(format_bundle(summary) if summary else note)
+    return 0
+
+
+@contextlib.contextmanager
+def _open_output(path: str | None):
+    """The --output file (created only once the bundle has loaded), or stdout."""
+    if not path:
+        yield sys.stdout
+        return
+    try:
+        f = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
+    with f:
+        yield f
+
+
+def _take(it, n: int) -> list:
+    chunk = []
+    for item in it:
+        chunk.append(item)
+        if len(chunk) == n:
+            break
+    return chunk
+
+
+class _Progress:
+    """A plain progress line on stderr, drawn only on a terminal and once the input is longer than a chunk."""
+
+    def __init__(self, reader):
+        self.reader, self.done, self.drawn, self.start = reader, 0, False, time.monotonic()
+        self.enabled = reader is not None and sys.stderr.isatty()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled or self.done <= CHUNK_SIZE:
+            return
+        rate = self.done / max(time.monotonic() - self.start, 1e-9)
+        total = self.reader.total_bytes
+        pct = f" {100 * self.reader.bytes_read / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\r{self.done:>10,} texts{pct}  {rate:,.0f} texts/s ")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            raise UsageError("choose a command: predict, eval or info (see `lrsl-rt --help`)")
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
+    except SystemExit as e:  # --help and --version
+        return e.code if isinstance(e.code, int) else 0
+    except LrslError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("Error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `lrsl-rt predict ... | head`: stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:
+        print(f"Error: {e.filename or 'I/O'}: {e.strerror or e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,130 @@
+"""What ``lrsl-rt info`` prints: the environment (for bug reports) and a bundle summary.
+
+Both are plain dicts (``--json`` prints them as they are) plus a short text rendering. The bundle
+summary reads only the manifest and file sizes -- no model is loaded -- unless ``verify`` asks for
+the sha256 checks too.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .manifest import read_manifest, resolve_file
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    from . import __version__
+
+    ort_dist = next((d for d in ("onnxruntime", "onnxruntime-gpu") if _version(d)), None)
+    env = {
+        "lrsl-rt": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": platform.platform(),
+        "numpy": _version("numpy"),
+        "tokenizers": _version("tokenizers"),
+        "onnxruntime": f"{_version(ort_dist)} ({ort_dist})" if ort_dist else None,
+        "providers": None,
+        "matplotlib": _version("matplotlib"),
+    }
+    try:
+        import onnxruntime
+
+        env["providers"] = onnxruntime.get_available_providers()
+    except ImportError:
+        env["onnxruntime"] = "not installed (pip install 'lrsl-rt[cpu]' or 'lrsl-rt[gpu]')"
+    return env
+
+
+def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
+    m = read_manifest(bundle_dir)
+    files = {}
+    for role, entry in m.files.items():
+        path = resolve_file(bundle_dir, role, entry, verify=verify)
+        files[role] = {"path": entry.path, "size": path.stat().st_size, "sha256": entry.sha256}
+    return {
+        "bundle": str(bundle_dir),
+        "format_version": m.format_version,
+        "created_at": m.created_at,
+        "created_by": m.created_by,
+        "n_labels": len(m.labels),
+        "labels": list(m.labels),
+        "k": m.k,
+        "threshold": m.threshold,
+        "fusion": m.fusion.to_dict(),
+        "fusion_name": m.fusion.name,
+        "precision": m.precision,
+        "preset": m.preset,
+        "embedding_dim": m.embedding_dim,
+        "max_length": m.tokenizer.max_length,
+        "files": files,
+        "checksums": "verified" if verify else "not checked (use --verify)",
+        "metrics": m.metrics,
+    }
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_environment(env: dict) -> str:
+    return "\n".join(
+        f"{key + ':':<12} {', '.join(v) if isinstance(v, list) else v}" for key, v in env.items()
+    )
+
+
+def format_bundle(s: dict) -> str:
+    labels = s["labels"]
+    shown = ", ".join(labels[:5]) + (", ..." if len(labels) > 5 else "")
+    lines = [
+        f"bundle:      {s['bundle']}",
+        f"labels:      {s['n_labels']} ({shown})",
+        f"gate:        hard when top-{s['k']} logit variance <= {s['threshold']:.6g}",
+        f"fusion:      {s['fusion_name']}",
+        f"precision:   {s['precision']}" + (f" (preset {s['preset']})" if s["preset"] else ""),
+        f"embedding:   {s['embedding_dim']} dims; max length {s['max_length']} tokens",
+        f"created:     {s['created_at']} by {', '.join(f'{k} {v}' for k, v in s['created_by'].items())}",
+        f"checksums:   {s['checksums']}",
+        "files:",
+    ]
+    lines += [f"  {role:<17} {f['path']:<36} {_size(f['size']):>10}" for role, f in s["files"].items()]
+    if s["metrics"]:
+        lines.append("metrics (measured by export):")
+        lines += _tree(s["metrics"], depth=1)
+    return "\n".join(lines)
+
+
+def _tree(d: dict, depth: int) -> list[str]:
+    """Nested dicts as an indented tree, two levels deep; deeper ones inline in braces."""
+    pad = "  " * depth
+    lines = []
+    for key, value in d.items():
+        if isinstance(value, dict) and value and depth < 3:
+            lines.append(f"{pad}{key}:")
+            lines += _tree(value, depth + 1)
+        else:
+            lines.append(f"{pad}{key}: {_short(value)}")
+    return lines
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return str(value)

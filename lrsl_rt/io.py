@@ -1,0 +1,258 @@
+"""Reading input records and writing output records for the CLI.
+
+Inputs: texts given as arguments, lines on stdin, or ``--input FILE`` by extension --
+``.txt`` (one text per line), ``.jsonl`` (one JSON object per line, text under ``--field``) or
+``.csv`` (header row, text under ``--column``); ``-`` is stdin. Files are read as a stream, line by
+line, so memory stays bounded.
+
+Every input line (or CSV row) is one :class:`Record` with its line number, and each gives exactly one
+output record, in order. A record that cannot be processed carries an ``error`` instead of a text;
+the CLI stops on it or writes an error record in its place (``--on-error``), never skips it:
+
+- a blank line (empty or whitespace only) in any format is an error, not an empty text: in a
+  one-text-per-line file it is almost always a stray line, and predicting on "" would hide it.
+  An explicit empty string (``{"text": ""}``, an empty CSV cell) is a valid text;
+- JSONL: a line that is not valid JSON or not an object, a missing field, a value that is not a string;
+- CSV: a row with a different number of fields than the header.
+
+Problems with the whole file stop the run whatever ``--on-error`` says: file not found, an unknown
+extension, a CSV header without the column, bytes that are not UTF-8 (named with file and line).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, UsageError
+
+FORMATS = ("txt", "jsonl", "csv")
+OUTPUT_FORMATS = ("jsonl", "csv", "table")
+CSV_FIELDS = (
+    "line",
+    "label",
+    "label_id",
+    "score",
+    "hard",
+    "classifier_label",
+    "classifier_label_id",
+    "reranked",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record: ``text`` (and ``label`` when asked for), or an ``error`` saying why not."""
+
+    source: str
+    line: int
+    text: str | None = None
+    label: str | None = None
+    error: str | None = None
+
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+def input_format(path: str) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    fmt = {"txt": "txt", "text": "txt", "jsonl": "jsonl", "ndjson": "jsonl", "csv": "csv"}.get(suffix)
+    if fmt is None:
+        raise UsageError(f"{path}: cannot tell the input format from the extension; use .txt, .jsonl or .csv")
+    return fmt
+
+
+class RecordReader:
+    """Iterates the records of a file (or stdin for ``-``); ``bytes_read``/``total_bytes`` feed a progress bar."""
+
+    def __init__(self, path: str, field: str = "text", column: str = "text", label_field: str | None = None):
+        self.path = path
+        self.field, self.column, self.label_field = field, column, label_field
+        self.is_stdin = path == "-"
+        self.source = "<stdin>" if self.is_stdin else path
+        self.format = "txt" if self.is_stdin else input_format(path)
+        if self.format == "txt" and label_field is not None:
+            raise UsageError(f"{self.source}: a .txt input has no labels; use .jsonl or .csv")
+        if not self.is_stdin and not Path(path).is_file():
+            raise UsageError(f"{path}: input file not found")
+        self.total_bytes = None if self.is_stdin else os.path.getsize(path)
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[Record]:
+        if self.is_stdin:
+            yield from self._records(sys.stdin.buffer)
+        else:
+            with open(self.path, "rb") as f:
+                yield from self._records(f)
+
+    def _records(self, f) -> Iterator[Record]:
+        lines = self._decoded_lines(f)
+        if self.format == "csv":
+            yield from self._csv(lines)
+            return
+        for n, line in lines:
+            body = line.rstrip("\r\n")
+            if not body.strip():
+                yield Record(self.source, n, error="empty line (blank lines are not skipped)")
+            elif self.format == "txt":
+                yield Record(self.source, n, text=body)
+            else:
+                yield self._json_record(n, body)
+
+    def _decoded_lines(self, f) -> Iterator[tuple[int, str]]:
+        for n, raw in enumerate(f, start=1):
+            self.bytes_read += len(raw)
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(
+                    f"{self.source}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "re-encode the file as UTF-8"
+                ) from None
+
+    def _json_record(self, n: int, body: str) -> Record:
+        try:
+            obj = json.loads(body)
+        except json.JSONDecodeError as e:
+            return Record(self.source, n, error=f"not valid JSON: {e.msg} at column {e.colno}")
+        if not isinstance(obj, dict):
+            return Record(self.source, n, error=f"expected a JSON object, got {_json_type(obj)}")
+        return self._fields(n, obj, self.field, "field")
+
+    def _fields(self, n: int, obj: dict, text_key: str, kind: str) -> Record:
+        values = {}
+        for key in (text_key, self.label_field):
+            if key is None:
+                continue
+            if key not in obj:
+                return Record(self.source, n, error=f"{kind} {key!r}: missing")
+            if not isinstance(obj[key], str):
+                return Record(
+                    self.source, n, error=f"{kind} {key!r}: expected a string, got {_json_type(obj[key])}"
+                )
+            values[key] = obj[key]
+        label = values.get(self.label_field) if self.label_field else None
+        return Record(self.source, n, text=values[text_key], label=label)
+
+    def _csv(self, lines: Iterator[tuple[int, str]]) -> Iterator[Record]:
+        line_no = [0]
+
+        def text_lines():
+            for n, line in lines:
+                line_no[0] = n
+                yield line
+
+        reader = csv.reader(text_lines(), strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InputError(f"{self.source}:1: empty CSV file; expected a header row") from None
+        except csv.Error as e:
+            raise InputError(f"{self.source}:{line_no[0]}: CSV header: {e}") from None
+        for key in (self.column, self.label_field):
+            if key is not None and key not in header:
+                raise InputError(f"{self.source}:1: no column {key!r} in the CSV header (columns: {header})")
+        start = line_no[0] + 1
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield Record(self.source, start, error=f"malformed CSV row: {e}")
+                start = line_no[0] + 1
+                continue
+            if not any(cell.strip() for cell in row):
+                yield Record(self.source, start, error="empty line (blank lines are not skipped)")
+            elif len(row) != len(header):
+                yield Record(
+                    self.source, start, error=f"row has {len(row)} fields, the header has {len(header)}"
+                )
+            else:
+                yield self._fields(start, dict(zip(header, row, strict=True)), self.column, "column")
+            start = line_no[0] + 1
+
+
+def records_from_args(texts: list[str]) -> Iterator[Record]:
+    """Texts given on the command line; ``line`` is the argument's position, from 1."""
+    for i, t in enumerate(texts, start=1):
+        yield Record("<argument>", i, text=t)
+
+
+def _json_type(value) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    name = names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+    return f"{name} {json.dumps(value, ensure_ascii=False)[:40]}"
+
+
+# ---- output -------------------------------------------------------------------------------------
+def output_format(requested: str | None, output: str | None, stream) -> str:
+    """``--format``, else by the output file's extension, else table on a terminal and jsonl otherwise."""
+    if requested:
+        return requested
+    if output:
+        return "csv" if output.lower().endswith(".csv") else "jsonl"
+    return "table" if stream.isatty() else "jsonl"
+
+
+class Writer:
+    """Writes one output record per input record: ``{"line": N, **prediction}`` or ``{"line": N, "error": ...}``."""
+
+    def __init__(self, stream, fmt: str, explain: bool = False, label_width: int = 24):
+        if fmt not in OUTPUT_FORMATS:
+            raise UsageError(f"unknown output format {fmt!r}; use one of {OUTPUT_FORMATS}")
+        self.stream, self.format, self.explain = stream, fmt, explain
+        self.width = label_width  # table: width of the label columns (the longest label of the bundle)
+        if fmt == "csv":
+            fields = CSV_FIELDS + (("explanation",) if explain else ())
+            self._csv = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+            self._csv.writeheader()
+        elif fmt == "table":
+            w = self.width
+            stream.write(
+                f"{'line':>6}  {'label':<{w}}  {'score':>8}  {'hard':<4}  {'reranked from':<{w}}  text\n"
+            )
+
+    def write(self, record: Record, prediction: dict | None) -> None:
+        if prediction is None:
+            out = {"line": record.line, "error": record.error}
+        else:
+            out = {"line": record.line, **prediction}
+        if self.format == "jsonl":
+            self.stream.write(json.dumps(out, ensure_ascii=False) + "\n")
+        elif self.format == "csv":
+            if "explanation" in out:
+                out["explanation"] = json.dumps(out["explanation"], ensure_ascii=False)
+            self._csv.writerow({k: str(v).lower() if isinstance(v, bool) else v for k, v in out.items()})
+        else:
+            self._table_row(record, out)
+
+    def _table_row(self, record: Record, out: dict) -> None:
+        if "error" in out:
+            self.stream.write(f"{record.line:>6}  ERROR: {out['error']}\n")
+            return
+        text = (record.text or "").replace("\n", " ")
+        text = text if len(text) <= 50 else text[:49] + "…"
+        base = "" if not out["reranked"] else out["classifier_label"]
+        self.stream.write(
+            f"{record.line:>6}  {out['label']:<{self.width}}  {out['score']:>8.4f}  {'yes' if out['hard'] else 'no':<4}  "
+            f"{base:<{self.width}}  {text}\n"
+        )
+        ex = out.get("explanation")
+        if ex:
+            before = ", ".join(f"{d['label']} {d['logit']:.3f}" for d in ex["topk_before"])
+            self.stream.write(
+                f"{'':>8}variance {ex['variance']:.4g} (threshold {ex['threshold']:.4g}); top-k: {before}\n"
+            )
+            if ex["topk_after"]:
+                after = ", ".join(f"{d['label']} {d['score']:.3f}" for d in ex["topk_after"])
+                sims = ", ".join(f"{d['label']} {d['cos']:.3f}" for d in ex["similarities"])
+                self.stream.write(f"{'':>8}fused: {after}; cos: {sims}\n")

@@ -1,0 +1,82 @@
+"""What the Reranker returns for one text: :class:`Prediction`, optionally with an :class:`Explanation`.
+
+``Prediction.score`` means different things for easy and hard samples:
+
+- easy (``hard`` False, the classifier's answer stands): the classifier's softmax probability of
+  ``label``, in [0, 1];
+- hard (``hard`` True): the fused score of ``label`` under the bundle's fusion rule --
+  ``logit * cos^p`` for ``logits_cos`` (any real number, not a probability) or
+  ``softmax(logit) * cos^p`` for ``softmax_cos``. It ranks the labels of this one text; do not
+  compare it with the score of an easy sample or of another bundle.
+
+``reranked`` is True when LRSL changed the classifier's answer (``label != classifier_label``);
+a hard sample whose fusion agrees with the classifier has ``hard`` True and ``reranked`` False.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a sample got its label.
+
+    ``topk_before``: the classifier's top-k labels with their logits, best first.
+    ``topk_after``: the k best labels by fused score, best first -- None for an easy sample, because the
+    embedder only runs on hard samples. ``similarities``: cosine similarity of the text with each of
+    the classifier's top-k labels (same order as ``topk_before``), None for an easy sample.
+    ``variance``: population variance of the top-k logits; the sample is hard when it is <= ``threshold``.
+    """
+
+    variance: float
+    threshold: float
+    k: int
+    topk_before: tuple[tuple[str, float], ...]
+    topk_after: tuple[tuple[str, float], ...] | None
+    similarities: tuple[tuple[str, float], ...] | None
+
+    def to_dict(self) -> dict:
+        def pairs(items, key):
+            return None if items is None else [{"label": lab, key: value} for lab, value in items]
+
+        return {
+            "variance": self.variance,
+            "threshold": self.threshold,
+            "k": self.k,
+            "topk_before": pairs(self.topk_before, "logit"),
+            "topk_after": pairs(self.topk_after, "score"),
+            "similarities": pairs(self.similarities, "cos"),
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The label of one text; see the module docstring for what ``score`` is."""
+
+    label: str
+    label_id: int
+    score: float
+    hard: bool
+    classifier_label: str
+    classifier_label_id: int
+    explanation: Explanation | None = None
+
+    @property
+    def reranked(self) -> bool:
+        return self.label_id != self.classifier_label_id
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict; the ``explanation`` key is present only when one was asked for."""
+        d = {
+            "label": self.label,
+            "label_id": self.label_id,
+            "score": self.score,
+            "hard": self.hard,
+            "classifier_label": self.classifier_label,
+            "classifier_label_id": self.classifier_label_id,
+            "reranked": self.reranked,
+        }
+        if self.explanation is not None:
+            d["explanation"] = self.explanation.to_dict()
+        return d

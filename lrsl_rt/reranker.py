@@ -1,0 +1,271 @@
+"""The Reranker: classifier, variance gate, embedder on the hard samples only, fusion.
+
+``Reranker.from_bundle(dir)`` loads a bundle strictly (manifest and checksums, :mod:`lrsl_rt.manifest`;
+label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list of texts:
+
+1. tokenizes them once, truncated to the manifest's max length;
+2. runs the classifier in batches of texts of similar length (sorted by token count, so little
+   padding), putting the logits back in input order;
+3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
+4. runs the embedder on the hard samples only, takes their cosine similarity with the label
+   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`.
+
+Batching is deterministic: texts are processed in consecutive chunks of ``chunk_size`` and, inside a
+chunk, sorted by token count (stable) into batches of ``batch_size``. The same list and settings give
+the same batches and so bit-identical results -- this matters for an int8 model, whose dynamic
+quantisation depends on the whole batch. ``predict`` is ``predict_iter`` collected into a list, so
+both give the same answers; ``logits``, ``embed`` and ``similarities`` batch the same way.
+
+The Reranker holds no mutable state after loading: one instance can serve many threads
+(ONNX Runtime's ``run`` is thread-safe, the tokenizer is never reconfigured).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import MODEL_ROLES, load_label_embeddings, open_model
+from .errors import BundleError, InputError, UsageError
+from .fusion import fuse, softmax
+from .gate import is_hard, topk_indices, topk_variance
+from .manifest import Manifest, read_manifest, resolve_file
+from .prediction import Explanation, Prediction
+from .session import OnnxSession
+from .tokenize import BundleTokenizer, Tokens
+
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_CHUNK_SIZE = 1024
+
+
+class Reranker:
+    """LRSL over two ONNX Runtime sessions; build it with :meth:`from_bundle`.
+
+    >>> r = Reranker.from_bundle("artifacts/banking77/bundle", threads=2)  # doctest: +SKIP
+    >>> p = r.predict(["I still have not received my card"])[0]  # doctest: +SKIP
+    >>> p.label, p.hard, p.reranked  # doctest: +SKIP
+    ('card_arrival', False, False)
+
+    The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        tokenizer: BundleTokenizer,
+        classifier: OnnxSession,
+        embedder: OnnxSession,
+        label_embeddings: np.ndarray,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        bundle_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.classifier = classifier
+        self.embedder = embedder
+        self.batch_size = batch_size
+        self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
+        want = (len(manifest.labels), manifest.embedding_dim)
+        if label_embeddings.shape != want:
+            raise BundleError(
+                f"label embeddings have shape {label_embeddings.shape}, the manifest expects {want}"
+            )
+        self._label_embeddings_t = np.ascontiguousarray(label_embeddings.T, dtype=np.float32)
+        self._label_embeddings_t.flags.writeable = False
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | os.PathLike,
+        providers: str | list = "cpu",
+        threads: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        verify: bool = True,
+        spinning: bool = False,
+        *,
+        session_options: dict | None = None,
+    ) -> Reranker:
+        """Load and validate a bundle directory; ``verify`` checks each file's size and sha256.
+
+        ``providers``, ``threads`` and ``spinning`` configure both ONNX Runtime sessions (see
+        :class:`lrsl_rt.session.OnnxSession`); ``session_options`` passes its other settings
+        (``inter_threads``, ``graph_optimization``), e.g. for benchmarks.
+        """
+        bundle_dir = Path(path)
+        manifest = read_manifest(bundle_dir)
+        files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
+        label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
+        tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
+        settings = dict(providers=providers, threads=threads, spinning=spinning, **(session_options or {}))
+        sessions = {
+            role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
+        }
+        return cls(
+            manifest,
+            tokenizer,
+            sessions["classifier"],
+            sessions["embedder"],
+            label_embeddings,
+            batch_size=batch_size,
+            bundle_dir=bundle_dir,
+        )
+
+    # ---- the bundle's settings ------------------------------------------------------------------
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.manifest.labels
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.threshold
+
+    @property
+    def fusion(self):
+        return self.manifest.fusion
+
+    @property
+    def k(self) -> int:
+        return self.manifest.k
+
+    @property
+    def label_embeddings(self) -> np.ndarray:
+        """Read-only float32 (L, d) label embeddings."""
+        return self._label_embeddings_t.T
+
+    # ---- arrays ---------------------------------------------------------------------------------
+    def logits(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+        """Classifier logits, float32 (n, L)."""
+        return self._stack(texts, chunk_size, len(self.labels), lambda rows: self._run(self.classifier, rows))
+
+    def embed(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+        """Unit-length sentence embeddings of the embedder, float32 (n, d)."""
+        dim = self.manifest.embedding_dim
+        return self._stack(texts, chunk_size, dim, lambda rows: self._run(self.embedder, rows))
+
+    def similarities(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+        """Cosine similarity of each text with each label text, float32 (n, L)."""
+        return self.embed(texts, chunk_size) @ self._label_embeddings_t
+
+    # ---- predictions ----------------------------------------------------------------------------
+    def predict(
+        self, texts: list[str], explain: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> list[Prediction]:
+        """One Prediction per text, in input order; an empty list gives an empty list."""
+        texts = _check_texts(texts)
+        return list(self.predict_iter(texts, explain=explain, chunk_size=chunk_size))
+
+    def predict_iter(
+        self, texts: Iterable[str], explain: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> Iterator[Prediction]:
+        """Stream predictions in input order, holding at most ``chunk_size`` texts at a time."""
+        if isinstance(texts, str):
+            raise InputError("expected an iterable of texts, got a single string; wrap it in a list")
+        _check_chunk_size(chunk_size)
+        it, offset = iter(texts), 0
+        while chunk := list(islice(it, chunk_size)):
+            _check_texts(chunk, offset)
+            offset += len(chunk)
+            yield from self._predict_chunk(chunk, explain)
+
+    def _predict_chunk(self, texts: list[str], explain: bool) -> list[Prediction]:
+        rows = self.tokenizer.tokenize(texts)
+        logits = self._run(self.classifier, rows)
+        n = len(texts)
+        hard = is_hard(logits, self.k, self.threshold)
+        base = np.argmax(logits, axis=1)
+        label_ids = base.copy()
+        scores = softmax(logits)[np.arange(n), base]
+        hard_idx = np.flatnonzero(hard)
+        fused = cos = None
+        if hard_idx.size:
+            emb = self._run(self.embedder, [rows[i] for i in hard_idx])
+            cos = emb @ self._label_embeddings_t
+            fused = fuse(logits[hard_idx], cos, self.fusion, self.k)
+            pick = np.argmax(fused, axis=1)
+            label_ids[hard_idx] = pick
+            scores[hard_idx] = fused[np.arange(hard_idx.size), pick]
+        explanations = self._explain(logits, hard_idx, cos, fused) if explain else [None] * n
+        labels = self.labels
+        return [
+            Prediction(
+                label=labels[label_ids[i]],
+                label_id=int(label_ids[i]),
+                score=float(scores[i]),
+                hard=bool(hard[i]),
+                classifier_label=labels[base[i]],
+                classifier_label_id=int(base[i]),
+                explanation=explanations[i],
+            )
+            for i in range(n)
+        ]
+
+    def _explain(self, logits, hard_idx, cos, fused) -> list[Explanation]:
+        labels, k = self.labels, self.k
+        variance = topk_variance(logits, k)
+        top = topk_indices(logits, k)
+        after: dict[int, tuple] = {}
+        sims: dict[int, tuple] = {}
+        if hard_idx.size:
+            top_fused = topk_indices(fused, k)
+            for j, i in enumerate(hard_idx):
+                after[i] = tuple((labels[c], float(fused[j, c])) for c in top_fused[j])
+                sims[i] = tuple((labels[c], float(cos[j, c])) for c in top[i])
+        return [
+            Explanation(
+                variance=float(variance[i]),
+                threshold=self.threshold,
+                k=k,
+                topk_before=tuple((labels[c], float(logits[i, c])) for c in top[i]),
+                topk_after=after.get(i),
+                similarities=sims.get(i),
+            )
+            for i in range(len(logits))
+        ]
+
+    # ---- batching -------------------------------------------------------------------------------
+    def _run(self, session: OnnxSession, rows: list[Tokens]) -> np.ndarray:
+        """Run a model on tokenized rows in length-sorted batches; outputs back in input order."""
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
+        out = None
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            y = np.asarray(session.run(self.tokenizer.pad([rows[i] for i in idx])), dtype=np.float32)
+            if out is None:
+                out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
+            out[idx] = y
+        return out
+
+    def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
+        texts = _check_texts(texts)
+        _check_chunk_size(chunk_size)
+        parts = [
+            fn(self.tokenizer.tokenize(texts[s : s + chunk_size])) for s in range(0, len(texts), chunk_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (
+            f"Reranker({str(self.bundle_dir)!r}, labels={len(self.labels)}, k={self.k}, "
+            f"threshold={self.threshold:.4g}, fusion={self.fusion.name!r}, precision={self.manifest.precision!r})"
+        )
+
+
+def _check_texts(texts, offset: int = 0) -> list[str]:
+    if isinstance(texts, str):
+        raise InputError("expected a list of texts, got a single string; wrap it in a list")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"text #{offset + i}: expected a string, got {type(t).__name__} {t!r:.40}")
+    return texts
+
+
+def _check_chunk_size(chunk_size) -> None:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")

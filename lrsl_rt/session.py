@@ -1,0 +1,210 @@
+"""One ONNX Runtime session wrapper, used for both the classifier and the embedder.
+
+Design (after fastembed's ``OnnxModel``): this class owns everything about the session -- provider
+choice, thread counts, session options, feeding and running -- and knows nothing about what the model
+means. The Reranker holds two of them and decides what goes in (token arrays) and what comes out
+(logits, embeddings).
+
+- ``providers``: ``"cpu"``, ``"cuda"`` (CUDA first, CPU for the nodes CUDA cannot run) or an explicit
+  ONNX Runtime provider list. A requested provider that this onnxruntime build lacks is dropped with
+  a loud ``RuntimeWarning`` naming the providers actually used -- never a silent fall-back.
+  ``session.providers`` is what the session really runs on.
+- ``spinning``: ``session.intra_op.allow_spinning`` (and the inter-op one). Off by default: the
+  classifier and the embedder run back to back in one process, and a session whose idle threads
+  spin steals the cores of the other. Benchmarks can switch it on to measure.
+- ``output``: which graph output ``run`` returns -- a name, names to try in order (the first output
+  when none matches), or None for the first output.
+- ``run(arrays)`` feeds only the inputs the graph declares, cast to the declared integer type;
+  ``token_type_ids`` is optional (zeros when the graph wants it and it was not given).
+- Any onnxruntime failure becomes a ``RuntimeBackendError`` with the cause chained; a missing
+  onnxruntime names the extra to install.
+
+onnxruntime is imported inside the functions that need it, so ``import lrsl_rt`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RuntimeBackendError, UsageError
+
+PROVIDER_ALIASES = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+GRAPH_OPT_LEVELS = ("disable", "basic", "extended", "all")
+_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def import_onnxruntime():
+    """The onnxruntime module, or a RuntimeBackendError naming the extra to install."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise RuntimeBackendError(
+            "onnxruntime is not installed; install it with `pip install 'lrsl-rt[cpu]'` "
+            "(or `pip install 'lrsl-rt[gpu]'` for CUDA; never both)"
+        ) from e
+    return onnxruntime
+
+
+def resolve_providers(providers: str | list | tuple, available: list[str]) -> list:
+    """Provider list to hand to ONNX Runtime; warns loudly about requested providers that are missing.
+
+    >>> resolve_providers("cpu", ["CPUExecutionProvider"])
+    ['CPUExecutionProvider']
+    """
+    if isinstance(providers, str):
+        key = providers.lower()
+        if key in PROVIDER_ALIASES:
+            wanted = list(PROVIDER_ALIASES[key])
+        elif providers.endswith("ExecutionProvider"):
+            wanted = [providers]
+        else:
+            raise UsageError(
+                f"unknown provider {providers!r}; use 'cpu', 'cuda' or an ONNX Runtime provider name "
+                f"such as 'CPUExecutionProvider' (available here: {', '.join(available)})"
+            )
+    elif isinstance(providers, (list, tuple)) and providers:
+        wanted = list(providers)
+    else:
+        raise UsageError(f"providers must be 'cpu', 'cuda' or a non-empty list, got {providers!r}")
+
+    def name(p) -> str:  # a provider is a name or a (name, options) pair
+        return p[0] if isinstance(p, (list, tuple)) else p
+
+    kept = [p for p in wanted if name(p) in available]
+    missing = [name(p) for p in wanted if name(p) not in available]
+    if not kept:
+        kept = ["CPUExecutionProvider"]
+    if missing:
+        hint = (
+            " (install `pip install 'lrsl-rt[gpu]'` instead of the [cpu] extra)"
+            if "CUDAExecutionProvider" in missing
+            else ""
+        )
+        warnings.warn(
+            f"ONNX Runtime provider(s) {missing} requested but not available in this onnxruntime build "
+            f"(available: {available}); running on {[name(p) for p in kept]}{hint}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return kept
+
+
+class OnnxSession:
+    """An ONNX Runtime inference session with our defaults; thread-safe (no state changes after init).
+
+    >>> s = OnnxSession("classifier_int8.onnx", providers="cpu", threads=2)  # doctest: +SKIP
+    >>> s.run({"input_ids": ids, "attention_mask": mask}).shape  # doctest: +SKIP
+    (8, 77)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: str | list | tuple = "cpu",
+        threads: int | None = None,
+        inter_threads: int | None = None,
+        spinning: bool = False,
+        graph_optimization: str = "all",
+        output: str | tuple[str, ...] | None = None,
+    ) -> None:
+        ort = import_onnxruntime()
+        self.path = Path(path)
+        for key, value in (("threads", threads), ("inter_threads", inter_threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{key} must be a positive integer or None, got {value!r}")
+        if graph_optimization not in GRAPH_OPT_LEVELS:
+            raise UsageError(
+                f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}"
+            )
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (one per physical core)
+        opts.inter_op_num_threads = inter_threads or 0
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[graph_optimization]
+        spin = "1" if spinning else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        self.options = {
+            "threads": threads,
+            "inter_threads": inter_threads,
+            "spinning": bool(spinning),
+            "graph_optimization": graph_optimization,
+        }
+
+        self.requested_providers = providers
+        wanted = resolve_providers(providers, ort.get_available_providers())
+        try:
+            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            raise RuntimeBackendError(
+                f"{self.path}: ONNX Runtime (onnxruntime {ort.__version__}) could not load this model: "
+                f"{_first_line(e)}; the file may be damaged or need a newer onnxruntime"
+            ) from e
+        self.providers: list[str] = self._session.get_providers()
+        asked = [p[0] if isinstance(p, (list, tuple)) else p for p in wanted]
+        if asked[0] not in self.providers:
+            warnings.warn(
+                f"{self.path.name}: ONNX Runtime could not start {asked[0]} and runs on {self.providers}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.inputs = {i.name: i for i in self._session.get_inputs()}
+        self.outputs = {o.name: o for o in self._session.get_outputs()}
+        if isinstance(output, str) and output not in self.outputs:
+            raise RuntimeBackendError(
+                f"{self.path}: the graph has no output {output!r}; it has {list(self.outputs)}"
+            )
+        candidates = (output,) if isinstance(output, str) else tuple(output or ())
+        self.output = next((o for o in candidates if o in self.outputs), next(iter(self.outputs)))
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.inputs)
+
+    def output_shape(self, name: str | None = None) -> list:
+        """Declared shape of an output; symbolic dimensions are strings or None."""
+        return list(self.outputs[name or self.output].shape)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The selected output for these inputs; extra keys of ``arrays`` are ignored."""
+        feeds = {}
+        for name, arg in self.inputs.items():
+            if name in arrays:
+                value = arrays[name]
+            elif name == "token_type_ids" and "input_ids" in arrays:
+                value = np.zeros_like(arrays["input_ids"])
+            else:
+                raise RuntimeBackendError(
+                    f"{self.path}: the graph needs input {name!r}, which the tokenizer does not produce "
+                    f"(it gives {sorted(arrays)})"
+                )
+            dtype = _INT_TYPES.get(arg.type)
+            feeds[name] = np.ascontiguousarray(value, dtype=dtype) if dtype else value
+        try:
+            return self._session.run([self.output], feeds)[0]
+        except Exception as e:
+            shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+            raise RuntimeBackendError(
+                f"{self.path.name}: ONNX Runtime failed on a batch with input shapes {shapes}: {_first_line(e)}"
+            ) from e
+
+    def __repr__(self) -> str:
+        return f"OnnxSession({str(self.path)!r}, providers={self.providers}, options={self.options})"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]

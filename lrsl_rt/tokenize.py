@@ -1,0 +1,101 @@
+"""Texts to model inputs with the bundle's ``tokenizer.json`` and the manifest's settings.
+
+The result equals a Hugging Face fast tokenizer called with ``truncation=True,
+max_length=manifest.tokenizer.max_length, padding=True`` (pad right to the longest text of the
+batch), token for token.
+
+The truncation and padding stored inside ``tokenizer.json`` are ignored on purpose: exported
+tokenizers often carry ``Fixed(128)`` padding or another max length. Truncation is set explicitly
+from the manifest, and padding is done here in numpy with the manifest's ``pad_id`` (attention mask 0,
+token type 0), which is what ``padding=True`` does. Splitting the two steps lets the Reranker tokenize
+a chunk once, sort it by length and pad each batch only to its own longest text.
+
+Shortcut: only right padding and single texts (no text pairs) -- what a classifier and a sentence
+embedder of this project need.
+
+>>> tok = BundleTokenizer("bundle/tokenizer.json", manifest.tokenizer)  # doctest: +SKIP
+>>> tok(["hi", "hello there"])["attention_mask"]  # doctest: +SKIP
+array([[1, 1, 1, 0],
+       [1, 1, 1, 1]])
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import BundleError
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """One text after tokenization and truncation, before padding."""
+
+    ids: tuple[int, ...]
+    type_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class BundleTokenizer:
+    """A ``tokenizers.Tokenizer`` configured from the manifest; thread-safe (never reconfigured after init)."""
+
+    def __init__(self, path: str | os.PathLike, settings) -> None:
+        from tokenizers import Tokenizer  # imported here so `import lrsl_rt` stays light
+
+        self.path = str(path)
+        self.settings = settings
+        try:
+            tok = Tokenizer.from_file(self.path)
+        except Exception as e:  # tokenizers raises a bare Exception on a malformed file
+            raise BundleError(f"{self.path}: not a valid `tokenizers` file: {e}") from e
+        if settings.max_length < 2:
+            raise BundleError(f"{self.path}: tokenizer.max_length must be >= 2, got {settings.max_length}")
+        token_id = tok.token_to_id(settings.pad_token)
+        if token_id != settings.pad_id:
+            raise BundleError(
+                f"{self.path}: pad token {settings.pad_token!r} has id {token_id} in the vocabulary, "
+                f"manifest expects pad_id {settings.pad_id}"
+            )
+        tok.no_padding()
+        tok.enable_truncation(settings.max_length, stride=0, strategy="longest_first", direction="right")
+        self._tok = tok
+
+    @property
+    def max_length(self) -> int:
+        return self.settings.max_length
+
+    def tokenize(self, texts: list[str]) -> list[Tokens]:
+        """Token ids (special tokens added, truncated to max_length) of each text, unpadded."""
+        if not texts:
+            return []
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        return [Tokens(tuple(e.ids), tuple(e.type_ids)) for e in encodings]
+
+    def pad(self, rows: list[Tokens]) -> dict[str, np.ndarray]:
+        """int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` padded right to the longest row.
+
+        >>> tok.pad([Tokens((2, 7, 3), (0, 0, 0)), Tokens((2, 3), (0, 0))])["input_ids"]  # doctest: +SKIP
+        array([[2, 7, 3],
+               [2, 3, 0]])
+        """
+        n = len(rows)
+        width = max((len(r) for r in rows), default=0)
+        ids = np.full((n, width), self.settings.pad_id, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            m = len(r)
+            ids[i, :m] = r.ids
+            mask[i, :m] = 1
+            types[i, :m] = r.type_ids
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Tokenize and pad one batch: the same ids as HF ``tok(texts, truncation=True, max_length=..., padding=True)``."""
+        return self.pad(self.tokenize(texts))

@@ -1,0 +1,183 @@
+"""The variance gate and the fusion rules: one example worked by hand, then properties.
+
+Worked example: labels A, B, C; k = 2; threshold 0.0625.
+
+Sample 1: logits [2.0, 1.5, 1.0], cos [0.25, 0.5, 0.875].
+  top-2 logits [2.0, 1.5], mean 1.75, variance ((0.25)^2 + (0.25)^2) / 2 = 0.0625 <= 0.0625: hard
+  (the gate is "at or below", and every number here is exact in binary floating point).
+  cos^2 = [0.0625, 0.25, 0.765625]
+  logits_cos, p=2, scope all:  [2.0*0.0625, 1.5*0.25, 1.0*0.765625] = [0.125, 0.375, 0.765625] -> C
+  logits_cos, p=2, scope topk: C is outside the top-2 -> [0.125, 0.375, -inf]                  -> B
+  softmax(logits) = [e^2, e^1.5, e^1] / 14.589027 = [0.506480, 0.307196, 0.186324]
+  softmax_cos, p=2, scope all:  [0.506480*0.0625, 0.307196*0.25, 0.186324*0.765625]
+                              = [0.031655, 0.076799, 0.142654]                                 -> C
+  softmax_cos, p=2, scope topk: [0.031655, 0.076799, -inf]                                     -> B
+  p = 0 (cos^0 = 1): the classifier's order stands                                            -> A
+
+Sample 2: logits [3.0, 0.0, -1.0]: top-2 [3.0, 0.0], mean 1.5, variance 1.5^2 = 2.25 > 0.0625: easy,
+  so LRSL keeps the classifier's A whatever the similarities say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from lrsl_rt.fusion import Fusion, fuse, rerank, softmax
+from lrsl_rt.gate import is_hard, topk_indices, topk_variance
+
+LOGITS = np.array([[2.0, 1.5, 1.0], [3.0, 0.0, -1.0]])
+COS = np.array([[0.25, 0.5, 0.875], [0.9, 0.1, 0.1]])
+K, THRESHOLD = 2, 0.0625
+A, B, C = 0, 1, 2
+
+
+def lrsl(logits, cos, fusion, k, threshold):
+    """The Reranker's composition on arrays: gate, then fusion on the hard rows only."""
+    pred = np.argmax(logits, axis=1)
+    hard = is_hard(logits, k, threshold)
+    if hard.any():
+        pred[hard] = rerank(logits[hard], cos[hard], fusion, k)
+    return pred
+
+
+def test_gate_worked_example():
+    np.testing.assert_array_equal(topk_indices(LOGITS, K), [[A, B], [A, B]])
+    np.testing.assert_array_equal(topk_variance(LOGITS, K), [0.0625, 2.25])
+    np.testing.assert_array_equal(is_hard(LOGITS, K, THRESHOLD), [True, False])
+    np.testing.assert_array_equal(is_hard(LOGITS, K, 0.0624), [False, False])
+
+
+@pytest.mark.parametrize(
+    ("rule", "scope", "scores", "label"),
+    [
+        ("logits_cos", "all", [0.125, 0.375, 0.765625], C),
+        ("logits_cos", "topk", [0.125, 0.375, -np.inf], B),
+        ("softmax_cos", "all", [0.031655, 0.076799, 0.142654], C),
+        ("softmax_cos", "topk", [0.031655, 0.076799, -np.inf], B),
+    ],
+)
+def test_fusion_worked_example(rule, scope, scores, label):
+    fusion = Fusion(rule, 2, scope)
+    got = fuse(LOGITS[:1], COS[:1], fusion, K)[0]
+    np.testing.assert_allclose(got, scores, atol=1e-6)
+    assert rerank(LOGITS[:1], COS[:1], fusion, K)[0] == label
+    # composed with the gate: sample 1 is hard and reranked, sample 2 is easy and keeps A
+    np.testing.assert_array_equal(lrsl(LOGITS, COS, fusion, K, THRESHOLD), [label, A])
+
+
+def test_softmax_worked_example():
+    np.testing.assert_allclose(softmax(LOGITS[:1])[0], [0.506480, 0.307196, 0.186324], atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["logits_cos", "softmax_cos"])
+@pytest.mark.parametrize("scope", ["all", "topk"])
+def test_p0_keeps_classifier_order(rule, scope):
+    assert rerank(LOGITS[:1], COS[:1], Fusion(rule, 0, scope), K)[0] == A
+
+
+def test_fusion_rejects_bad_settings():
+    with pytest.raises(ValueError, match="rule"):
+        Fusion("cos_only", 2, "all")
+    with pytest.raises(ValueError, match="scope"):
+        Fusion("logits_cos", 2, "top3")
+    with pytest.raises(ValueError, match="exponent"):
+        Fusion("logits_cos", 1.5, "all")
+    with pytest.raises(ValueError, match="same shape"):
+        fuse(LOGITS, COS[:1], Fusion(), K)
+
+
+# ---- properties ----------------------------------------------------------------------------------
+finite = st.floats(-30, 30, allow_nan=False, allow_infinity=False)
+cosine = st.floats(-1, 1, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def problems(draw):
+    """(logits, cos, k) with 2..8 labels and 1..6 samples."""
+    n, n_labels = draw(st.integers(1, 6)), draw(st.integers(2, 8))
+    logits = draw(arrays(np.float64, (n, n_labels), elements=finite))
+    cos = draw(arrays(np.float64, (n, n_labels), elements=cosine))
+    return logits, cos, draw(st.integers(2, n_labels))
+
+
+fusions = st.builds(
+    Fusion,
+    st.sampled_from(["logits_cos", "softmax_cos"]),
+    st.integers(0, 8),
+    st.sampled_from(["all", "topk"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_variance_is_nonnegative_and_shift_invariant(problem):
+    logits, _, k = problem
+    v = topk_variance(logits, k)
+    assert v.shape == (len(logits),)
+    assert (v >= 0).all()
+    np.testing.assert_allclose(topk_variance(logits + 7.0, k), v, atol=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems())
+def test_topk_indices_are_best_first(problem):
+    logits, _, k = problem
+    top = topk_indices(logits, k)
+    vals = np.take_along_axis(logits, top, axis=1)
+    assert (np.diff(vals, axis=1) <= 0).all()
+    assert (vals[:, -1:] >= np.sort(logits, axis=1)[:, -k:][:, :1]).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), fusions)
+def test_scope_topk_never_picks_outside_topk(problem, fusion):
+    logits, cos, k = problem
+    fusion = Fusion(fusion.rule, fusion.p, "topk")
+    picked = rerank(logits, cos, fusion, k)
+    top = topk_indices(logits, k)
+    assert all(picked[i] in top[i] for i in range(len(picked)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), st.sampled_from(["all", "topk"]))
+def test_p0_logits_cos_is_argmax_of_logits(problem, scope):
+    logits, cos, k = problem
+    np.testing.assert_array_equal(
+        rerank(logits, cos, Fusion("logits_cos", 0, scope), k), np.argmax(logits, axis=1)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), fusions)
+def test_unit_similarities_change_nothing(problem, fusion):
+    """cos = 1 for every label: cos^p = 1, so the fusion ranks like its base (logits or softmax)."""
+    logits, _, k = problem
+    scores = fuse(logits, np.ones_like(logits), fusion, k)
+    base = logits if fusion.rule == "logits_cos" else softmax(logits)
+    np.testing.assert_array_equal(
+        np.isfinite(scores).sum(axis=1), logits.shape[1] if fusion.scope == "all" else k
+    )
+    np.testing.assert_allclose(
+        np.where(np.isfinite(scores), scores, 0), np.where(np.isfinite(scores), base, 0)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems(), st.floats(0, 50), st.floats(0, 50))
+def test_gate_is_monotone_in_threshold(problem, t1, t2):
+    logits, _, k = problem
+    lo, hi = sorted((t1, t2))
+    assert (is_hard(logits, k, lo) <= is_hard(logits, k, hi)).all()
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), fusions, st.floats(0, 50))
+def test_easy_samples_keep_the_classifier_label(problem, fusion, threshold):
+    logits, cos, k = problem
+    pred = lrsl(logits, cos, fusion, k, threshold)
+    easy = ~is_hard(logits, k, threshold)
+    np.testing.assert_array_equal(pred[easy], np.argmax(logits, axis=1)[easy])

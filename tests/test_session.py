@@ -1,0 +1,163 @@
+"""The ONNX Runtime session wrapper on hand-built graphs (no exported model needed).
+
+The graph ``toy`` computes ``sum(input_ids * attention_mask)`` per row (plus ``token_type_ids`` when
+it declares that input), so the value fed is visible in the output: for ids [[2, 7, 3], [2, 3, 0]]
+and mask [[1, 1, 1], [1, 1, 0]] it returns [[12.], [5.]].
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from lrsl_rt.errors import RuntimeBackendError, UsageError
+from lrsl_rt.session import OnnxSession, resolve_providers
+
+IDS = np.array([[2, 7, 3], [2, 3, 0]], dtype=np.int64)
+MASK = np.array([[1, 1, 1], [1, 1, 0]], dtype=np.int64)
+
+
+def toy_graph(path, with_types: bool = False, int_type: str = "INT64"):
+    import onnx
+    from onnx import TensorProto, helper
+
+    elem = getattr(TensorProto, int_type)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+    inputs = [helper.make_tensor_value_info(n, elem, ["batch", "seq"]) for n in names]
+    nodes = [helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"])]
+    last = "masked"
+    if with_types:
+        nodes.append(helper.make_node("Add", ["masked", "token_type_ids"], ["typed"]))
+        last = "typed"
+    nodes += [
+        helper.make_node("Cast", [last], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["f", "axes"], ["score"], keepdims=1),
+    ]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    out = helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 1])
+    graph = helper.make_graph(nodes, "toy", inputs, [out], initializer=[axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return toy_graph(tmp_path_factory.mktemp("onnx") / "toy.onnx")
+
+
+def test_runs_and_reports_providers(toy):
+    s = OnnxSession(toy, providers="cpu", threads=1)
+    assert s.providers == ["CPUExecutionProvider"]
+    assert s.input_names == ["input_ids", "attention_mask"]
+    assert s.output == "score" and s.output_shape() == ["batch", 1]
+    extra = {"token_type_ids": np.ones_like(IDS)}  # not declared by the graph: not fed
+    np.testing.assert_array_equal(s.run({"input_ids": IDS, "attention_mask": MASK, **extra}), [[12.0], [5.0]])
+
+
+def test_token_type_ids_optional(tmp_path):
+    s = OnnxSession(toy_graph(tmp_path / "typed.onnx", with_types=True))
+    np.testing.assert_array_equal(s.run({"input_ids": IDS, "attention_mask": MASK}), [[12.0], [5.0]])
+    types = np.array([[0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(
+        s.run({"input_ids": IDS, "attention_mask": MASK, "token_type_ids": types}), [[14.0], [5.0]]
+    )
+
+
+def test_inputs_cast_to_declared_int32(tmp_path):
+    s = OnnxSession(toy_graph(tmp_path / "int32.onnx", int_type="INT32"))
+    np.testing.assert_array_equal(s.run({"input_ids": IDS, "attention_mask": MASK}), [[12.0], [5.0]])
+
+
+def test_missing_input_is_named(toy):
+    with pytest.raises(RuntimeBackendError, match="needs input 'attention_mask'"):
+        OnnxSession(toy).run({"input_ids": IDS})
+
+
+def test_run_failure_is_wrapped_with_cause(toy):
+    s = OnnxSession(toy)
+    with pytest.raises(
+        RuntimeBackendError, match=r"toy.onnx: ONNX Runtime failed on a batch with input shapes"
+    ) as info:
+        s.run({"input_ids": IDS, "attention_mask": MASK[:1, :2]})
+    assert info.value.__cause__ is not None
+
+
+def test_corrupt_model_is_wrapped_with_cause(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(
+        RuntimeBackendError, match="bad.onnx: ONNX Runtime .* could not load this model"
+    ) as info:
+        OnnxSession(bad)
+    assert info.value.__cause__ is not None
+
+
+def test_options(toy):
+    s = OnnxSession(toy, threads=2, inter_threads=1, spinning=True, graph_optimization="basic")
+    assert s.options == {"threads": 2, "inter_threads": 1, "spinning": True, "graph_optimization": "basic"}
+    config = s._session.get_session_options().get_session_config_entry
+    assert (
+        config("session.intra_op.allow_spinning") == "1" and config("session.inter_op.allow_spinning") == "1"
+    )
+    default = OnnxSession(toy)
+    assert default.options["spinning"] is False
+    assert (
+        default._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        == "0"
+    )
+    with pytest.raises(UsageError, match="threads must be a positive integer"):
+        OnnxSession(toy, threads=0)
+    with pytest.raises(UsageError, match="graph_optimization"):
+        OnnxSession(toy, graph_optimization="max")
+    with pytest.raises(RuntimeBackendError, match="no output 'logits'"):
+        OnnxSession(toy, output="logits")
+    assert OnnxSession(toy, output=("logits", "score")).output == "score"
+
+
+def test_provider_choice():
+    avail = ["CPUExecutionProvider"]
+    assert resolve_providers("CPU", avail) == ["CPUExecutionProvider"]
+    assert resolve_providers(["CPUExecutionProvider"], avail) == ["CPUExecutionProvider"]
+    with pytest.raises(UsageError, match="unknown provider 'tpu'"):
+        resolve_providers("tpu", avail)
+    with pytest.raises(UsageError, match="non-empty list"):
+        resolve_providers([], avail)
+
+
+def test_cuda_fallback_is_loud():
+    with pytest.warns(
+        RuntimeWarning, match=r"CUDAExecutionProvider.*not available.*running on \['CPUExecutionProvider'\]"
+    ):
+        used = resolve_providers("cuda", ["CPUExecutionProvider"])
+    assert used == ["CPUExecutionProvider"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when CUDA is there
+        assert (
+            resolve_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"])[0]
+            == "CUDAExecutionProvider"
+        )
+
+
+def test_cuda_session_reports_the_provider_used(toy):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: no fall-back to observe")
+    with pytest.warns(RuntimeWarning, match="running on"):
+        s = OnnxSession(toy, providers="cuda")
+    assert s.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.gpu
+def test_cuda_session_runs_on_cuda(toy):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("needs onnxruntime-gpu and a CUDA device")
+    s = OnnxSession(toy, providers="cuda")
+    assert s.providers[0] == "CUDAExecutionProvider"
+    np.testing.assert_array_equal(s.run({"input_ids": IDS, "attention_mask": MASK}), [[12.0], [5.0]])
