@@ -70,3 +70,24 @@ def tiny_checkpoint(tmp_path_factory, tiny_base, tiny_data) -> Path:
     )
     (ckpt / "metrics.json").write_text("{}\n", encoding="utf-8")
     return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    """An int8 bundle (preset detected from this CPU) exported from the tiny checkpoint by `export`.
+
+    The accuracy gate is opened wide (max_accuracy_drop=1.0): the tiny model is random.
+    """
+    from export import build_bundle
+
+    out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+    return build_bundle(tiny_checkpoint, out, precision="int8", max_accuracy_drop=1.0, log=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_fp32(tmp_path_factory, tiny_checkpoint) -> Path:
+    """An fp32 bundle exported from the tiny checkpoint (gate opened wide, as for ``tiny_bundle``)."""
+    from export import build_bundle
+
+    out = tmp_path_factory.mktemp("tiny_bundle_fp32") / "bundle"
+    return build_bundle(tiny_checkpoint, out, precision="fp32", max_accuracy_drop=1.0, log=lambda msg: None)

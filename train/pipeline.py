@@ -203,7 +203,10 @@ def run(cfg: TrainConfig, log=print) -> Path:
     # 4. dev calibration
     t = time.perf_counter()
     log("[4/5] dev calibration: sigma2_mis and the fusion rule")
-    threshold = sigma2_mis(logits_dev, y_dev, cfg.k)
+    try:
+        threshold = sigma2_mis(logits_dev, y_dev, cfg.k)
+    except ValueError as e:
+        raise D.DataError(f"dev calibration: {e}") from e
     hard_dev = is_hard(logits_dev, cfg.k, threshold)
     fusion, table = choose_fusion(logits_dev, cos_dev, y_dev, hard_dev, cfg.k)
     log(

@@ -1,0 +1,104 @@
+"""``python -m export CHECKPOINT_DIR OUT_BUNDLE_DIR``: a thin command line over :func:`export.build_bundle`.
+
+Exit codes: 0 written, 1 export failed (message on stderr, no bundle written), 2 bad usage.
+``--max-accuracy-drop`` is in percentage points (0.5 = half a point); ``build_bundle`` takes a fraction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+PRESET_NAMES = ("avx512_vnni", "avx2", "arm64")  # export.optimize.PRESETS, without importing it for --help
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Export an LRSL training checkpoint to an lrsl-rt bundle (ONNX models, tokenizer, "
+        "label embeddings, manifest), re-calibrated and checked against the PyTorch models.",
+    )
+    p.add_argument("checkpoint", help="checkpoint directory written by `python -m train`")
+    p.add_argument("out", help="bundle directory to create (built next to it, then renamed into place)")
+    p.add_argument(
+        "--precision",
+        choices=("int8", "fp32", "fp16"),
+        default="int8",
+        help="int8: dynamic quantization for CPUs (default); fp32; fp16: for GPUs",
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=None,
+        help="int8 quantization preset; default: detected from this CPU "
+        "(avx512_vnni if the CPU has it, arm64 on aarch64, else avx2)",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="refuse the bundle when its LRSL accuracy is more than this many percentage points "
+        "below the PyTorch models' (test split, or dev without one; default 0.5)",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
+    p.add_argument(
+        "--no-optimize",
+        action="store_true",
+        help="skip ONNX Runtime's transformer fusions (for model types it mis-fuses)",
+    )
+    p.add_argument(
+        "--parity-atol",
+        type=float,
+        default=None,
+        help="max |PyTorch - ONNX fp32| of the logits on dev (default 1e-3)",
+    )
+    p.add_argument(
+        "--providers", default="cpu", help="ONNX Runtime providers for evaluating the bundle: cpu or cuda"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the checkpoint has every file
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGTERM -> SystemExit, so the staging directory is removed like on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    from lrsl_rt.errors import LrslError
+
+    from . import build_bundle
+
+    try:
+        out = build_bundle(
+            args.checkpoint,
+            args.out,
+            precision=args.precision,
+            preset=args.preset,
+            max_accuracy_drop=args.max_accuracy_drop / 100.0,
+            batch_size=args.batch_size,
+            optimize=not args.no_optimize,
+            force=args.force,
+            providers=args.providers,
+            threads=args.threads,
+            parity_atol=args.parity_atol,
+        )
+    except LrslError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("Error: interrupted; no bundle was written", file=sys.stderr)
+        return 130
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
