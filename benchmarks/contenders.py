@@ -1,0 +1,219 @@
+"""The contenders of ``latency.py``: one class per way of classifying a text.
+
+A contender has four steps, each a method (``measure.py`` times them):
+
+- ``setup()``            import its libraries and set its thread count (timed as ``import_s``);
+- ``load()``             load the model or bundle (timed as ``load_s``; a bundle's sha256 checks included);
+- ``classify(texts)``    end to end for a batch: tokenization, model, argmax (and for the full LRSL path
+                         the gate, the embedder on the hard samples and the fusion) -> :class:`Output`;
+- ``encode(text)`` / ``run_encoded(inputs)``: the same for one text with tokenization done beforehand,
+                         so that ``run_encoded`` times the model (and LRSL's gate/embedder/fusion) alone.
+
+The PyTorch baseline and Optimum's model share the checkpoint's Hugging Face tokenizer; the lrsl_rt
+contenders use the bundle's ``tokenizers`` file. All truncate to the bundle's max length.
+``LrslFull.stages`` re-traces ``Reranker._predict_chunk`` through the Reranker's public parts
+(tokenizer, the two sessions, the gate and the fusion) with a clock between the pieces.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.optimum_model import OPTIMUM_FILE
+
+DESCRIPTIONS = {
+    "pytorch_fp32": "PyTorch eager fp32 classifier (transformers), the baseline",
+    "optimum_int8": "Optimum ORTModelForSequenceClassification, int8 dynamic (ORTQuantizer)",
+    "lrsl_clf_int8": "lrsl_rt classifier only, int8 bundle (Reranker.logits + argmax)",
+    "lrsl_clf_fp32": "lrsl_rt classifier only, fp32 bundle (Reranker.logits + argmax)",
+    "lrsl_int8": "lrsl_rt full LRSL path, int8 bundle (Reranker.predict)",
+    "lrsl_fp32": "lrsl_rt full LRSL path, fp32 bundle (Reranker.predict)",
+}
+
+
+@dataclass
+class Output:
+    labels: list[str]
+    classifier_labels: list[str] | None = None  # LRSL: the classifier's own answer
+    hard: list[bool] | None = None  # LRSL: whether the embedder ran
+
+
+# ---- the contenders ---------------------------------------------------------------------------
+class PyTorchClassifier:
+    """The baseline: transformers' AutoModelForSequenceClassification (eval mode, torch.inference_mode)."""
+
+    def __init__(self, opts):
+        self.dir = Path(opts.checkpoint) / "classifier"
+        self.threads, self.max_length = opts.threads, opts.max_length
+        self.providers = ["torch CPU"]
+
+    def setup(self):
+        import torch
+        import transformers
+
+        self.torch, self.transformers = torch, transformers
+        torch.set_num_threads(self.threads)
+
+    def load(self):
+        self.tok = self.transformers.AutoTokenizer.from_pretrained(self.dir)
+        self.model = self.transformers.AutoModelForSequenceClassification.from_pretrained(self.dir).eval()
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        attention = getattr(self.model.config, "_attn_implementation", None) or "default"
+        self.providers = [f"torch CPU, {attention} attention"]
+
+    def _tokenize(self, texts):
+        return self.tok(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+
+    def classify(self, texts):
+        with self.torch.inference_mode():
+            ids = self.model(**self._tokenize(texts)).logits.argmax(-1).tolist()
+        return Output([self.labels[i] for i in ids])
+
+    def encode(self, text):
+        return self._tokenize([text])
+
+    def run_encoded(self, inputs):
+        with self.torch.inference_mode():
+            return self.model(**inputs).logits
+
+
+class OptimumClassifier(PyTorchClassifier):
+    """Optimum's ORT model; its inputs go through the same HF tokenizer as the PyTorch baseline."""
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        self.model_dir, self.provider, self.spinning = Path(opts.optimum_dir), opts.provider, opts.spinning
+
+    def setup(self):
+        super().setup()
+        import onnxruntime
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+
+        self.ort, self.ort_model = onnxruntime, ORTModelForSequenceClassification
+
+    def load(self):
+        so = self.ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        if self.spinning != "default":  # else ONNX Runtime's default: spinning on
+            spin = "1" if self.spinning == "on" else "0"
+            so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+            so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        provider = "CUDAExecutionProvider" if self.provider == "cuda" else "CPUExecutionProvider"
+        self.tok = self.transformers.AutoTokenizer.from_pretrained(self.dir)
+        self.model = self.ort_model.from_pretrained(
+            self.model_dir,
+            file_name=OPTIMUM_FILE,
+            session_options=so,
+            provider=provider,
+            use_io_binding=False,
+        )
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        self.providers = list(self.model.providers)
+
+    def classify(self, texts):
+        logits = np.asarray(self.model(**self._tokenize(texts)).logits)
+        return Output([self.labels[i] for i in logits.argmax(-1)])
+
+    def run_encoded(self, inputs):
+        return self.model(**inputs).logits
+
+
+class LrslClassifier:
+    """lrsl_rt with the gate off: ``Reranker.logits`` + argmax."""
+
+    def __init__(self, opts, precision):
+        self.bundle = opts.bundle if precision == "int8" else opts.bundle_fp32
+        self.opts = opts
+
+    def setup(self):
+        from lrsl_rt import Reranker
+
+        self.reranker_cls = Reranker
+
+    def load(self):
+        o = self.opts
+        self.r = self.reranker_cls.from_bundle(
+            self.bundle,
+            providers=o.provider,
+            threads=o.threads,
+            batch_size=max(o.batch_sizes),
+            spinning=o.spinning == "on",  # "default" is the runtime's default: off
+        )
+        self.labels = list(self.r.labels)
+        self.providers = self.r.classifier.providers
+
+    def classify(self, texts):
+        return Output([self.labels[i] for i in self.r.logits(texts).argmax(1)])
+
+    def encode(self, text):
+        return self.r.tokenizer([text])
+
+    def run_encoded(self, inputs):
+        return self.r.classifier.run(inputs)
+
+
+class LrslFull(LrslClassifier):
+    """The full LRSL path: ``Reranker.predict`` (gate, embedder on hard samples, fusion)."""
+
+    def classify(self, texts):
+        preds = self.r.predict(texts)
+        return Output([p.label for p in preds], [p.classifier_label for p in preds], [p.hard for p in preds])
+
+    def run_encoded(self, inputs):
+        return self.stages(inputs)[1]
+
+    def stages(self, feeds, rows=None) -> tuple[dict, np.ndarray]:
+        """Reranker._predict_chunk written out with a clock between the pieces. ``rows``: the unpadded
+        tokens, to pad the hard rows to their own longest as the Reranker does (None: slice ``feeds``,
+        the same for one text). Returns (seconds per stage, label ids)."""
+        from lrsl_rt.fusion import fuse
+        from lrsl_rt.gate import is_hard
+
+        r, clock = self.r, time.perf_counter
+        t0 = clock()
+        logits = np.asarray(r.classifier.run(feeds), dtype=np.float32)
+        t1 = clock()
+        idx = np.flatnonzero(is_hard(logits, r.k, r.threshold))
+        ids = logits.argmax(1)
+        t2 = t3 = t4 = clock()
+        if idx.size:
+            if rows is None:
+                emb_feeds = {k: v[idx] for k, v in feeds.items()}
+            else:
+                emb_feeds = r.tokenizer.pad([rows[i] for i in idx])
+            emb = r.embedder.run(emb_feeds)
+            t3 = clock()
+            fused = fuse(logits[idx], emb @ r.label_embeddings.T, r.fusion, r.k)
+            ids[idx] = fused.argmax(1)
+            t4 = clock()
+        return {"classifier": t1 - t0, "gate": t2 - t1, "embedder": t3 - t2, "fuse": t4 - t3}, ids
+
+    def breakdown(self, batches: list[list[str]]) -> dict:
+        """Milliseconds per query of each stage over these batches, and the labels in order."""
+        total = dict.fromkeys(("tokenize", "classifier", "gate", "embedder", "fuse"), 0.0)
+        labels = []
+        for batch in batches:
+            t0 = time.perf_counter()
+            rows = self.r.tokenizer.tokenize(batch)
+            feeds = self.r.tokenizer.pad(rows)
+            total["tokenize"] += time.perf_counter() - t0
+            times, ids = self.stages(feeds, rows)
+            for k, v in times.items():
+                total[k] += v
+            labels += [self.labels[i] for i in ids]
+        n = len(labels)
+        return {"ms_per_query": {k: 1e3 * v / n for k, v in total.items()}, "labels": labels}
+
+
+CONTENDERS = {
+    "pytorch_fp32": PyTorchClassifier,
+    "optimum_int8": OptimumClassifier,
+    "lrsl_clf_int8": lambda o: LrslClassifier(o, "int8"),
+    "lrsl_clf_fp32": lambda o: LrslClassifier(o, "fp32"),
+    "lrsl_int8": lambda o: LrslFull(o, "int8"),
+    "lrsl_fp32": lambda o: LrslFull(o, "fp32"),
+}

@@ -1,0 +1,112 @@
+"""Smoke tests of benchmarks/latency.py and benchmarks/accuracy.py on the tiny checkpoint and bundles.
+
+They check that the scripts run end to end and write what they promise (one entry per contender with
+positive figures, the markdown tables, the PNG, the JSON) -- never how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+from tiny_models import synthetic_dataset
+
+from benchmarks.optimum_model import optimum_available
+
+LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32")
+
+
+def _run(script: str, *args) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (
+        f"{script} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    )
+    return proc
+
+
+def _texts_file(tmp_path):
+    texts, labels = synthetic_dataset(2, seed=3)  # 8 labelled texts with the tiny model's labels
+    path = tmp_path / "texts.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True))
+    )
+    return path
+
+
+def test_latency_quick(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
+    out = tmp_path / "results" / "latency.json"
+    proc = _run(
+        "latency.py", "--quick", "--bundle", tiny_bundle, "--bundle-fp32", tiny_bundle_fp32,
+        "--checkpoint", tiny_checkpoint, "--texts", _texts_file(tmp_path), "--threads", "1",
+        "--batch-sizes", "1,4", "--startup-runs", "1", "--out", out,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    expected = {"pytorch_fp32", *LRSL} | ({"optimum_int8"} if optimum_available() else set())
+    assert set(result["contenders"]) == expected, result["skipped"]
+    assert result["baseline"] == "pytorch_fp32" and result["errors"] == {}
+    for name, c in result["contenders"].items():
+        s = c["summary"]
+        for key in ("b1_p50_ms", "b1_p99_ms", "b1_model_p50_ms", "qps_1", "qps_4", "rss_peak_mb", "load_s"):
+            assert s[key]["median"] > 0, (name, key)
+        assert 0 <= s["accuracy_classifier"]["median"] <= 1, name
+        assert len(c["rounds"]) == 1 and c["rounds"][0]["n"] == 8
+        if name in ("lrsl_int8", "lrsl_fp32"):
+            assert 0 <= s["hard_share"]["median"] <= 1 and "accuracy_lrsl" in s
+            assert set(c["rounds"][0]["breakdown"]) == {"1", "4"}
+    assert result["startup"]["import_lrsl_rt"]["in_process_s"]["median"] > 0
+    assert result["startup"]["cold_predict"]["wall_s"]["median"] > 0
+    assert result["mac_utilisation"]["peak"]["macs_per_cycle_per_core"] > 0
+    assert result["machine"]["versions"]["onnxruntime_providers"]
+    for header in (
+        "| contender | p50 ms |",
+        "| contender | q/s @1 |",
+        "### Where the LRSL time goes",
+        "### Start-up",
+    ):
+        assert header in proc.stdout
+    for name in expected:
+        assert f"| {name} |" in proc.stdout
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latency_bad_bundle_is_usage_error(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "latency.py"),
+        "--bundle",
+        str(tmp_path / "nope"),
+        "--quick",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Error:" in proc.stderr and "nope" in proc.stderr
+
+
+def test_accuracy(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
+    out = tmp_path / "accuracy.json"
+    proc = _run(
+        "accuracy.py", "--checkpoint", tiny_checkpoint, "--bundle", tiny_bundle,
+        "--bundle-fp32", tiny_bundle_fp32, "--threads", "1", "--out", out,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["split"] == "test" and result["n"] == 24
+    names = list(result["rows"])
+    assert (
+        names[0] == "pytorch" and any(n.startswith("bundle int8") for n in names) and "bundle fp32" in names
+    )
+    for r in result["rows"].values():
+        rep = r["report"]
+        assert rep["n"] == 24 and 0 <= rep["accuracy_lrsl"] <= 1 and 0 <= rep["hard_share"] <= 1
+    assert all(
+        0 <= r["agreement_with_pytorch"]["lrsl"] <= 1 for n, r in result["rows"].items() if n != "pytorch"
+    )
+    assert "| model | threshold |" in proc.stdout and "| pytorch |" in proc.stdout
