@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make demo`: the default Banking77 bundle, built once and reused, then a few predictions.
+#  - If the full-quality bundle (artifacts/banking77/bundle, from `make bundle`) exists, it is used.
+#  - Otherwise the demo trains with the short `quick` profile into artifacts/banking77-quick/ (reused on
+#    later runs) so that it finishes within about 20 minutes on 2 CPU cores, and says so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${VENV:-.venv}/bin/python
+LRSL=${VENV:-.venv}/bin/lrsl-rt
+FULL=artifacts/banking77
+QUICK=artifacts/banking77-quick
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+if [ -f "$FULL/bundle/manifest.json" ]; then
+  ART=$FULL
+  echo "demo: using the full-quality bundle $ART/bundle"
+else
+  ART=$QUICK
+  echo "demo: no full-quality bundle at $FULL/bundle; using the short 'quick' training profile"
+  echo "      (full quality: \`make bundle\`, about 45 minutes on 2 cores)"
+  if [ ! -f "$ART/checkpoint/lrsl.json" ]; then
+    echo "demo: [1/2] training on Banking77 with --profile quick (about 12 minutes)"
+    "$PY" -m train --dataset banking77 --profile quick --threads 2 --out "$ART/checkpoint"
+  else
+    echo "demo: [1/2] reusing checkpoint $ART/checkpoint"
+  fi
+  if [ ! -f "$ART/bundle/manifest.json" ]; then
+    echo "demo: [2/2] exporting the int8 ONNX bundle"
+    "$PY" -m export "$ART/checkpoint" "$ART/bundle" --precision int8
+  else
+    echo "demo: [2/2] reusing bundle $ART/bundle"
+  fi
+fi
+
+echo
+echo "demo: bundle summary"
+"$LRSL" info --bundle "$ART/bundle"
+echo
+echo "demo: predictions (label, hard flag, classifier's label before reranking)"
+"$LRSL" predict --bundle "$ART/bundle" --format table \
+  "I still have not received my new card" \
+  "How long does it take for a card to be delivered?" \
+  "My top up did not go through, why?" \
+  "I think someone stole my card, what should I do?" \
+  "What exchange rate do you use when I pay abroad?" \
+  "Why was I charged an extra fee for paying by card?" \
+  "Can I get a physical card in addition to my virtual one?" \
+  "The ATM gave me less cash than I asked for"
+echo
+echo "demo: bundle at $ART/bundle"
+echo "next: lrsl-rt predict --bundle $ART/bundle --explain \"your text\"   (why a label was chosen)"
+echo "      lrsl-rt eval --bundle $ART/bundle --input ../shared/datasets/banking77/test.csv --label-field category"
+echo "      python benchmarks/latency.py --bundle $ART/bundle --threads 2   (size your hardware)"
