@@ -32,8 +32,21 @@ bundle: install
 	$(PY) -m train --dataset banking77 --threads 2 --out $(ART)/checkpoint
 	$(PY) -m export $(ART)/checkpoint $(ART)/bundle --precision int8 --force
 
-bench: install
-	$(PY) benchmarks/latency.py --bundle $(ART)/bundle --checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/latency.json
+$(ART)/checkpoint/lrsl.json:
+	@echo "no training checkpoint at $(ART)/checkpoint: run \`make bundle\` first" >&2; exit 1
+
+## The fp32 bundle is the second row of the benchmarks (built from the same checkpoint when missing).
+$(ART)/bundle-fp32/manifest.json: $(ART)/checkpoint/lrsl.json
+	$(PY) -m export $(ART)/checkpoint $(ART)/bundle-fp32 --precision fp32 --force
+
+## Latency/throughput and accuracy tables of the README (needs `make bundle` first).
+bench: install $(ART)/bundle-fp32/manifest.json
+	$(PY) benchmarks/latency.py --bundle $(ART)/bundle --bundle-fp32 $(ART)/bundle-fp32 \
+		--checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/latency.json
+
+accuracy: install $(ART)/bundle-fp32/manifest.json
+	$(PY) benchmarks/accuracy.py --checkpoint $(ART)/checkpoint --bundle $(ART)/bundle \
+		--bundle-fp32 $(ART)/bundle-fp32 --threads 2 --out $(ART)/accuracy.json
 
 clean:
 	rm -rf artifacts .pytest_cache

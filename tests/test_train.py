@@ -158,3 +158,18 @@ def test_tiny_pipeline_writes_a_complete_checkpoint(tmp_path, tiny_base, tiny_da
     assert (out / "classifier" / "tokenizer.json").is_file() and (out / "embedder" / "modules.json").is_file()
     assert not (tmp_path / "ckpt.partial").exists()
     assert any("sigma2_mis" in line for line in logs)
+
+
+def test_profiles_set_defaults_and_flags_override_them():
+    from train.__main__ import config_from_args, parser
+
+    quick = config_from_args(
+        parser().parse_args(["--dataset", "banking77", "--profile", "quick", "--out", "x"])
+    )
+    assert (quick.classifier.epochs, quick.embedder.epochs, quick.limit_per_class) == (3, 1, 50)
+    full = config_from_args(parser().parse_args(["--dataset", "banking77", "--out", "x"]))
+    assert full.limit_per_class is None and full.classifier.epochs == 8
+    mixed = config_from_args(
+        parser().parse_args(["--profile", "quick", "--epochs", "5", "--limit-per-class", "7", "--out", "x"])
+    )
+    assert (mixed.classifier.epochs, mixed.limit_per_class) == (5, 7)
