@@ -36,6 +36,7 @@ def tiny_data():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_base, tiny_data) -> Path:
     """A checkpoint directory in the format of train/checkpoint.py, made by hand from the tiny base."""
+    import torch
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -43,6 +44,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_base, tiny_data) -> Path:
 
     ckpt = tmp_path_factory.mktemp("tiny_ckpt")
     tok = AutoTokenizer.from_pretrained(tiny_base)
+    torch.manual_seed(1)  # the new classification head: same weights whatever ran before (golden values)
     clf = AutoModelForSequenceClassification.from_pretrained(
         tiny_base,
         num_labels=len(LABELS),
