@@ -16,7 +16,7 @@ Each row is ``lrsl_rt.metrics.lrsl_report`` (accuracy on all samples and on the 
 alone vs LRSL, hard share, fixed/broken) plus the share of its labels that agree with PyTorch's. When
 CKPT/metrics.json holds the training run's results for the split, they are shown as a check of the
 recomputed PyTorch row. Assumption: the split's labels are the checkpoint's (``lrsl.json`` labels).
-Bundles use ``--batch-size`` 32 by default, the export's, so int8 results match the export's report.
+Bundles use ``--batch-size`` 8 by default, the export's, so int8 results match the export's report.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--split", choices=("test", "dev"), default="test", help="CKPT/<split>.jsonl (default test)"
     )
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: theirs)")
-    p.add_argument("--batch-size", type=int, default=32, help="bundle batch size (default 32, the export's)")
+    p.add_argument("--batch-size", type=int, default=8, help="bundle batch size (default 8, the export's)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     return p.parse_args(argv)
 

@@ -43,7 +43,12 @@ def parser() -> argparse.ArgumentParser:
         help="refuse the bundle when its LRSL accuracy is more than this many percentage points "
         "below the PyTorch models' (test split, or dev without one; default 0.5)",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="texts per model call (default 32)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="texts per model call when evaluating (default 8, the runtime's)",
+    )
     p.add_argument(
         "--no-optimize",
         action="store_true",

@@ -80,7 +80,7 @@ def build_bundle(
     preset: str | None = None,
     max_accuracy_drop: float = 0.005,
     *,
-    batch_size: int = 32,
+    batch_size: int = 8,
     optimize: bool = True,
     force: bool = False,
     providers: str | list = "cpu",
