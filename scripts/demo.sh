@@ -17,9 +17,9 @@ if [ -f "$FULL/bundle/manifest.json" ]; then
 else
   ART=$QUICK
   echo "demo: no full-quality bundle at $FULL/bundle; using the short 'quick' training profile"
-  echo "      (full quality: \`make bundle\`, about 45 minutes on 2 cores)"
+  echo "      (full quality: \`make bundle\`, about 60 minutes on 2 cores)"
   if [ ! -f "$ART/checkpoint/lrsl.json" ]; then
-    echo "demo: [1/2] training on Banking77 with --profile quick (about 12 minutes)"
+    echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, about 12 minutes)"
     "$PY" -m train --dataset banking77 --profile quick --threads 2 --out "$ART/checkpoint"
   else
     echo "demo: [1/2] reusing checkpoint $ART/checkpoint"
@@ -34,7 +34,20 @@ fi
 
 echo
 echo "demo: bundle summary"
-"$LRSL" info --bundle "$ART/bundle"
+"$LRSL" info --bundle "$ART/bundle" | sed -n '/^bundle:/,/^metrics/{/^metrics/!p}'
+echo
+echo "demo: accuracy this bundle reached (measured by the export on Banking77 test, int8, through the runtime)"
+"$PY" - "$ART/bundle/manifest.json" <<'PYEOF'
+import json, sys
+m = json.load(open(sys.argv[1], encoding="utf-8"))["metrics"]
+t = m["bundle"].get("test") or m["bundle"]["dev"]
+print(f"  classifier alone {100 * t['accuracy_classifier']:.2f}%  ->  with LRSL {100 * t['accuracy_lrsl']:.2f}%"
+      f"  (n={t['n']}; hard {100 * t['hard_share']:.1f}%: {100 * t['hard_accuracy_classifier']:.1f}% -> "
+      f"{100 * t['hard_accuracy_lrsl']:.1f}%)")
+PYEOF
+if [ "$ART" = "$QUICK" ]; then
+  echo "  (quick profile; the full-quality bundle, \`make bundle\`, reached 92.27% -> 92.76%, see README)"
+fi
 echo
 echo "demo: predictions (label, hard flag, classifier's label before reranking)"
 "$LRSL" predict --bundle "$ART/bundle" --format table \

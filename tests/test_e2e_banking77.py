@@ -85,7 +85,9 @@ def test_train_export_predict_on_banking77_slice(banking_bundle, tmp_path):
     assert manifest["labels"] == info["labels"] and len(info["labels"]) == 5
     assert manifest["precision"] == "int8"
 
-    texts = ["I still have not received my new card", "", "What exchange rate do you use?"]
+    # the slice holds the first 5 labels in sorted order: Refund_not_showing_up, activate_my_card,
+    # age_limit, apple_pay_or_google_pay, atm_support
+    texts = ["How do I activate my new card?", "", "Can I top up with Apple Pay?"]
     inp = tmp_path / "q.txt"
     inp.write_text("\n".join(texts[:1] + texts[2:]) + "\n", encoding="utf-8")
     p = _run(
@@ -105,7 +107,8 @@ def test_train_export_predict_on_banking77_slice(banking_bundle, tmp_path):
     records = [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
     assert len(records) == 2
     assert all(r["label"] in info["labels"] and isinstance(r["hard"], bool) for r in records)
-    assert records[0]["label"] == "card_arrival"
+    assert records[0]["label"] == "activate_my_card"
+    assert records[1]["label"] == "apple_pay_or_google_pay"
 
 
 def test_cli_eval_reproduces_the_export_evaluation(banking_bundle, tmp_path):
