@@ -141,19 +141,15 @@ def resolve_bundle(arg: str | None) -> tuple[Path, str]:
 
 
 def _load(args):
-    """The Reranker. Its default batch size is the export's, so `eval` sees the export's batches."""
-    from .manifest import read_manifest
-    from .reranker import DEFAULT_BATCH_SIZE, Reranker
+    """The Reranker; without --batch-size it uses the export's, so `eval` sees the export's batches."""
+    from .reranker import Reranker
 
     path, how = resolve_bundle(args.bundle)
     if not path.is_dir():
         raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR or set {BUNDLE_ENV}")
-    batch_size = args.batch_size
-    if batch_size is None:
-        recorded = read_manifest(path).metrics.get("export_settings", {}).get("batch_size")
-        ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
-        batch_size = recorded if ok else DEFAULT_BATCH_SIZE
-    return Reranker.from_bundle(path, providers=args.provider, threads=args.threads, batch_size=batch_size)
+    return Reranker.from_bundle(
+        path, providers=args.provider, threads=args.threads, batch_size=args.batch_size
+    )
 
 
 def cmd_predict(args) -> int:

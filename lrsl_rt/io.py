@@ -31,7 +31,6 @@ from pathlib import Path
 
 from .errors import InputError, UsageError
 
-FORMATS = ("txt", "jsonl", "csv")
 OUTPUT_FORMATS = ("jsonl", "csv", "table")
 CSV_FIELDS = (
     "line",

@@ -90,7 +90,7 @@ class Reranker:
         path: str | os.PathLike,
         providers: str | list = "cpu",
         threads: int | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         verify: bool = True,
         spinning: bool = False,
         *,
@@ -100,10 +100,14 @@ class Reranker:
 
         ``providers``, ``threads`` and ``spinning`` configure both ONNX Runtime sessions (see
         :class:`lrsl_rt.session.OnnxSession`); ``session_options`` passes its other settings
-        (``inter_threads``, ``graph_optimization``), e.g. for benchmarks.
+        (``inter_threads``, ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
+        batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
+        export's report; DEFAULT_BATCH_SIZE for a bundle that records none.
         """
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)
+        if batch_size is None:
+            batch_size = _recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
@@ -259,6 +263,12 @@ class Reranker:
             f"Reranker({str(self.bundle_dir)!r}, labels={len(self.labels)}, k={self.k}, "
             f"threshold={self.threshold:.4g}, fusion={self.fusion.name!r}, precision={self.manifest.precision!r})"
         )
+
+
+def _recorded_batch_size(manifest: Manifest) -> int:
+    recorded = manifest.metrics.get("export_settings", {}).get("batch_size")
+    ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
+    return recorded if ok else DEFAULT_BATCH_SIZE
 
 
 def _check_texts(texts, offset: int = 0) -> list[str]:

@@ -144,7 +144,6 @@ class OnnxSession:
             "graph_optimization": graph_optimization,
         }
 
-        self.requested_providers = providers
         wanted = resolve_providers(providers, ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
