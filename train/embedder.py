@@ -25,11 +25,13 @@ from .classifier import progress
 
 @dataclass
 class EmbedderConfig:
-    epochs: int = 1
+    epochs: int = 3
     lr: float = 5e-5
     batch_size: int = 32
     warmup_ratio: float = 0.1
     seed: int = 42
+    # texts taken in pools of group_size * batch_size sorted by length (less padding); 0 = plain shuffle
+    group_size: int = 50
 
 
 def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
@@ -50,13 +52,25 @@ def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
     return triplets, counts
 
 
-def distinct_label_batches(triplets, batch_size: int, rng: random.Random) -> list[list[int]]:
+def distinct_label_batches(
+    triplets, batch_size: int, rng: random.Random, group_size: int = 0
+) -> list[list[int]]:
     """Shuffled batches in which no label is the gold of two samples, nor one's gold and another's negative.
 
     Negatives may repeat within a batch: a repeated wrong label is still a true negative for every anchor.
+    With ``group_size`` > 1 the shuffled triplets are sorted by text length within pools of
+    ``group_size * batch_size`` before batching and the batches are shuffled afterwards, so a batch
+    holds texts of similar length and is padded little (as the classifier's training batches).
     """
     pending = list(range(len(triplets)))
     rng.shuffle(pending)
+    if group_size > 1:
+        pool = group_size * batch_size
+        pending = [
+            i
+            for start in range(0, len(pending), pool)
+            for i in sorted(pending[start : start + pool], key=lambda j: -len(triplets[j][0]))
+        ]
     batches = []
     while pending:
         batch, golds, negs, rest = [], set(), set(), []
@@ -70,6 +84,8 @@ def distinct_label_batches(triplets, batch_size: int, rng: random.Random) -> lis
                 rest.append(i)
         batches.append(batch)
         pending = rest
+    if group_size > 1:
+        rng.shuffle(batches)
     return batches
 
 
@@ -81,7 +97,7 @@ def train_embedder(model, triplets, label_texts, cfg: EmbedderConfig, log=print)
     torch.manual_seed(cfg.seed)
     loss_fn = MultipleNegativesRankingLoss(model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    plans = [distinct_label_batches(triplets, cfg.batch_size, rng) for _ in range(cfg.epochs)]
+    plans = [distinct_label_batches(triplets, cfg.batch_size, rng, cfg.group_size) for _ in range(cfg.epochs)]
     total = sum(len(p) for p in plans)
     warmup = max(1, int(cfg.warmup_ratio * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
