@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
         help="max |PyTorch - ONNX fp32| of the logits on dev (default 1e-3)",
     )
     p.add_argument(
+        "--fusion",
+        default=None,
+        metavar="auto|RULE:P[:SCOPE]",
+        help="fusion rule of the bundle; default: the checkpoint's if fixed in training (--fusion), else "
+        "chosen again on dev with the exported models; auto: always chosen again; e.g. logits_cos:2 fixes it",
+    )
+    p.add_argument(
         "--providers", default="cpu", help="ONNX Runtime providers for evaluating the bundle: cpu or cuda"
     )
     p.add_argument(
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             providers=args.providers,
             threads=args.threads,
             parity_atol=args.parity_atol,
+            fusion=args.fusion,
         )
     except LrslError as e:
         print(f"Error: {e}", file=sys.stderr)

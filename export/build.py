@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lrsl_rt.calibrate import fusion_reason
 from lrsl_rt.errors import UsageError
+from lrsl_rt.fusion import parse_fusion
 from lrsl_rt.manifest import TokenizerSettings
 from lrsl_rt.metrics import format_report
 
@@ -86,6 +88,7 @@ def build_bundle(
     providers: str | list = "cpu",
     threads: int | None = None,
     parity_atol: float | None = None,
+    fusion: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
@@ -95,7 +98,9 @@ def build_bundle(
     allowed drop of the bundle's LRSL accuracy below the PyTorch models' (a fraction: 0.005 is half a
     point), measured on test (dev when the checkpoint has no test split). ``parity_atol``: max abs
     difference allowed between PyTorch and ONNX fp32 logits (default 1e-3; embeddings 1e-4).
-    ``providers``/``threads``: ONNX Runtime settings for evaluating the bundle.
+    ``providers``/``threads``: ONNX Runtime settings for evaluating the bundle. ``fusion``: None
+    follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
+    dev with the exported models); "auto" always chooses again; ``RULE:P[:SCOPE]`` fixes it.
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
     """
@@ -105,6 +110,10 @@ def build_bundle(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
     atol = dict(PARITY_ATOL, **({"logits": parity_atol} if parity_atol is not None else {}))
+    try:
+        user_fusion = parse_fusion(fusion) if fusion not in (None, "auto") else None
+    except ValueError as e:
+        raise UsageError(f"--fusion: {e}") from e
     log = log or _stderr
     out = Path(out_dir)
     step = _Steps(log)
@@ -113,6 +122,7 @@ def build_bundle(
         check_target(out, force)
         ckpt = load_checkpoint(ckpt_dir)
         info, dev, test, ev = ckpt.info, ckpt.dev, ckpt.test, ckpt.eval_split
+        fixed_fusion = user_fusion or (info.fusion_rule if fusion is None and info.fusion_fixed else None)
         log(
             f"      {len(info.labels)} labels, k={info.k}, max_length={info.max_length}, dev {len(dev.texts)}"
             f"{f', test {len(test.texts)}' if test else ''}; target {precision}{f' ({preset})' if preset else ''}"
@@ -210,8 +220,15 @@ def build_bundle(
             manifest(info.threshold, info.fusion_rule, {"pytorch": pytorch_cal}, {})
             r = load()
             dev_logits, dev_cos, dev_emb = r.logits(dev.texts), r.similarities(dev.texts), r.embed(dev.texts)
-            threshold, fusion, table, note = calibrate(dev_logits, dev_cos, dev.gold, info.k, info.threshold)
-            exported = {"threshold": threshold, "fusion": fusion.to_dict(), "table": table}
+            threshold, fusion, table, note = calibrate(
+                dev_logits, dev_cos, dev.gold, info.k, info.threshold, fixed_fusion, info.fusion_rule
+            )
+            exported = {
+                "threshold": threshold,
+                "fusion": fusion.to_dict(),
+                "fusion_fixed": fixed_fusion is not None,
+                "table": table,
+            }
             calibration = {
                 "pytorch": pytorch_cal,
                 "exported": {**exported, **({"note": note} if note else {})},
@@ -219,7 +236,8 @@ def build_bundle(
             if note:
                 log(f"      warning: {note}")
             log(
-                f"      threshold {info.threshold:.4g} -> {threshold:.4g}; fusion {info.fusion_rule.name} -> {fusion.name}"
+                f"      threshold {info.threshold:.4g} -> {threshold:.4g}; fusion {info.fusion_rule.name} -> "
+                f"{fusion.name} ({fusion_reason(fusion, table, fixed_fusion, info.fusion_rule)})"
             )
 
         with step("evaluate", "evaluate the bundle and apply the accuracy gate"):

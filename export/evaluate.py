@@ -60,12 +60,21 @@ def lrsl_reference(
 
 
 def calibrate(
-    logits: np.ndarray, cos: np.ndarray, gold: np.ndarray, k: int, fallback_threshold: float
+    logits: np.ndarray,
+    cos: np.ndarray,
+    gold: np.ndarray,
+    k: int,
+    fallback_threshold: float,
+    fixed: Fusion | None = None,
+    incumbent: Fusion | None = None,
 ) -> tuple[float, Fusion, list[dict], str | None]:
     """sigma2_mis, the best fusion, the fusion table and a note, measured on these (exported) dev arrays.
 
     When the exported classifier makes no mistake on dev, sigma2_mis is undefined: the PyTorch
     threshold ``fallback_threshold`` is kept and the note says so (the fusion is still chosen here).
+    ``fixed``: a fusion the user set; it is kept (only the threshold is re-calibrated).
+    ``incumbent``: the rule a candidate must beat significantly (the PyTorch choice; see
+    :func:`lrsl_rt.calibrate.choose_fusion`); None: the paper's ``logits*cos^2``.
     """
     note = None
     try:
@@ -73,7 +82,8 @@ def calibrate(
     except ValueError as e:
         threshold = fallback_threshold
         note = f"{e}; kept the PyTorch threshold {fallback_threshold:.6g}"
-    fusion, table = choose_fusion(logits, cos, gold, is_hard(logits, k, threshold), k)
+    kw = {"incumbent": incumbent} if incumbent is not None else {}
+    fusion, table = choose_fusion(logits, cos, gold, is_hard(logits, k, threshold), k, fixed=fixed, **kw)
     return threshold, fusion, table, note
 
 

@@ -46,9 +46,32 @@ class Fusion:
         return {"rule": self.rule, "p": self.p, "scope": self.scope}
 
     @property
+    def spec(self) -> str:
+        """The text :func:`parse_fusion` reads back: ``rule:p:scope``."""
+        return f"{self.rule}:{self.p}:{self.scope}"
+
+    @property
     def name(self) -> str:
         base = "logits" if self.rule == "logits_cos" else "softmax(logits)"
         return f"{base}*cos^{self.p} [{self.scope}]"
+
+
+def parse_fusion(spec: str) -> Fusion:
+    """A fusion from ``RULE:P`` or ``RULE:P:SCOPE`` (scope default ``all``).
+
+    >>> parse_fusion("logits_cos:2")
+    Fusion(rule='logits_cos', p=2, scope='all')
+    >>> parse_fusion("softmax_cos:4:topk").name
+    'softmax(logits)*cos^4 [topk]'
+    """
+    parts = str(spec).strip().split(":")
+    hint = f"expected RULE:P[:SCOPE] with RULE in {RULES}, P an integer >= 0, SCOPE in {SCOPES}"
+    if len(parts) not in (2, 3):
+        raise ValueError(f"fusion {spec!r}: {hint}, e.g. 'logits_cos:2'")
+    rule, p, scope = parts[0], parts[1], parts[2] if len(parts) == 3 else "all"
+    if not p.isdigit():
+        raise ValueError(f"fusion {spec!r}: exponent {p!r} is not an integer >= 0; {hint}")
+    return Fusion(rule, int(p), scope)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -296,6 +296,25 @@ def test_force_replaces_an_existing_bundle(tiny_checkpoint, tiny_bundle, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
+def test_fusion_fixed_in_training_or_by_flag_is_kept(tiny_checkpoint, tmp_path):
+    ckpt = Path(shutil.copytree(tiny_checkpoint, tmp_path / "ckpt"))
+    info = json.loads((ckpt / "lrsl.json").read_text())
+    info.update(fusion={"rule": "softmax_cos", "p": 6, "scope": "topk"}, fusion_fixed=True)
+    (ckpt / "lrsl.json").write_text(json.dumps(info))
+    out = build_bundle(ckpt, tmp_path / "b1", precision="fp32", max_accuracy_drop=1.0, log=quiet)
+    m = read_manifest(out)
+    assert m.fusion.spec == "softmax_cos:6:topk"
+    assert m.calibration["exported"]["fusion_fixed"] is True
+    assert len(m.calibration["exported"]["table"]) == 24  # the other rules are still reported
+    out = build_bundle(
+        ckpt, tmp_path / "b2", precision="fp32", max_accuracy_drop=1.0, fusion="logits_cos:3", log=quiet
+    )
+    assert read_manifest(out).fusion.spec == "logits_cos:3:all"
+    with pytest.raises(UsageError, match=r"--fusion: fusion 'cos\^2': expected RULE:P"):
+        build_bundle(ckpt, tmp_path / "b3", precision="fp32", fusion="cos^2", log=quiet)
+    assert not (tmp_path / "b3").exists()
+
+
 def test_refuses_to_overwrite_a_non_bundle_directory(tmp_path):
     out = tmp_path / "results"
     out.mkdir()

@@ -26,7 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lrsl_rt.fusion import Fusion, fuse, rerank, softmax
+from lrsl_rt.calibrate import choose_fusion
+from lrsl_rt.fusion import Fusion, fuse, parse_fusion, rerank, softmax
 from lrsl_rt.gate import is_hard, topk_indices, topk_variance
 
 LOGITS = np.array([[2.0, 1.5, 1.0], [3.0, 0.0, -1.0]])
@@ -77,6 +78,59 @@ def test_softmax_worked_example():
 @pytest.mark.parametrize("scope", ["all", "topk"])
 def test_p0_keeps_classifier_order(rule, scope):
     assert rerank(LOGITS[:1], COS[:1], Fusion(rule, 0, scope), K)[0] == A
+
+
+def test_parse_fusion_round_trip_and_errors():
+    assert parse_fusion("logits_cos:2") == Fusion("logits_cos", 2, "all")
+    assert parse_fusion(" softmax_cos:4:topk ") == Fusion("softmax_cos", 4, "topk")
+    for f in (Fusion("logits_cos", 0, "topk"), Fusion("softmax_cos", 8, "all")):
+        assert parse_fusion(f.spec) == f
+    with pytest.raises(ValueError, match=r"'logits\*cos\^2': expected RULE:P\[:SCOPE\]"):
+        parse_fusion("logits*cos^2")
+    with pytest.raises(ValueError, match=r"exponent 'two' is not an integer"):
+        parse_fusion("logits_cos:two")
+    with pytest.raises(ValueError, match=r"fusion rule must be one of"):
+        parse_fusion("cosine:2")
+    with pytest.raises(ValueError, match=r"fusion scope must be one of"):
+        parse_fusion("logits_cos:2:some")
+
+
+def test_choose_fusion_keeps_a_fixed_rule_and_still_reports_the_table():
+    """Hand example above, sample 1 hard (gold C): scope all picks C, scope topk picks B.
+    Choosing freely takes a rule that gets C; fixing a topk rule keeps it although it is wrong."""
+    gold = np.array([C, A])
+    hard = is_hard(LOGITS, K, THRESHOLD)
+    chosen, table = choose_fusion(LOGITS, COS, gold, hard, K, p_grid=(2,))
+    assert chosen.scope == "all" and rerank(LOGITS[:1], COS[:1], chosen, K)[0] == C
+    fixed = Fusion("softmax_cos", 2, "topk")
+    kept, table_fixed = choose_fusion(LOGITS, COS, gold, hard, K, p_grid=(2,), fixed=fixed)
+    assert kept == fixed and table_fixed == table
+    assert {r["name"]: r["accuracy"] for r in table}[fixed.name] == 0.5
+    odd = Fusion("logits_cos", 5, "all")  # outside the grid: added to the table
+    kept, table_odd = choose_fusion(LOGITS, COS, gold, hard, K, p_grid=(2,), fixed=odd)
+    assert kept == odd and table_odd[-1]["name"] == odd.name and len(table_odd) == len(table) + 1
+
+
+@pytest.mark.parametrize("n_b, n_c, switch", [(5, 1, False), (9, 0, True), (4, 0, True), (3, 0, False)])
+def test_choose_fusion_replaces_the_incumbent_only_on_significant_evidence(n_b, n_c, switch):
+    """Every sample is sample 1 of the hand example (hard): scope all picks C, scope topk picks B.
+    With n_b samples of gold B and n_c of gold C, a topk rule beats the incumbent logits*cos^2 [all]
+    on b = n_b samples and loses w = n_c: z = (b - w) / sqrt(b + w).
+    5/1: z = 4 / sqrt(6) = 1.63 < 2, kept although topk is right on 5 of 6 samples;
+    9/0: z = 3 -> switched; 4/0: z = 2 -> switched (at the bound); 3/0: z = 1.73 -> kept."""
+    n = n_b + n_c
+    logits, cos = np.tile(LOGITS[:1], (n, 1)), np.tile(COS[:1], (n, 1))
+    gold = np.array([B] * n_b + [C] * n_c)
+    hard = is_hard(logits, K, THRESHOLD)
+    assert hard.all()
+    chosen, table = choose_fusion(logits, cos, gold, hard, K, p_grid=(2,))
+    row = {r["name"]: r for r in table}["logits*cos^2 [topk]"]
+    assert (row["gain"], row["discordant"]) == (n_b - n_c, n)
+    assert row["z"] == pytest.approx((n_b - n_c) / np.sqrt(n))
+    assert chosen == (Fusion("logits_cos", 2, "topk") if switch else Fusion("logits_cos", 2, "all"))
+    incumbent = Fusion("softmax_cos", 2, "topk")  # an incumbent that is right on the B samples
+    chosen, _ = choose_fusion(logits, cos, gold, hard, K, p_grid=(2,), incumbent=incumbent)
+    assert chosen == incumbent
 
 
 def test_fusion_rejects_bad_settings():

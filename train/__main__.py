@@ -51,6 +51,14 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--embedder-lr", type=float)
     h.add_argument("--embedder-batch-size", type=int)
     h.add_argument("--k", type=int, default=3, help="top-k size for the gate and mining (default 3)")
+    h.add_argument(
+        "--fusion",
+        default="auto",
+        metavar="auto|RULE:P[:SCOPE]",
+        help="fusion of logits and label similarities: auto (default) chooses among logits_cos and "
+        "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev; RULE:P[:SCOPE] fixes it, e.g. "
+        "logits_cos:2 (the paper's logits*cos^2); export then keeps it",
+    )
     h.add_argument("--seed", type=int, default=42)
     h.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
@@ -96,6 +104,7 @@ def config_from_args(a):
         classifier_model=a.classifier_model,
         embedder_model=a.embedder_model,
         k=a.k,
+        fusion=a.fusion,
         seed=a.seed,
         threads=a.threads,
         limit_classes=a.limit_classes,

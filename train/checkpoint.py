@@ -3,7 +3,8 @@
 Layout (format ``lrsl-checkpoint`` version 1)::
 
     CKPT/
-      lrsl.json       labels, label texts, k, max_length, PyTorch calibration (threshold, fusion), seed
+      lrsl.json       labels, label texts, k, max_length, PyTorch calibration (threshold, fusion and
+                      whether the user fixed it), seed
       classifier/     AutoModelForSequenceClassification.save_pretrained + its fast tokenizer (tokenizer.json)
       embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
       dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
@@ -36,6 +37,7 @@ class CheckpointInfo:
     fusion: dict  # Fusion.to_dict(), chosen on dev with the PyTorch models
     seed: int
     base_models: dict = field(default_factory=dict)  # {"classifier": path, "embedder": path}
+    fusion_fixed: bool = False  # True: the user set the fusion (--fusion); export keeps it
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 

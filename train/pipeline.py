@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lrsl_rt.calibrate import PAPER_RULES, choose_fusion, evaluate_fusions, sigma2_mis
-from lrsl_rt.fusion import rerank
+from lrsl_rt.calibrate import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
+from lrsl_rt.fusion import parse_fusion, rerank
 from lrsl_rt.gate import is_hard, topk_variance
 from lrsl_rt.metrics import format_report, lrsl_report
 
@@ -43,6 +43,7 @@ class TrainConfig:
     classifier_model: str | None = None
     embedder_model: str | None = None
     k: int = 3
+    fusion: str = "auto"  # "auto": chosen on dev; or a rule RULE:P[:SCOPE] kept as is (train and export)
     seed: int = 42
     threads: int | None = None
     limit_classes: int | None = None  # keep the first N classes (smoke runs)
@@ -123,6 +124,15 @@ def _eval_split(name, logits, cos, gold, k, threshold, fusion, log):
     return rep, paper
 
 
+def _fixed_fusion(spec: str):
+    if spec == "auto":
+        return None
+    try:
+        return parse_fusion(spec)
+    except ValueError as e:
+        raise D.DataError(f"--fusion: {e}") from e
+
+
 def run(cfg: TrainConfig, log=print) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -133,6 +143,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
         torch.set_num_threads(cfg.threads)
     timings, t_all = {}, time.perf_counter()
     out = Path(cfg.out)
+    fixed_fusion = _fixed_fusion(cfg.fusion)  # a bad --fusion fails before an hour of training
     seed_everything(cfg.seed)
 
     t = time.perf_counter()
@@ -208,9 +219,10 @@ def run(cfg: TrainConfig, log=print) -> Path:
     except ValueError as e:
         raise D.DataError(f"dev calibration: {e}") from e
     hard_dev = is_hard(logits_dev, cfg.k, threshold)
-    fusion, table = choose_fusion(logits_dev, cos_dev, y_dev, hard_dev, cfg.k)
+    fusion, table = choose_fusion(logits_dev, cos_dev, y_dev, hard_dev, cfg.k, fixed=fixed_fusion)
     log(
-        f"sigma2_mis = {threshold:.4f}; hard share on dev {100 * hard_dev.mean():.1f}%; chosen fusion {fusion.name}"
+        f"sigma2_mis = {threshold:.4f}; hard share on dev {100 * hard_dev.mean():.1f}%; "
+        f"fusion {fusion.name} ({fusion_reason(fusion, table, fixed_fusion, PAPER_RULES[0])})"
     )
     var_dev = topk_variance(logits_dev, cfg.k)
     wrong_dev = logits_dev.argmax(1) != y_dev
@@ -245,6 +257,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
             fusion=fusion.to_dict(),
             seed=cfg.seed,
             base_models={"classifier": clf_base, "embedder": emb_base},
+            fusion_fixed=fixed_fusion is not None,
         ),
     )
     timings["total"] = time.perf_counter() - t_all
