@@ -110,3 +110,27 @@ def test_accuracy(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
         0 <= r["agreement_with_pytorch"]["lrsl"] <= 1 for n, r in result["rows"].items() if n != "pytorch"
     )
     assert "| model | threshold |" in proc.stdout and "| pytorch |" in proc.stdout
+
+
+def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
+    out = tmp_path / "variants.json"
+    proc = _run(
+        "int8_variants.py",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--variants",
+        "fused_u8u8,raw_s8rr_ffn2",
+        "--work",
+        tmp_path / "work",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["fused_u8u8", "raw_s8rr_ffn2"]
+    for r in rows:
+        for split in ("dev", "test"):
+            assert r[split]["n"] == 24 and 0.0 <= r[split]["agreement"] <= 1.0
+            assert r[split]["differ"] == round((1 - r[split]["agreement"]) * 24)
+    assert "fused_u8u8" in proc.stdout and (tmp_path / "work" / "raw_s8rr_ffn2.onnx").is_file()

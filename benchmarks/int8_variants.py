@@ -1,0 +1,158 @@
+"""int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, and accuracy.
+
+    python benchmarks/int8_variants.py --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
+        [--batch-size 8] [--threads N] [--work DIR] [--out FILE.json]
+
+The export ships one int8 preset per CPU family (``export.optimize.PRESETS``). This script answers
+"would another quantization agree more often with fp32 on my data?": it exports the classifier once
+(ONNX fp32, unfused ``raw`` and fused by ONNX Runtime's transformer optimizer ``fused``), quantizes it
+each way named below, and runs every graph over CKPT/dev.jsonl and CKPT/test.jsonl in length-sorted
+batches of ``--batch-size`` (the runtime's batching; dynamic quantization depends on the batch).
+
+Variant names: ``{raw|fused}_{u8u8|s8|s8rr}[_ffn2]`` -- graph; weights uint8 (the ``avx2`` preset),
+int8, or int8 with 7-bit ``reduce_range`` (no VPMADDUBSW saturation on AVX2); ``_ffn2`` keeps each
+layer's second feed-forward MatMul (after GELU, the widest activations) in fp32. All per-channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)
+elif str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_VARIANTS = "fused_u8u8,fused_s8rr,fused_s8,raw_u8u8,raw_s8rr,fused_u8u8_ffn2,fused_s8rr_ffn2"
+WEIGHTS = {"u8u8": ("QUInt8", False), "s8": ("QInt8", False), "s8rr": ("QInt8", True)}
+
+
+def parse_variant(name: str) -> tuple[str, str, bool]:
+    parts = name.split("_")
+    if len(parts) not in (2, 3) or parts[0] not in ("raw", "fused") or parts[1] not in WEIGHTS:
+        raise SystemExit(f"unknown variant {name!r}: expected {{raw|fused}}_{{u8u8|s8|s8rr}}[_ffn2]")
+    if len(parts) == 3 and parts[2] != "ffn2":
+        raise SystemExit(f"unknown variant suffix in {name!r}: only _ffn2")
+    return parts[0], parts[1], len(parts) == 3
+
+
+def quantize(src: Path, dst: Path, weights: str, keep_ffn2: bool) -> Path:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from export.optimize import _quiet_logging
+
+    weight_type, reduce_range = WEIGHTS[weights]
+    model = onnx.load(str(src), load_external_data=False)
+    exclude = [n.name for n in model.graph.node if keep_ffn2 and n.name.endswith("output/dense/MatMul")]
+    exclude = [n for n in exclude if "attention" not in n]
+    with _quiet_logging():
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            per_channel=True,
+            reduce_range=reduce_range,
+            weight_type=getattr(QuantType, weight_type),
+            nodes_to_exclude=exclude,
+            extra_options={
+                "WeightSymmetric": True,
+                "ActivationSymmetric": False,
+                "MatMulConstBOnly": True,
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        )
+    return dst
+
+
+def run_logits(path: Path, tok, names, texts: list[str], max_length: int, batch_size: int, threads):
+    """Logits in input order, texts run in length-sorted batches (as the runtime does)."""
+    from export.onnx_export import encode
+    from lrsl_rt.session import OnnxSession
+
+    session = OnnxSession(path, threads=threads)
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    out = None
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        y = session.run(encode(tok, [texts[i] for i in idx], names, max_length))
+        out = np.empty((len(texts), y.shape[1]), np.float32) if out is None else out
+        out[idx] = y
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
+    p.add_argument(
+        "--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})"
+    )
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--work", help="folder for the graphs (default CKPT/../int8_variants)")
+    p.add_argument("--out", help="write the results as JSON")
+    a = p.parse_args(argv)
+
+    from export.onnx_export import export_onnx, load_classifier, load_tokenizer
+    from export.optimize import optimize_graph
+    from train.checkpoint import read_info, read_jsonl
+
+    ckpt = Path(a.checkpoint)
+    info = read_info(ckpt)
+    work = Path(a.work) if a.work else ckpt.parent / "int8_variants"
+    work.mkdir(parents=True, exist_ok=True)
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    specs = {v: parse_variant(v) for v in variants}
+    tok = load_tokenizer(ckpt / "classifier")
+    graph = load_classifier(ckpt / "classifier", info.labels, tok)
+    names = graph.input_names
+    fp32 = {"raw": export_onnx(graph, tok, work / "raw.onnx", "logits", info.max_length)}
+    fp32["fused"] = work / "fused.onnx"
+    optimize_graph(fp32["raw"], fp32["fused"], graph.model.config)
+    del graph
+    label_id = {y: i for i, y in enumerate(info.labels)}
+    splits = {}
+    for split in ("dev", "test"):
+        if (ckpt / f"{split}.jsonl").is_file():
+            texts, labels = read_jsonl(ckpt / f"{split}.jsonl")
+            splits[split] = (texts, np.array([label_id[y] for y in labels]))
+    ref = {
+        s: run_logits(fp32["fused"], tok, names, t, info.max_length, a.batch_size, a.threads).argmax(1)
+        for s, (t, _) in splits.items()
+    }
+    rows = []
+    print(f"{'variant':18s} " + " | ".join(f"{s}: agree with fp32, accuracy" for s in splits))
+    for v, (g, weights, keep_ffn2) in specs.items():
+        t0 = time.perf_counter()
+        path = quantize(fp32[g], work / f"{v}.onnx", weights, keep_ffn2)
+        row = {"variant": v, "size": path.stat().st_size}
+        for s, (texts, gold) in splits.items():
+            pred = run_logits(path, tok, names, texts, info.max_length, a.batch_size, a.threads).argmax(1)
+            row[s] = {
+                "n": len(texts),
+                "agreement": float(np.mean(pred == ref[s])),
+                "differ": int(np.sum(pred != ref[s])),
+                "accuracy": float(np.mean(pred == gold)),
+                "fp32_accuracy": float(np.mean(ref[s] == gold)),
+            }
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        cells = [
+            f"{s}: {100 * row[s]['agreement']:.2f}% ({row[s]['differ']} differ), {100 * row[s]['accuracy']:.2f}%"
+            for s in splits
+        ]
+        print(f"{v:18s} " + " | ".join(cells), flush=True)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"checkpoint": str(ckpt), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
