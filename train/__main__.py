@@ -55,9 +55,9 @@ def parser() -> argparse.ArgumentParser:
         "--fusion",
         default="auto",
         metavar="auto|RULE:P[:SCOPE]",
-        help="fusion of logits and label similarities: auto (default) chooses among logits_cos and "
-        "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev; RULE:P[:SCOPE] fixes it, e.g. "
-        "logits_cos:2 (the paper's logits*cos^2); export then keeps it",
+        help="fusion of logits and label similarities: auto (default) measures logits_cos and "
+        "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev and replaces the paper's logits_cos:2 only "
+        "with a rule that beats it with McNemar z >= 2; RULE:P[:SCOPE] fixes it; export then keeps it",
     )
     h.add_argument("--seed", type=int, default=42)
     h.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
