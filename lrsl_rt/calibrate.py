@@ -51,11 +51,17 @@ def evaluate_fusions(
     logits: np.ndarray, cos: np.ndarray, gold: np.ndarray, hard: np.ndarray, k: int, fusions
 ) -> list[dict]:
     """Accuracy over all samples of each fusion applied to the hard samples only."""
+    return _fusion_table(logits, cos, gold, hard, k, fusions)[0]
+
+
+def _fusion_table(logits, cos, gold, hard, k, fusions) -> tuple[list[dict], list[np.ndarray]]:
+    """evaluate_fusions' rows and each fusion's per-sample correctness."""
     logits, cos, gold = np.asarray(logits), np.asarray(cos), np.asarray(gold)
     hard = np.asarray(hard, dtype=bool)
-    rows = []
+    rows, correct = [], []
     for f in fusions:
         ok = _correct(logits, cos, gold, hard, k, f)
+        correct.append(ok)
         rows.append(
             {
                 "fusion": f.to_dict(),
@@ -64,7 +70,7 @@ def evaluate_fusions(
                 "hard_accuracy": float(np.mean(ok[hard])) if hard.any() else None,
             }
         )
-    return rows
+    return rows, correct
 
 
 def choose_fusion(
@@ -91,16 +97,13 @@ def choose_fusion(
 
     ``fixed``: the user's rule, returned as is; the table is still measured (and includes it).
     """
-    logits, cos, gold = np.asarray(logits), np.asarray(cos), np.asarray(gold)
-    hard = np.asarray(hard, dtype=bool)
     fusions = candidate_fusions(p_grid)
     for extra in (incumbent, fixed):
         if extra is not None and extra not in fusions:
             fusions.append(extra)
-    table = evaluate_fusions(logits, cos, gold, hard, k, fusions)
-    base = _correct(logits, cos, gold, hard, k, incumbent)
-    for row, f in zip(table, fusions, strict=True):
-        ok = _correct(logits, cos, gold, hard, k, f)
+    table, correct = _fusion_table(logits, cos, gold, hard, k, fusions)
+    base = correct[fusions.index(incumbent)]
+    for row, ok in zip(table, correct, strict=True):
         b, w = int(np.sum(ok & ~base)), int(np.sum(~ok & base))
         row.update(gain=b - w, discordant=b + w, z=float((b - w) / np.sqrt(b + w)) if b + w else 0.0)
     if fixed is not None:
