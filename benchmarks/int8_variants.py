@@ -45,30 +45,15 @@ def parse_variant(name: str) -> tuple[str, str, bool]:
 
 def quantize(src: Path, dst: Path, weights: str, keep_ffn2: bool) -> Path:
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from export.optimize import _quiet_logging
+    from export.optimize import QuantPreset, quantize_graph
 
     weight_type, reduce_range = WEIGHTS[weights]
     model = onnx.load(str(src), load_external_data=False)
     exclude = [n.name for n in model.graph.node if keep_ffn2 and n.name.endswith("output/dense/MatMul")]
     exclude = [n for n in exclude if "attention" not in n]
-    with _quiet_logging():
-        quantize_dynamic(
-            str(src),
-            str(dst),
-            per_channel=True,
-            reduce_range=reduce_range,
-            weight_type=getattr(QuantType, weight_type),
-            nodes_to_exclude=exclude,
-            extra_options={
-                "WeightSymmetric": True,
-                "ActivationSymmetric": False,
-                "MatMulConstBOnly": True,
-                "DefaultTensorType": onnx.TensorProto.FLOAT,
-            },
-        )
-    return dst
+    preset = QuantPreset(f"{weights}", weight_type, per_channel=True, reduce_range=reduce_range)
+    return quantize_graph(src, dst, preset, nodes_to_exclude=exclude)
 
 
 def run_logits(path: Path, tok, names, texts: list[str], max_length: int, batch_size: int, threads):

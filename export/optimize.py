@@ -114,12 +114,13 @@ def optimize_graph(src: Path, dst: Path, hf_config, use_gpu: bool = False) -> di
     return stats
 
 
-def quantize_graph(src: Path, dst: Path, preset: str) -> Path:
-    """Dynamic int8 quantization of ``src`` with a named preset (see the module docstring)."""
+def quantize_graph(src: Path, dst: Path, preset: str | QuantPreset, nodes_to_exclude=()) -> Path:
+    """Dynamic int8 quantization of ``src`` with a named preset (see the module docstring) or a
+    :class:`QuantPreset` of one's own; ``nodes_to_exclude`` stay fp32 (benchmarks/int8_variants.py)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    p = PRESETS[preset]
+    p = PRESETS[preset] if isinstance(preset, str) else preset
     # quantize_dynamic warns on the root logger about optional pre-processing
     with _quiet_logging():
         quantize_dynamic(
@@ -128,6 +129,7 @@ def quantize_graph(src: Path, dst: Path, preset: str) -> Path:
             per_channel=p.per_channel,
             reduce_range=p.reduce_range,
             weight_type=getattr(QuantType, p.weight_type),
+            nodes_to_exclude=list(nodes_to_exclude),
             extra_options={
                 "WeightSymmetric": True,
                 "ActivationSymmetric": False,
