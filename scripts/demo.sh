@@ -17,7 +17,7 @@ if [ -f "$FULL/bundle/manifest.json" ]; then
 else
   ART=$QUICK
   echo "demo: no full-quality bundle at $FULL/bundle; using the short 'quick' training profile"
-  echo "      (full quality: \`make bundle\`, about 47 minutes on 2 cores)"
+  echo "      (full quality: \`make bundle\`, about 54 minutes on 2 cores)"
   if [ ! -f "$ART/checkpoint/lrsl.json" ]; then
     echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, about 7 minutes)"
     "$PY" -m train --dataset banking77 --profile quick --threads 2 --out "$ART/checkpoint"

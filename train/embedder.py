@@ -25,7 +25,7 @@ from .classifier import progress
 
 @dataclass
 class EmbedderConfig:
-    epochs: int = 3
+    epochs: int = 4
     lr: float = 5e-5
     batch_size: int = 32
     warmup_ratio: float = 0.1
