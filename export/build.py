@@ -32,7 +32,7 @@ import numpy as np
 
 from lrsl_rt.calibrate import fusion_reason
 from lrsl_rt.errors import UsageError
-from lrsl_rt.fusion import parse_fusion
+from lrsl_rt.fusion import fusion_option
 from lrsl_rt.manifest import TokenizerSettings
 from lrsl_rt.metrics import format_report
 
@@ -111,7 +111,7 @@ def build_bundle(
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
     atol = dict(PARITY_ATOL, **({"logits": parity_atol} if parity_atol is not None else {}))
     try:
-        user_fusion = parse_fusion(fusion) if fusion not in (None, "auto") else None
+        user_fusion = fusion_option(fusion)
     except ValueError as e:
         raise UsageError(f"--fusion: {e}") from e
     log = log or _stderr

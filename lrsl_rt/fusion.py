@@ -74,6 +74,11 @@ def parse_fusion(spec: str) -> Fusion:
     return Fusion(rule, int(p), scope)
 
 
+def fusion_option(spec: str | None) -> Fusion | None:
+    """A ``--fusion`` value: None for ``auto`` (or no value: choose on dev), else :func:`parse_fusion`."""
+    return None if spec in (None, "auto") else parse_fusion(spec)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)

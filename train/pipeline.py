@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.calibrate import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
-from lrsl_rt.fusion import parse_fusion, rerank
+from lrsl_rt.fusion import fusion_option, rerank
 from lrsl_rt.gate import is_hard, topk_variance
 from lrsl_rt.metrics import format_report, lrsl_report
 
@@ -125,10 +125,8 @@ def _eval_split(name, logits, cos, gold, k, threshold, fusion, log):
 
 
 def _fixed_fusion(spec: str):
-    if spec == "auto":
-        return None
     try:
-        return parse_fusion(spec)
+        return fusion_option(spec)
     except ValueError as e:
         raise D.DataError(f"--fusion: {e}") from e
 
