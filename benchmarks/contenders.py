@@ -32,6 +32,7 @@ DESCRIPTIONS = {
     "lrsl_clf_fp32": "lrsl_rt classifier only, fp32 bundle (Reranker.logits + argmax)",
     "lrsl_int8": "lrsl_rt full LRSL path, int8 bundle (Reranker.predict)",
     "lrsl_fp32": "lrsl_rt full LRSL path, fp32 bundle (Reranker.predict)",
+    "lrsl_int8_shared": "lrsl_rt full LRSL path, int8 bundle, thread_pool='shared' (one spinning pool)",
 }
 
 
@@ -125,9 +126,9 @@ class OptimumClassifier(PyTorchClassifier):
 class LrslClassifier:
     """lrsl_rt with the gate off: ``Reranker.logits`` + argmax."""
 
-    def __init__(self, opts, precision):
+    def __init__(self, opts, precision, thread_pool="session"):
         self.bundle = opts.bundle if precision == "int8" else opts.bundle_fp32
-        self.opts = opts
+        self.opts, self.thread_pool = opts, thread_pool
 
     def setup(self):
         from lrsl_rt import Reranker
@@ -144,7 +145,11 @@ class LrslClassifier:
             # a call of b texts is split into length-sorted batches of the runtime's default size:
             # that bucketing is part of what is measured (the baselines run one padded batch of b)
             batch_size=self.batch_size,
-            spinning=o.spinning == "on",  # "default" is the runtime's default: off
+            # None: the runtime's default (off in a session's own pool; the shared pool always spins)
+            spinning=None
+            if self.thread_pool == "shared"
+            else {"default": None, "on": True, "off": False}[o.spinning],
+            thread_pool=self.thread_pool,
         )
         self.labels = list(self.r.labels)
         self.providers = self.r.classifier.providers
@@ -221,4 +226,5 @@ CONTENDERS = {
     "lrsl_clf_fp32": lambda o: LrslClassifier(o, "fp32"),
     "lrsl_int8": lambda o: LrslFull(o, "int8"),
     "lrsl_fp32": lambda o: LrslFull(o, "fp32"),
+    "lrsl_int8_shared": lambda o: LrslFull(o, "int8", thread_pool="shared"),
 }

@@ -20,7 +20,8 @@ Method:
 - One thread budget: ``--threads N`` (default: the usable CPUs) is torch.set_num_threads, ONNX
   Runtime's intra-op threads and OMP_NUM_THREADS for every contender; the tokenizers' own thread pool
   is off (TOKENIZERS_PARALLELISM=false). Thread spinning is each library's default unless
-  ``--spinning on|off`` (ONNX Runtime: on, lrsl_rt: off).
+  ``--spinning on|off`` (ONNX Runtime: on, lrsl_rt: off). ``lrsl_int8_shared`` is the full int8
+  path with ``thread_pool="shared"``: one process-wide pool, whose threads always spin.
 - The same texts in the same order for all: ``--n-texts`` evenly spaced texts of the file (default
   500; Banking77's test split by default), truncated to the bundle's max length.
 - Batch-1 latency is per query, tokenization included, then without it (inputs tokenized beforehand,
@@ -165,10 +166,10 @@ def make_plan(args, log) -> tuple[list[str], dict, dict]:
             names.append("optimum_int8")
         else:
             skipped["optimum_int8"] = "optimum.onnxruntime not importable (pip install optimum-onnx)"
-    names += ["lrsl_clf_int8", "lrsl_int8"]
+    names += ["lrsl_clf_int8", "lrsl_int8", "lrsl_int8_shared"]
     if args.bundle_fp32:
-        names[-1:-1] = ["lrsl_clf_fp32"]
-        names.append("lrsl_fp32")
+        names[-2:-2] = ["lrsl_clf_fp32"]
+        names.insert(-1, "lrsl_fp32")
     else:
         skipped["lrsl_clf_fp32"] = skipped["lrsl_fp32"] = "needs --bundle-fp32"
     if args.contenders:

@@ -16,7 +16,7 @@ from benchmarks.contenders import DESCRIPTIONS
 
 STAGES = ("tokenize", "classifier", "gate", "embedder", "fuse")
 SPINNING = {
-    "default": "each library's default (Optimum/ONNX Runtime on, lrsl_rt off)",
+    "default": "each library's default (Optimum/ONNX Runtime on, lrsl_rt off; lrsl_int8_shared's pool: on)",
     "on": "on",
     "off": "off",
 }
@@ -166,7 +166,7 @@ def breakdown_medians(r: dict, name: str) -> dict:
 def _breakdown(r: dict) -> list[str]:
     cols = [
         (n, b, meds)
-        for n in ("lrsl_int8", "lrsl_fp32")
+        for n in ("lrsl_int8", "lrsl_int8_shared", "lrsl_fp32")
         if n in r["contenders"]
         for b, meds in breakdown_medians(r, n).items()
     ]

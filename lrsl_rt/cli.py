@@ -74,7 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime device (default cpu)"
         )
         p.add_argument(
-            "--threads", type=_positive_int, help="intra-op threads per model (default: ONNX Runtime's)"
+            "--threads", type=_positive_int, help="intra-op threads (default: ONNX Runtime's, one per core)"
+        )
+        p.add_argument(
+            "--thread-pool",
+            choices=("shared", "session"),
+            default="session",
+            help="session: each model its own threads, which sleep between runs (default); "
+            "shared: one process-wide pool of spinning threads for both models (faster)",
         )
 
     p = sub.add_parser(
@@ -148,7 +155,11 @@ def _load(args):
     if not path.is_dir():
         raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR or set {BUNDLE_ENV}")
     return Reranker.from_bundle(
-        path, providers=args.provider, threads=args.threads, batch_size=args.batch_size
+        path,
+        providers=args.provider,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        thread_pool=args.thread_pool,
     )
 
 

@@ -92,15 +92,21 @@ class Reranker:
         threads: int | None = None,
         batch_size: int | None = None,
         verify: bool = True,
-        spinning: bool = False,
+        spinning: bool | None = None,
         *,
+        thread_pool: str = "session",
         session_options: dict | None = None,
     ) -> Reranker:
         """Load and validate a bundle directory; ``verify`` checks each file's size and sha256.
 
-        ``providers``, ``threads`` and ``spinning`` configure both ONNX Runtime sessions (see
-        :class:`lrsl_rt.session.OnnxSession`); ``session_options`` passes its other settings
-        (``inter_threads``, ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
+        ``providers``, ``threads``, ``thread_pool`` and ``spinning`` configure both ONNX Runtime
+        sessions (see :class:`lrsl_rt.session.OnnxSession`). By default each model has its own
+        threads, which sleep between runs. ``thread_pool="shared"`` is faster (one process-wide
+        pool of spinning threads serves both models, which run back to back) but, by ONNX
+        Runtime's rule, makes every later session of the process use that pool too: for processes
+        that run only lrsl-rt.
+        ``session_options`` passes the session's other settings (``inter_threads``,
+        ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
         batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
         export's report; DEFAULT_BATCH_SIZE for a bundle that records none.
         """
@@ -111,7 +117,13 @@ class Reranker:
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
-        settings = dict(providers=providers, threads=threads, spinning=spinning, **(session_options or {}))
+        settings = dict(
+            providers=providers,
+            threads=threads,
+            spinning=spinning,
+            thread_pool=thread_pool,
+            **(session_options or {}),
+        )
         sessions = {
             role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
         }

@@ -16,7 +16,7 @@ from tiny_models import synthetic_dataset
 
 from benchmarks.optimum_model import optimum_available
 
-LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32")
+LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32", "lrsl_int8_shared")
 
 
 def _run(script: str, *args) -> subprocess.CompletedProcess:
@@ -60,7 +60,7 @@ def test_latency_quick(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32)
             assert s[key]["median"] > 0, (name, key)
         assert 0 <= s["accuracy_classifier"]["median"] <= 1, name
         assert len(c["rounds"]) == 1 and c["rounds"][0]["n"] == 8
-        if name in ("lrsl_int8", "lrsl_fp32"):
+        if name in ("lrsl_int8", "lrsl_fp32", "lrsl_int8_shared"):
             assert 0 <= s["hard_share"]["median"] <= 1 and "accuracy_lrsl" in s
             assert set(c["rounds"][0]["breakdown"]) == {"1", "4"}
     assert result["startup"]["import_lrsl_rt"]["in_process_s"]["median"] > 0

@@ -316,6 +316,10 @@ def test_subprocess(cmd, tiny_bundle, tmp_path):
     assert p.returncode == 0, p.stderr
     rows = jsonl(p.stdout)
     assert [row["line"] for row in rows] == [1, 2, 3] and "error" in rows[1]
+    shared = proc("predict", "--bundle", tiny_bundle, "--thread-pool", "shared", "--threads", "1", "my card")
+    alone = proc("predict", "--bundle", tiny_bundle, "--thread-pool", "session", "--threads", "1", "my card")
+    assert shared.returncode == alone.returncode == 0, shared.stderr + alone.stderr
+    assert jsonl(shared.stdout) == jsonl(alone.stdout) and len(jsonl(shared.stdout)) == 1
     p = proc("predict", "--bundle", tmp_path / "nowhere", "x")
     assert (
         p.returncode == 2 and p.stderr.startswith("Error: bundle directory") and "Traceback" not in p.stderr

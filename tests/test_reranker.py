@@ -265,7 +265,11 @@ def test_properties_and_inputs(r_int8):
 
 def test_session_settings_reach_both_models(tiny_bundle):
     r = Reranker.from_bundle(
-        tiny_bundle, threads=1, spinning=True, session_options={"graph_optimization": "basic"}
+        tiny_bundle,
+        threads=1,
+        spinning=True,
+        thread_pool="session",
+        session_options={"graph_optimization": "basic"},
     )
     for s in (r.classifier, r.embedder):
         assert s.options == {
@@ -273,6 +277,7 @@ def test_session_settings_reach_both_models(tiny_bundle):
             "inter_threads": None,
             "spinning": True,
             "graph_optimization": "basic",
+            "thread_pool": "session",
         }
         assert s.providers == ["CPUExecutionProvider"]
     assert r.classifier.output == "logits" or len(r.classifier.outputs) == 1
@@ -356,3 +361,26 @@ def test_tampered_and_missing_files(tiny_bundle, tmp_path):
         Reranker.from_bundle(dst)
     with pytest.raises(BundleError, match="bundle directory not found"):
         Reranker.from_bundle(tmp_path / "nowhere")
+
+
+def test_shared_thread_pool_gives_the_same_predictions(tiny_bundle, r_int8):
+    """thread_pool='shared' (process-wide, so in a fresh interpreter) changes the threads, not the answers."""
+    import subprocess
+    import sys
+
+    texts = ["my card has not arrived", "how do I top up", "cash", "exchange rate for euros please"]
+    script = (
+        "import json, sys; from lrsl_rt import Reranker\n"
+        "r = Reranker.from_bundle(sys.argv[1], threads=1, thread_pool='shared')\n"
+        "assert {s.options['thread_pool'] for s in (r.classifier, r.embedder)} == {'shared'}\n"
+        "print(json.dumps([[p.label, p.score, p.hard] for p in r.predict(sys.argv[2:])]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_bundle), *texts], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    shared = json.loads(proc.stdout)
+    alone = [[p.label, p.score, p.hard] for p in r_int8.predict(texts)]
+    assert [row[0] for row in shared] == [row[0] for row in alone]
+    assert [row[2] for row in shared] == [row[2] for row in alone]
+    np.testing.assert_allclose([row[1] for row in shared], [row[1] for row in alone], rtol=1e-5)

@@ -98,13 +98,19 @@ def test_corrupt_model_is_wrapped_with_cause(tmp_path):
 
 def test_options(toy):
     s = OnnxSession(toy, threads=2, inter_threads=1, spinning=True, graph_optimization="basic")
-    assert s.options == {"threads": 2, "inter_threads": 1, "spinning": True, "graph_optimization": "basic"}
+    assert s.options == {
+        "threads": 2,
+        "inter_threads": 1,
+        "spinning": True,
+        "graph_optimization": "basic",
+        "thread_pool": "session",
+    }
     config = s._session.get_session_options().get_session_config_entry
     assert (
         config("session.intra_op.allow_spinning") == "1" and config("session.inter_op.allow_spinning") == "1"
     )
     default = OnnxSession(toy)
-    assert default.options["spinning"] is False
+    assert default.options["spinning"] is False and default.options["thread_pool"] == "session"
     assert (
         default._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
         == "0"
@@ -113,6 +119,12 @@ def test_options(toy):
         OnnxSession(toy, threads=0)
     with pytest.raises(UsageError, match="graph_optimization"):
         OnnxSession(toy, graph_optimization="max")
+    with pytest.raises(UsageError, match="thread_pool must be one of"):
+        OnnxSession(toy, thread_pool="global")
+    with pytest.raises(UsageError, match="spinning=False needs thread_pool='session'"):
+        OnnxSession(toy, thread_pool="shared", spinning=False)
+    with pytest.raises(UsageError, match="spinning must be True, False or None"):
+        OnnxSession(toy, spinning="yes")
     with pytest.raises(RuntimeBackendError, match="no output 'logits'"):
         OnnxSession(toy, output="logits")
     assert OnnxSession(toy, output=("logits", "score")).output == "score"
@@ -161,3 +173,82 @@ def test_cuda_session_runs_on_cuda(toy):
     s = OnnxSession(toy, providers="cuda")
     assert s.providers[0] == "CUDAExecutionProvider"
     np.testing.assert_array_equal(s.run({"input_ids": IDS, "attention_mask": MASK}), [[12.0], [5.0]])
+
+
+# ---- the shared thread pool: process-wide state, so each case runs in a fresh interpreter ----------
+SHARED_POOL_SCRIPT = """
+import json, sys, warnings
+import numpy as np
+import onnxruntime as ort
+from lrsl_rt.errors import UsageError
+from lrsl_rt.session import OnnxSession
+path, case = sys.argv[1], sys.argv[2]
+ids = np.array([[2, 7, 3], [2, 3, 0]]); mask = np.array([[1, 1, 1], [1, 1, 0]])
+out = []
+if case == "foreign":  # another library made the global pool first
+    ort.set_global_thread_pool_sizes(1, 1)
+    try:
+        OnnxSession(path, threads=1)
+        out.append("session in a foreign pool: loaded")
+    except UsageError as e:
+        out.append(str(e))
+else:  # a session of its own before the shared pool exists is fine
+    out.append({"options": OnnxSession(path, threads=1).options})
+for threads in (1, 1, 2):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = OnnxSession(path, threads=threads, thread_pool="shared")
+    out.append({
+        "options": s.options,
+        "per_session": s._session.get_session_options().use_per_session_threads,
+        "score": s.run({"input_ids": ids, "attention_mask": mask}).ravel().tolist(),
+        "warnings": [str(w.message) for w in caught],
+    })
+try:
+    OnnxSession(path, threads=1)
+    out.append("session after shared: loaded")
+except UsageError as e:
+    out.append(str(e))
+print(json.dumps(out))
+"""
+
+
+def _shared_pool_run(toy, case):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARED_POOL_SCRIPT, str(toy), case],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_shared_pool_is_made_once_and_used_by_every_shared_session(toy):
+    before, first, second, other, after = _shared_pool_run(toy, "ours")
+    assert before["options"]["thread_pool"] == "session"
+    for s in (first, second, other):
+        assert s["options"]["thread_pool"] == "shared" and s["options"]["spinning"] is True
+        assert s["per_session"] is False and s["score"] == [12.0, 5.0]
+    assert first["warnings"] == second["warnings"] == []
+    # the pool has one thread count: a session asking for another one is told what it gets
+    assert other["warnings"] == [
+        "toy.onnx: uses this process's shared thread pool, made earlier with threads=1, not threads=2"
+    ]
+    # ONNX Runtime refuses sessions with their own threads once the pool exists: a clear UsageError
+    assert "thread_pool='session' asked" in after and "made by lrsl_rt with threads=1" in after
+
+
+def test_global_pool_made_by_someone_else(toy):
+    first, *runs, after = _shared_pool_run(toy, "foreign")
+    assert "runs ONNX Runtime's global thread pool (made outside lrsl_rt)" in first
+    assert "pass thread_pool='shared'" in first
+    for s in runs:
+        assert s["options"]["thread_pool"] == "shared" and s["per_session"] is False
+        assert s["score"] == [12.0, 5.0]
+        assert len(s["warnings"]) == 1 and "another part of this process made" in s["warnings"][0]
+    assert "thread_pool='session' asked" in after and "made outside lrsl_rt" in after
