@@ -32,7 +32,7 @@ DESCRIPTIONS = {
     "lrsl_clf_fp32": "lrsl_rt classifier only, fp32 bundle (Reranker.logits + argmax)",
     "lrsl_int8": "lrsl_rt full LRSL path, int8 bundle (Reranker.predict)",
     "lrsl_fp32": "lrsl_rt full LRSL path, fp32 bundle (Reranker.predict)",
-    "lrsl_int8_shared": "lrsl_rt full LRSL path, int8 bundle, thread_pool='shared' (one spinning pool)",
+    "lrsl_int8_shared": "lrsl_rt full LRSL path, int8 bundle, thread_pool='shared' (one pool for both models)",
 }
 
 

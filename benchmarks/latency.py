@@ -167,9 +167,12 @@ def make_plan(args, log) -> tuple[list[str], dict, dict]:
         else:
             skipped["optimum_int8"] = "optimum.onnxruntime not importable (pip install optimum-onnx)"
     names += ["lrsl_clf_int8", "lrsl_int8", "lrsl_int8_shared"]
+    if args.spinning == "off":
+        names.remove("lrsl_int8_shared")
+        skipped["lrsl_int8_shared"] = "--spinning off: the shared pool's threads always spin after a run"
     if args.bundle_fp32:
-        names[-2:-2] = ["lrsl_clf_fp32"]
-        names.insert(-1, "lrsl_fp32")
+        names.insert(names.index("lrsl_clf_int8") + 1, "lrsl_clf_fp32")
+        names.insert(names.index("lrsl_int8") + 1, "lrsl_fp32")
     else:
         skipped["lrsl_clf_fp32"] = skipped["lrsl_fp32"] = "needs --bundle-fp32"
     if args.contenders:

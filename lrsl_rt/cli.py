@@ -74,14 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime device (default cpu)"
         )
         p.add_argument(
-            "--threads", type=_positive_int, help="intra-op threads (default: ONNX Runtime's, one per core)"
+            "--threads",
+            type=_positive_int,
+            help="intra-op threads per model, or in all with --thread-pool shared (default: one per core)",
         )
         p.add_argument(
             "--thread-pool",
             choices=("shared", "session"),
             default="session",
             help="session: each model its own threads, which sleep between runs (default); "
-            "shared: one process-wide pool of spinning threads for both models (faster)",
+            "shared: one process-wide pool for both models, whose threads spin briefly after each run (faster)",
         )
 
     p = sub.add_parser(

@@ -10,20 +10,21 @@ means. The Reranker holds two of them and decides what goes in (token arrays) an
   a loud ``RuntimeWarning`` naming the providers actually used -- never a silent fall-back.
   ``session.providers`` is what the session really runs on.
 - ``thread_pool``: ``"session"`` (the default, ONNX Runtime's: each session owns its intra-op threads)
-  or ``"shared"``: ONNX Runtime's process-wide pool (``set_global_thread_pool_sizes``), made once by
-  this module with ``threads`` threads and used by every session of the process. For a Reranker
-  it is the faster choice: the classifier and the embedder run back to back, and one pool whose
-  threads spin between runs serves both without either stealing the other's cores (README:
-  batch-1 p50 0.58 ms against 0.93 ms with two pools that sleep between runs). The catch is ONNX
-  Runtime's: once a process has the shared pool, no session of that process can have threads of
-  its own (``use_per_session_threads must be false``), so it is opt-in -- for a process that
+  or ``"shared"``: ONNX Runtime's process-wide pool (``set_global_thread_pool_sizes``, onnxruntime
+  >= 1.22), made once by this module with ``threads`` threads and used by every shared session of
+  the process. For a Reranker it is the faster choice: the classifier and the embedder run back to
+  back, and one pool whose threads spin briefly after each run serves both, without either waking
+  sleeping threads or competing with the other's spinning ones (README, Benchmarks). The catch is
+  ONNX Runtime's: once a process has the shared pool, no session of that process can have threads
+  of its own (``use_per_session_threads must be false``), so it is opt-in -- for a process that
   runs only lrsl-rt, such as the ``lrsl-rt`` command or a dedicated service. A later ``"shared"``
-  session that asks for another thread count gets the pool as made, with a ``RuntimeWarning``;
-  a ``"session"`` session after it is a ``UsageError``.
-- ``spinning``: whether idle intra-op threads spin (``session.intra_op.allow_spinning``, and the
-  inter-op one). None: the pool's default -- on for the shared pool (ONNX Runtime's Python API
-  cannot switch it off there), off for a session's own threads (two session pools that spin steal
-  each other's cores).
+  session that asks for another thread count gets the pool as made, with a ``RuntimeWarning``; a
+  ``"session"`` session after it is a ``UsageError``. The pool is made before the model loads and
+  stays, even if that load fails. ``session.options["threads"]`` is the pool's thread count.
+- ``spinning``: whether idle intra-op threads spin for a short while after each run before they
+  sleep (``session.intra_op.allow_spinning``, and the inter-op one). None: the pool's default -- on
+  for the shared pool (ONNX Runtime's Python API cannot switch it off there), off for a session's
+  own threads (two session pools that spin compete for the cores).
 - ``output``: which graph output ``run`` returns -- a name, names to try in order (the first output
   when none matches), or None for the first output.
 - ``run(arrays)`` feeds only the inputs the graph declares, cast to the declared integer type;
@@ -145,27 +146,40 @@ class OnnxSession:
             raise UsageError(f"thread_pool must be one of {THREAD_POOLS}, got {thread_pool!r}")
         if spinning is not None and not isinstance(spinning, bool):
             raise UsageError(f"spinning must be True, False or None, got {spinning!r}")
-        if thread_pool == "shared" and spinning is False:
-            raise UsageError(
-                "spinning=False needs thread_pool='session': the threads of ONNX Runtime's shared pool "
-                "always spin (its Python API has no switch for them)"
-            )
         if thread_pool == "shared":
-            note = _use_shared_pool(ort, threads)
-            if note:
-                warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=2)
-        elif "threads" in _shared_pool:
-            raise UsageError(
-                f"{self.path.name}: thread_pool='session' asked, but this process already runs ONNX "
-                f"Runtime's shared thread pool ({_pool_origin()}), and ONNX Runtime then refuses "
-                "sessions with threads of their own; pass thread_pool='shared'"
-            )
+            if spinning is False:
+                raise UsageError(
+                    "spinning=False needs thread_pool='session': the threads of ONNX Runtime's shared "
+                    "pool spin after each run (its Python API has no switch for them)"
+                )
+            if inter_threads is not None:
+                raise UsageError(
+                    "inter_threads needs thread_pool='session': the shared pool runs the graph "
+                    "sequentially, with threads for inside each operator only"
+                )
+            if not hasattr(ort, "set_global_thread_pool_sizes"):
+                raise UsageError(
+                    f"thread_pool='shared' needs onnxruntime >= 1.22 (this is {ort.__version__}), "
+                    "which can make a process-wide thread pool from Python; use thread_pool='session'"
+                )
         spinning = thread_pool == "shared" if spinning is None else spinning
+        wanted = resolve_providers(providers, ort.get_available_providers())
 
         opts = ort.SessionOptions()
+        pool_threads = threads
         if thread_pool == "shared":
             opts.use_per_session_threads = False
+            pool_threads, note = _use_shared_pool(ort, threads)
+            if note:
+                warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=2)
         else:
+            with _shared_pool_lock:
+                if "threads" in _shared_pool:
+                    raise UsageError(
+                        f"{self.path.name}: thread_pool='session' asked, but this process already runs "
+                        f"ONNX Runtime's shared thread pool ({_pool_origin()}), and ONNX Runtime then "
+                        "refuses sessions with threads of their own; pass thread_pool='shared'"
+                    )
             opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (one per physical core)
             opts.inter_op_num_threads = inter_threads or 0
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -178,22 +192,25 @@ class OnnxSession:
         spin = "1" if spinning else "0"
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        # what the session runs with: in the shared pool, the pool's thread count (None: ONNX
+        # Runtime's default, or unknown for a pool made outside lrsl_rt)
         self.options = {
-            "threads": threads,
+            "threads": pool_threads,
             "inter_threads": inter_threads,
             "spinning": bool(spinning),
             "graph_optimization": graph_optimization,
             "thread_pool": thread_pool,
         }
 
-        wanted = resolve_providers(providers, ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             if "use_per_session_threads must be false" in str(e):
+                with _shared_pool_lock:
+                    origin = _pool_origin() if "threads" in _shared_pool else "made outside lrsl_rt"
                 raise UsageError(
-                    f"{self.path.name}: this process runs ONNX Runtime's global thread pool (made outside "
-                    "lrsl_rt), so every session must use it; pass thread_pool='shared'"
+                    f"{self.path.name}: this process runs ONNX Runtime's global thread pool ({origin}), "
+                    "so every session must use it; pass thread_pool='shared'"
                 ) from e
             raise RuntimeBackendError(
                 f"{self.path}: ONNX Runtime (onnxruntime {ort.__version__}) could not load this model: "
@@ -251,34 +268,45 @@ class OnnxSession:
         return f"OnnxSession({str(self.path)!r}, providers={self.providers}, options={self.options})"
 
 
-def _use_shared_pool(ort, threads: int | None) -> str | None:
+def _use_shared_pool(ort, threads: int | None) -> tuple[int | None, str | None]:
     """Make ONNX Runtime's process-wide thread pool with ``threads`` intra-op threads, once per
-    process. Returns None, or a note when the pool a session will use differs from its request."""
+    process. Returns the pool's thread count (None: ONNX Runtime's default or unknown) and None, or
+    a note when that pool differs from the request."""
     with _shared_pool_lock:
         if "threads" not in _shared_pool:
             try:
                 ort.set_global_thread_pool_sizes(threads or 0, 1)  # inter-op: unused (sequential runs)
-            except Exception as e:  # "Global thread pools have already been created": not by us
-                _shared_pool["threads"] = _FOREIGN
+            except Exception as e:
+                if "already been created" not in str(e):
+                    raise RuntimeBackendError(
+                        f"ONNX Runtime could not make its shared thread pool: {_first_line(e)}"
+                    ) from e
+                _shared_pool["threads"] = _FOREIGN  # made by another library of this process
                 _shared_pool["error"] = _first_line(e)
             else:
                 _shared_pool["threads"] = threads
         have = _shared_pool["threads"]
     if have == _FOREIGN:
-        return (
-            "uses the ONNX Runtime thread pool that another part of this process made, "
-            f"whose thread count is unknown here, not threads={threads} ({_shared_pool['error']})"
+        note = (
+            "uses the ONNX Runtime thread pool that another part of this process made, whose thread "
+            f"count is unknown here, not threads={_count(threads)} ({_shared_pool['error']})"
         )
+        return None, note
     if have != threads:
-        return (
-            f"uses this process's shared thread pool, made earlier with threads={have}, not threads={threads}"
+        return have, (
+            f"uses this process's shared thread pool, made earlier with threads={_count(have)}, "
+            f"not threads={_count(threads)}"
         )
-    return None
+    return have, None
+
+
+def _count(threads: int | None) -> str:
+    return "ONNX Runtime's default" if threads is None else str(threads)
 
 
 def _pool_origin() -> str:
     have = _shared_pool["threads"]
-    return "made outside lrsl_rt" if have == _FOREIGN else f"made by lrsl_rt with threads={have}"
+    return "made outside lrsl_rt" if have == _FOREIGN else f"made by lrsl_rt with threads={_count(have)}"
 
 
 def _first_line(e: BaseException) -> str:

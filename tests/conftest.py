@@ -93,3 +93,13 @@ def tiny_bundle_fp32(tmp_path_factory, tiny_checkpoint) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_bundle_fp32") / "bundle"
     return build_bundle(tiny_checkpoint, out, precision="fp32", max_accuracy_drop=1.0, log=lambda msg: None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_shared_thread_pool_in_this_process():
+    """A shared ONNX Runtime pool (thread_pool='shared') is process-wide and makes ONNX Runtime refuse
+    every later session with threads of its own: tests make it only in subprocesses."""
+    yield
+    from lrsl_rt.session import _shared_pool
+
+    assert not _shared_pool, f"a test made the shared thread pool in the pytest process: {_shared_pool}"

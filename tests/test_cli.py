@@ -20,6 +20,7 @@ from conftest import ROOT
 
 from lrsl_rt import Reranker
 from lrsl_rt.cli import main
+from lrsl_rt.errors import UsageError
 from lrsl_rt.metrics import lrsl_report
 
 TEXTS = [
@@ -368,3 +369,22 @@ def test_chunks_and_progress(capsys, monkeypatch, tiny_bundle, tmp_path):
     assert ["error" in row for row in rows] == [line == "" for line in lines]
     progress = tty.getvalue()
     assert "\r" in progress and "7 texts 100.0%" in progress and progress.endswith("\n")
+
+
+@pytest.mark.parametrize("pool", [None, "session", "shared"])
+def test_runtime_flags_reach_the_reranker(capsys, monkeypatch, tiny_bundle, pool):
+    """--threads/--thread-pool/--batch-size go to Reranker.from_bundle (captured: no shared pool is made
+    in this process, where it would refuse every later session with threads of its own)."""
+    seen = {}
+
+    def capture(path, **kwargs):
+        seen.update(kwargs)
+        raise UsageError("captured")
+
+    monkeypatch.setattr(Reranker, "from_bundle", staticmethod(capture))
+    flags = ["--thread-pool", pool] if pool else []
+    code, _, err = run(
+        capsys, "predict", "--bundle", tiny_bundle, "--threads", "3", "--batch-size", "5", *flags, "x"
+    )
+    assert code == 2 and "captured" in err
+    assert seen == {"providers": "cpu", "threads": 3, "batch_size": 5, "thread_pool": pool or "session"}

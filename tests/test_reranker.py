@@ -373,6 +373,8 @@ def test_shared_thread_pool_gives_the_same_predictions(tiny_bundle, r_int8):
         "import json, sys; from lrsl_rt import Reranker\n"
         "r = Reranker.from_bundle(sys.argv[1], threads=1, thread_pool='shared')\n"
         "assert {s.options['thread_pool'] for s in (r.classifier, r.embedder)} == {'shared'}\n"
+        "assert not any(s._session.get_session_options().use_per_session_threads "
+        "for s in (r.classifier, r.embedder))\n"
         "print(json.dumps([[p.label, p.score, p.hard] for p in r.predict(sys.argv[2:])]))"
     )
     proc = subprocess.run(

@@ -123,6 +123,8 @@ def test_options(toy):
         OnnxSession(toy, thread_pool="global")
     with pytest.raises(UsageError, match="spinning=False needs thread_pool='session'"):
         OnnxSession(toy, thread_pool="shared", spinning=False)
+    with pytest.raises(UsageError, match="inter_threads needs thread_pool='session'"):
+        OnnxSession(toy, thread_pool="shared", inter_threads=1)
     with pytest.raises(UsageError, match="spinning must be True, False or None"):
         OnnxSession(toy, spinning="yes")
     with pytest.raises(RuntimeBackendError, match="no output 'logits'"):
@@ -185,6 +187,15 @@ from lrsl_rt.session import OnnxSession
 path, case = sys.argv[1], sys.argv[2]
 ids = np.array([[2, 7, 3], [2, 3, 0]]); mask = np.array([[1, 1, 1], [1, 1, 0]])
 out = []
+if case == "old-onnxruntime":  # an onnxruntime without the Python call for the global pool
+    del ort.set_global_thread_pool_sizes
+    try:
+        OnnxSession(path, thread_pool="shared")
+    except UsageError as e:
+        out.append(str(e))
+    out.append(OnnxSession(path, threads=1).options)  # the default still works afterwards
+    print(json.dumps(out))
+    sys.exit(0)
 if case == "foreign":  # another library made the global pool first
     ort.set_global_thread_pool_sizes(1, 1)
     try:
@@ -239,6 +250,7 @@ def test_shared_pool_is_made_once_and_used_by_every_shared_session(toy):
     assert other["warnings"] == [
         "toy.onnx: uses this process's shared thread pool, made earlier with threads=1, not threads=2"
     ]
+    assert [s["options"]["threads"] for s in (first, second, other)] == [1, 1, 1]  # the pool's size
     # ONNX Runtime refuses sessions with their own threads once the pool exists: a clear UsageError
     assert "thread_pool='session' asked" in after and "made by lrsl_rt with threads=1" in after
 
@@ -249,6 +261,13 @@ def test_global_pool_made_by_someone_else(toy):
     assert "pass thread_pool='shared'" in first
     for s in runs:
         assert s["options"]["thread_pool"] == "shared" and s["per_session"] is False
+        assert s["options"]["threads"] is None  # unknown: not ours
         assert s["score"] == [12.0, 5.0]
         assert len(s["warnings"]) == 1 and "another part of this process made" in s["warnings"][0]
     assert "thread_pool='session' asked" in after and "made outside lrsl_rt" in after
+
+
+def test_shared_pool_needs_an_onnxruntime_that_can_make_it(toy):
+    message, options = _shared_pool_run(toy, "old-onnxruntime")
+    assert "thread_pool='shared' needs onnxruntime >= 1.22" in message
+    assert options["thread_pool"] == "session" and options["threads"] == 1
