@@ -16,7 +16,8 @@ from benchmarks.contenders import DESCRIPTIONS
 
 STAGES = ("tokenize", "classifier", "gate", "embedder", "fuse")
 SPINNING = {
-    "default": "each library's default (Optimum/ONNX Runtime on, lrsl_rt off; lrsl_int8_shared's pool: on)",
+    "default": "each library's default (Optimum/ONNX Runtime on; lrsl_rt classifier on, embedder off; "
+    "lrsl_int8_shared's pool on)",
     "on": "on",
     "off": "off",
 }

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--thread-pool",
             choices=("shared", "session"),
             default="session",
-            help="session: each model its own threads, which sleep between runs (default); "
+            help="session: each model its own threads (default; the classifier's spin briefly after a run); "
             "shared: one process-wide pool for both models, whose threads spin briefly after each run (faster)",
         )
 

@@ -46,6 +46,13 @@ from .tokenize import BundleTokenizer, Tokens
 # 630 q/s as one batch of 32, 990 as two of 16, 1,180 as four of 8 or eight of 4.
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_CHUNK_SIZE = 1024
+# Thread spinning per model with a pool per model (the default). The classifier runs on every query:
+# its threads spin briefly after a run instead of being woken for each operator. The embedder runs on
+# the hard share only, and its spinning threads would compete with the classifier's for the cores.
+# Banking77 int8 bundle, 2 cores, batch-1 p50 / 32 texts per call: both sleeping 1.24-1.30 ms /
+# 1,010-1,040 q/s; classifier spinning 0.74-0.77 ms / 1,090-1,130 q/s; both spinning 0.97-1.01 ms /
+# 590-630 q/s; the shared pool 0.74-0.75 ms / 1,180-1,210 q/s (two rounds of a one-off script, README).
+DEFAULT_SPINNING = {"classifier": True, "embedder": False}
 
 
 class Reranker:
@@ -102,10 +109,12 @@ class Reranker:
 
         ``providers``, ``threads``, ``thread_pool`` and ``spinning`` configure both ONNX Runtime
         sessions (see :class:`lrsl_rt.session.OnnxSession`). By default each model has its own
-        threads, which sleep between runs. ``thread_pool="shared"`` is faster (one process-wide
-        pool of spinning threads serves both models, which run back to back) but, by ONNX
-        Runtime's rule, makes every later session of the process use that pool too: for processes
-        that run only lrsl-rt.
+        threads; the classifier's spin briefly after each run (every query runs it, and waking
+        sleeping threads for each of its operators costs more than the model at batch 1), the
+        embedder's sleep (it runs on the hard share only, and two spinning pools compete for the
+        cores). ``spinning=True``/``False`` sets both. ``thread_pool="shared"`` is faster still (one
+        process-wide pool serves both models) but, by ONNX Runtime's rule, makes every later
+        session of the process use that pool too: for processes that run only lrsl-rt.
         ``session_options`` passes the session's other settings (``inter_threads``,
         ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
         batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
@@ -119,14 +128,14 @@ class Reranker:
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
         settings = dict(
-            providers=providers,
-            threads=threads,
-            spinning=spinning,
-            thread_pool=thread_pool,
-            **(session_options or {}),
+            providers=providers, threads=threads, thread_pool=thread_pool, **(session_options or {})
         )
+        spin = dict.fromkeys(MODEL_ROLES, spinning)
+        if spinning is None and thread_pool == "session":
+            spin = DEFAULT_SPINNING
         sessions = {
-            role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
+            role: open_model(files[role], role, manifest, tokenizer, spinning=spin[role], **settings)
+            for role in MODEL_ROLES
         }
         return cls(
             manifest,

@@ -17,9 +17,9 @@ if [ -f "$FULL/bundle/manifest.json" ]; then
 else
   ART=$QUICK
   echo "demo: no full-quality bundle at $FULL/bundle; using the short 'quick' training profile"
-  echo "      (full quality: \`make bundle\`, about 54 minutes on 2 cores)"
+  echo "      (full quality: \`make bundle\`, 28-54 minutes on 2 cores)"
   if [ ! -f "$ART/checkpoint/lrsl.json" ]; then
-    echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, about 7 minutes)"
+    echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, 4-7 minutes)"
     "$PY" -m train --dataset banking77 --profile quick --threads 2 --out "$ART/checkpoint"
   else
     echo "demo: [1/2] reusing checkpoint $ART/checkpoint"
@@ -46,7 +46,7 @@ print(f"  classifier alone {100 * t['accuracy_classifier']:.2f}%  ->  with LRSL 
       f"{100 * t['hard_accuracy_lrsl']:.1f}%)")
 PYEOF
 if [ "$ART" = "$QUICK" ]; then
-  echo "  (quick profile; the full-quality bundle, \`make bundle\`, reached 91.85% -> 92.63%, see README)"
+  echo "  (quick profile; the full-quality bundle, \`make bundle\`, reached 91.88% -> 92.56%, see README)"
 fi
 echo
 echo "demo: predictions (label, hard flag, classifier's label before reranking)"

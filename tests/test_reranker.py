@@ -283,6 +283,19 @@ def test_session_settings_reach_both_models(tiny_bundle):
     assert r.classifier.output == "logits" or len(r.classifier.outputs) == 1
 
 
+@pytest.mark.parametrize(
+    "spinning, want", [(None, (True, False)), (True, (True, True)), (False, (False, False))]
+)
+def test_spinning_default_is_per_model(tiny_bundle, spinning, want):
+    """Own pools: by default the classifier's threads spin (it runs on every query), the embedder's do not."""
+    r = Reranker.from_bundle(tiny_bundle, threads=1, spinning=spinning)
+    got = (r.classifier.options["spinning"], r.embedder.options["spinning"])
+    assert got == want
+    for s, on in zip((r.classifier, r.embedder), want, strict=True):
+        entry = s._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        assert entry == ("1" if on else "0")
+
+
 # ---- strict loading -------------------------------------------------------------------------------
 def edited(src, tmp_path, edit):
     """A copy of a bundle changed by ``edit(dir, manifest_dict)``, with the file checksums refreshed."""
