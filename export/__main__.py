@@ -11,7 +11,12 @@ import os
 import signal
 import sys
 
-PRESET_NAMES = ("avx512_vnni", "avx2", "arm64")  # export.optimize.PRESETS, without importing it for --help
+PRESET_NAMES = (
+    "avx512_vnni",
+    "avx2_s8rr",
+    "avx2",
+    "arm64",
+)  # export.optimize.PRESETS, without importing it for --help
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
         choices=PRESET_NAMES,
         default=None,
         help="int8 quantization preset; default: detected from this CPU "
-        "(avx512_vnni if the CPU has it, arm64 on aarch64, else avx2)",
+        "(avx512_vnni if the CPU has it, arm64 on aarch64, else avx2_s8rr); avx2: optimum's AVX2 recipe "
+        "(uint8 weights, slower)",
     )
     p.add_argument(
         "--max-accuracy-drop",

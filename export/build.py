@@ -94,7 +94,7 @@ def build_bundle(
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
 
     ``precision``: int8 (dynamic quantization), fp32, or fp16 (for GPUs). ``preset`` (int8 only):
-    avx512_vnni, avx2 or arm64; None picks the one for this CPU. ``max_accuracy_drop``: the largest
+    avx512_vnni, avx2_s8rr, avx2 or arm64; None picks the one for this CPU. ``max_accuracy_drop``: the largest
     allowed drop of the bundle's LRSL accuracy below the PyTorch models' (a fraction: 0.005 is half a
     point), measured on test (dev when the checkpoint has no test split). ``parity_atol``: max abs
     difference allowed between PyTorch and ONNX fp32 logits (default 1e-3; embeddings 1e-4).

@@ -18,9 +18,17 @@ import numpy as np
 import pytest
 
 from export import AccuracyGateError, ExportError, build_bundle, detect_preset
+from export import __main__ as export_main
 from export.bundle import check_target, staged_bundle
 from export.evaluate import calibrate, check_gate
-from export.optimize import PRESETS, QUANTIZED_OPS, model_file_name, op_counts, quantized_linear_count
+from export.optimize import (
+    PRESETS,
+    QUANTIZED_OPS,
+    QuantPreset,
+    model_file_name,
+    op_counts,
+    quantized_linear_count,
+)
 from export.source import load_checkpoint, pooling_mode
 from lrsl_rt.errors import BundleError, UsageError
 from lrsl_rt.manifest import MANIFEST_NAME, Manifest, read_manifest, resolve_file, sha256_file
@@ -399,9 +407,10 @@ def test_calibration_keeps_pytorch_threshold_when_exported_classifier_is_perfect
 
 
 def test_presets_follow_optimum():
-    """Our presets are optimum's AutoQuantizationConfig.<preset>(is_static=False)."""
+    """Our presets named after optimum's are its AutoQuantizationConfig.<preset>(is_static=False)."""
     configuration = pytest.importorskip("optimum.onnxruntime.configuration")
-    for name, preset in PRESETS.items():
+    for name in ("avx512_vnni", "avx2", "arm64"):
+        preset = PRESETS[name]
         q = getattr(configuration.AutoQuantizationConfig, name)(is_static=False)
         assert (q.weights_dtype.name, q.per_channel, q.reduce_range, q.weights_symmetric) == (
             preset.weight_type,
@@ -417,9 +426,12 @@ def test_presets(tmp_path):
     cpu.write_text("flags\t: fpu sse avx2 avx512f avx512_vnni\n")
     assert detect_preset(cpu, machine="x86_64") == "avx512_vnni"
     cpu.write_text("flags\t: fpu sse avx2\n")
-    assert detect_preset(cpu, machine="x86_64") == "avx2"
+    assert detect_preset(cpu, machine="x86_64") == "avx2_s8rr"
     assert detect_preset(cpu, machine="aarch64") == "arm64"
     assert PRESETS["avx2"].weight_type == "QUInt8" and PRESETS["avx512_vnni"].weight_type == "QInt8"
+    # AVX2-only default: int8 weights in 7 bits, so u8 x s8 pair sums fit VPMADDUBSW's int16
+    assert PRESETS["avx2_s8rr"] == QuantPreset("avx2_s8rr", "QInt8", per_channel=True, reduce_range=True)
+    assert sorted(PRESETS) == sorted(export_main.PRESET_NAMES)
     with pytest.raises(UsageError, match="only applies to --precision int8"):
         build_bundle("nowhere", tmp_path / "b", precision="fp32", preset="avx2")
 
