@@ -1,4 +1,4 @@
-"""int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, and accuracy.
+"""int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, accuracy, speed.
 
     python benchmarks/int8_variants.py --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
         [--batch-size 8] [--threads N] [--work DIR] [--out FILE.json]
@@ -8,6 +8,10 @@ The export ships one int8 preset per CPU family (``export.optimize.PRESETS``). T
 (ONNX fp32, unfused ``raw`` and fused by ONNX Runtime's transformer optimizer ``fused``), quantizes it
 each way named below, and runs every graph over CKPT/dev.jsonl and CKPT/test.jsonl in length-sorted
 batches of ``--batch-size`` (the runtime's batching; dynamic quantization depends on the batch).
+Speed, model only (tokenization excluded), threads as the runtime sets them: the
+median time of one text per run over ``--speed-texts`` test texts, and queries/s over the dev+test
+runs. The variants run one after another in one process: a first look, not ``latency.py``'s
+alternating rounds.
 
 Variant names: ``{raw|fused}_{u8u8|s8|s8rr}[_ffn2]`` -- graph; weights uint8 (the ``avx2`` preset),
 int8, or int8 with 7-bit ``reduce_range`` (no VPMADDUBSW saturation on AVX2); ``_ffn2`` keeps each
@@ -57,20 +61,41 @@ def quantize(src: Path, dst: Path, weights: str, keep_ffn2: bool) -> Path:
 
 
 def run_logits(path: Path, tok, names, texts: list[str], max_length: int, batch_size: int, threads):
-    """Logits in input order, texts run in length-sorted batches (as the runtime does)."""
+    """Logits in input order, texts run in length-sorted batches (as the runtime does), and the
+    seconds spent in the model (tokenization excluded)."""
+    from export.onnx_export import encode
+    from lrsl_rt.session import OnnxSession
+
+    session = OnnxSession(path, threads=threads)  # the runtime's thread settings
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = np.argsort(lengths, kind="stable")
+    out, seconds = None, 0.0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        feed = encode(tok, [texts[i] for i in idx], names, max_length)
+        t0 = time.perf_counter()
+        y = session.run(feed)
+        seconds += time.perf_counter() - t0
+        out = np.empty((len(texts), y.shape[1]), np.float32) if out is None else out
+        out[idx] = y
+    return out, seconds
+
+
+def batch1_ms(path: Path, tok, names, texts: list[str], max_length: int, threads) -> float:
+    """Median model-only time of one text per run, in ms (after 20 warm-up runs)."""
     from export.onnx_export import encode
     from lrsl_rt.session import OnnxSession
 
     session = OnnxSession(path, threads=threads)
-    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
-    order = np.argsort(lengths, kind="stable")
-    out = None
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        y = session.run(encode(tok, [texts[i] for i in idx], names, max_length))
-        out = np.empty((len(texts), y.shape[1]), np.float32) if out is None else out
-        out[idx] = y
-    return out
+    feeds = [encode(tok, [t], names, max_length) for t in texts]
+    for feed in feeds[:20]:
+        session.run(feed)
+    times = []
+    for feed in feeds:
+        t0 = time.perf_counter()
+        session.run(feed)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
 
 
 def main(argv=None) -> int:
@@ -81,6 +106,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--speed-texts", type=int, default=300, help="texts for the batch-1 timing (evenly spaced over test)"
+    )
     p.add_argument("--work", help="folder for the graphs (default CKPT/../int8_variants)")
     p.add_argument("--out", help="write the results as JSON")
     a = p.parse_args(argv)
@@ -108,18 +136,36 @@ def main(argv=None) -> int:
         if (ckpt / f"{split}.jsonl").is_file():
             texts, labels = read_jsonl(ckpt / f"{split}.jsonl")
             splits[split] = (texts, np.array([label_id[y] for y in labels]))
-    ref = {
-        s: run_logits(fp32["fused"], tok, names, t, info.max_length, a.batch_size, a.threads).argmax(1)
-        for s, (t, _) in splits.items()
-    }
+    speed_texts = splits["test"][0] if "test" in splits else next(iter(splits.values()))[0]
+    speed_texts = speed_texts[:: max(1, len(speed_texts) // a.speed_texts)][: a.speed_texts]
+
+    def speed(path: Path, model_seconds: float, n: int) -> dict:
+        ms = batch1_ms(path, tok, names, speed_texts, info.max_length, a.threads)
+        return {"batch1_ms": ms, "qps": n / model_seconds}
+
+    ref, fp32_seconds, n_run = {}, 0.0, 0
+    for s, (t, _) in splits.items():
+        logits, seconds = run_logits(fp32["fused"], tok, names, t, info.max_length, a.batch_size, a.threads)
+        ref[s], fp32_seconds, n_run = logits.argmax(1), fp32_seconds + seconds, n_run + len(t)
+    fp32_speed = speed(fp32["fused"], fp32_seconds, n_run)
+    print(
+        f"{'fused fp32':18s} model only: batch 1 {fp32_speed['batch1_ms']:.2f} ms, "
+        f"{fp32_speed['qps']:.0f} q/s in batches of {a.batch_size}"
+    )
     rows = []
-    print(f"{'variant':18s} " + " | ".join(f"{s}: agree with fp32, accuracy" for s in splits))
+    print(
+        f"{'variant':18s} "
+        + " | ".join(f"{s}: agree with fp32, accuracy" for s in splits)
+        + " | model only: batch-1 p50, q/s"
+    )
     for v, (g, weights, keep_ffn2) in specs.items():
         t0 = time.perf_counter()
         path = quantize(fp32[g], work / f"{v}.onnx", weights, keep_ffn2)
         row = {"variant": v, "size": path.stat().st_size}
+        model_seconds, n_run = 0.0, 0
         for s, (texts, gold) in splits.items():
-            pred = run_logits(path, tok, names, texts, info.max_length, a.batch_size, a.threads).argmax(1)
+            logits, seconds = run_logits(path, tok, names, texts, info.max_length, a.batch_size, a.threads)
+            pred, model_seconds, n_run = logits.argmax(1), model_seconds + seconds, n_run + len(texts)
             row[s] = {
                 "n": len(texts),
                 "agreement": float(np.mean(pred == ref[s])),
@@ -127,15 +173,18 @@ def main(argv=None) -> int:
                 "accuracy": float(np.mean(pred == gold)),
                 "fp32_accuracy": float(np.mean(ref[s] == gold)),
             }
+        row["speed"] = speed(path, model_seconds, n_run)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         cells = [
             f"{s}: {100 * row[s]['agreement']:.2f}% ({row[s]['differ']} differ), {100 * row[s]['accuracy']:.2f}%"
             for s in splits
         ]
+        cells.append(f"{row['speed']['batch1_ms']:.2f} ms, {row['speed']['qps']:.0f} q/s")
         print(f"{v:18s} " + " | ".join(cells), flush=True)
     if a.out:
-        Path(a.out).write_text(json.dumps({"checkpoint": str(ckpt), "rows": rows}, indent=2) + "\n")
+        result = {"checkpoint": str(ckpt), "threads": a.threads, "fp32_speed": fp32_speed, "rows": rows}
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

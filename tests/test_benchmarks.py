@@ -133,4 +133,9 @@ def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
         for split in ("dev", "test"):
             assert r[split]["n"] == 24 and 0.0 <= r[split]["agreement"] <= 1.0
             assert r[split]["differ"] == round((1 - r[split]["agreement"]) * 24)
-    assert "fused_u8u8" in proc.stdout and (tmp_path / "work" / "raw_s8rr_ffn2.onnx").is_file()
+        assert r["speed"]["batch1_ms"] > 0 and r["speed"]["qps"] > 0
+    assert (
+        "fused_u8u8" in proc.stdout
+        and " ms, " in proc.stdout
+        and (tmp_path / "work" / "raw_s8rr_ffn2.onnx").is_file()
+    )
