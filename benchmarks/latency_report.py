@@ -16,7 +16,7 @@ from benchmarks.contenders import DESCRIPTIONS
 
 STAGES = ("tokenize", "classifier", "gate", "embedder", "fuse")
 SPINNING = {
-    "default": "each library's default (Optimum/ONNX Runtime on; lrsl_rt classifier on, embedder off; "
+    "default": "each library's default (Optimum/ONNX Runtime on; lrsl_rt on during a run, off after it; "
     "lrsl_int8_shared's pool on)",
     "on": "on",
     "off": "off",

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--thread-pool",
             choices=("shared", "session"),
             default="session",
-            help="session: each model its own threads (default; the classifier's spin briefly after a run); "
+            help="session: each model its own threads, which spin during its runs only (default); "
             "shared: one process-wide pool for both models, whose threads spin briefly after each run (faster)",
         )
 

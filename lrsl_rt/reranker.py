@@ -46,13 +46,6 @@ from .tokenize import BundleTokenizer, Tokens
 # 630 q/s as one batch of 32, 990 as two of 16, 1,180 as four of 8 or eight of 4.
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_CHUNK_SIZE = 1024
-# Thread spinning per model with a pool per model (the default). The classifier runs on every query:
-# its threads spin briefly after a run instead of being woken for each operator. The embedder runs on
-# the hard share only, and its spinning threads would compete with the classifier's for the cores.
-# Banking77 int8 bundle, 2 cores, batch-1 p50 / 32 texts per call: both sleeping 1.24-1.30 ms /
-# 1,010-1,040 q/s; classifier spinning 0.74-0.77 ms / 1,090-1,130 q/s; both spinning 0.97-1.01 ms /
-# 590-630 q/s; the shared pool 0.74-0.75 ms / 1,180-1,210 q/s (two rounds of a one-off script, README).
-DEFAULT_SPINNING = {"classifier": True, "embedder": False}
 
 
 class Reranker:
@@ -109,11 +102,12 @@ class Reranker:
 
         ``providers``, ``threads``, ``thread_pool`` and ``spinning`` configure both ONNX Runtime
         sessions (see :class:`lrsl_rt.session.OnnxSession`). By default each model has its own
-        threads; the classifier's spin briefly after each run (every query runs it, and waking
-        sleeping threads for each of its operators costs more than the model at batch 1), the
-        embedder's sleep (it runs on the hard share only, and two spinning pools compete for the
-        cores). ``spinning=True``/``False`` sets both. ``thread_pool="shared"`` is faster still (one
-        process-wide pool serves both models) but, by ONNX Runtime's rule, makes every later
+        threads, which spin while their model runs and stop when it returns (waking sleeping
+        threads for each operator costs more than the model at batch 1; threads left spinning after
+        a run compete with the other model's); ``spinning=True`` keeps them spinning after runs too,
+        ``False`` lets them sleep (see :class:`lrsl_rt.session.OnnxSession`). ``thread_pool="shared"``
+        (one process-wide pool serves both models) is another way to the same end, but, by ONNX
+        Runtime's rule, makes every later
         session of the process use that pool too: for processes that run only lrsl-rt.
         ``session_options`` passes the session's other settings (``inter_threads``,
         ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
@@ -130,11 +124,8 @@ class Reranker:
         settings = dict(
             providers=providers, threads=threads, thread_pool=thread_pool, **(session_options or {})
         )
-        spin = dict.fromkeys(MODEL_ROLES, spinning)
-        if spinning is None and thread_pool == "session":
-            spin = DEFAULT_SPINNING
         sessions = {
-            role: open_model(files[role], role, manifest, tokenizer, spinning=spin[role], **settings)
+            role: open_model(files[role], role, manifest, tokenizer, spinning=spinning, **settings)
             for role in MODEL_ROLES
         }
         return cls(

@@ -276,6 +276,7 @@ def test_session_settings_reach_both_models(tiny_bundle):
             "threads": 1,
             "inter_threads": None,
             "spinning": True,
+            "spin_after_run": True,
             "graph_optimization": "basic",
             "thread_pool": "session",
         }
@@ -283,17 +284,12 @@ def test_session_settings_reach_both_models(tiny_bundle):
     assert r.classifier.output == "logits" or len(r.classifier.outputs) == 1
 
 
-@pytest.mark.parametrize(
-    "spinning, want", [(None, (True, False)), (True, (True, True)), (False, (False, False))]
-)
-def test_spinning_default_is_per_model(tiny_bundle, spinning, want):
-    """Own pools: by default the classifier's threads spin (it runs on every query), the embedder's do not."""
+@pytest.mark.parametrize("spinning, after", [(None, False), (True, True), (False, False)])
+def test_spinning_reaches_both_models(tiny_bundle, spinning, after):
+    """Own pools by default: both models' threads spin during their runs and stop when a run returns."""
     r = Reranker.from_bundle(tiny_bundle, threads=1, spinning=spinning)
-    got = (r.classifier.options["spinning"], r.embedder.options["spinning"])
-    assert got == want
-    for s, on in zip((r.classifier, r.embedder), want, strict=True):
-        entry = s._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
-        assert entry == ("1" if on else "0")
+    for s in (r.classifier, r.embedder):
+        assert s.options["spinning"] is (spinning is not False) and s.options["spin_after_run"] is after
 
 
 # ---- strict loading -------------------------------------------------------------------------------

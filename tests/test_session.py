@@ -102,19 +102,38 @@ def test_options(toy):
         "threads": 2,
         "inter_threads": 1,
         "spinning": True,
+        "spin_after_run": True,
         "graph_optimization": "basic",
         "thread_pool": "session",
     }
-    config = s._session.get_session_options().get_session_config_entry
-    assert (
-        config("session.intra_op.allow_spinning") == "1" and config("session.inter_op.allow_spinning") == "1"
-    )
-    default = OnnxSession(toy)
-    assert default.options["spinning"] is False and default.options["thread_pool"] == "session"
-    assert (
-        default._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
-        == "0"
-    )
+    assert spin_config(s) == ("1", "1", None)
+
+
+def spin_config(session) -> tuple:
+    """(intra-op allow_spinning, inter-op allow_spinning, force_spinning_stop or None) as set."""
+
+    def entry(key):
+        try:
+            return session._session.get_session_options().get_session_config_entry(key)
+        except RuntimeError:  # onnxruntime: "SessionOptions does not have configuration with key"
+            return None
+
+    keys = ("intra_op.allow_spinning", "inter_op.allow_spinning", "force_spinning_stop")
+    return tuple(entry(f"session.{k}") for k in keys)
+
+
+@pytest.mark.parametrize(
+    "spinning, after, config",
+    [(None, False, ("1", "1", "1")), (True, True, ("1", "1", None)), (False, False, ("0", "0", None))],
+)
+def test_spinning_modes(toy, spinning, after, config):
+    """Default: threads spin during a run and stop when it returns; True: ONNX Runtime's spin-on; False: sleep."""
+    s = OnnxSession(toy, threads=2, spinning=spinning)
+    assert s.options["spinning"] is (spinning is not False) and s.options["spin_after_run"] is after
+    assert spin_config(s) == config
+
+
+def test_bad_options(toy):
     with pytest.raises(UsageError, match="threads must be a positive integer"):
         OnnxSession(toy, threads=0)
     with pytest.raises(UsageError, match="graph_optimization"):
