@@ -60,13 +60,11 @@ def quantize(src: Path, dst: Path, weights: str, keep_ffn2: bool) -> Path:
     return quantize_graph(src, dst, preset, nodes_to_exclude=exclude)
 
 
-def run_logits(path: Path, tok, names, texts: list[str], max_length: int, batch_size: int, threads):
+def run_logits(session, tok, names, texts: list[str], max_length: int, batch_size: int):
     """Logits in input order, texts run in length-sorted batches (as the runtime does), and the
     seconds spent in the model (tokenization excluded)."""
     from export.onnx_export import encode
-    from lrsl_rt.session import OnnxSession
 
-    session = OnnxSession(path, threads=threads)  # the runtime's thread settings
     lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=max_length)["input_ids"]]
     order = np.argsort(lengths, kind="stable")
     out, seconds = None, 0.0
@@ -81,12 +79,10 @@ def run_logits(path: Path, tok, names, texts: list[str], max_length: int, batch_
     return out, seconds
 
 
-def batch1_ms(path: Path, tok, names, texts: list[str], max_length: int, threads) -> float:
+def batch1_ms(session, tok, names, texts: list[str], max_length: int) -> float:
     """Median model-only time of one text per run, in ms (after 20 warm-up runs)."""
     from export.onnx_export import encode
-    from lrsl_rt.session import OnnxSession
 
-    session = OnnxSession(path, threads=threads)
     feeds = [encode(tok, [t], names, max_length) for t in texts]
     for feed in feeds[:20]:
         session.run(feed)
@@ -115,6 +111,7 @@ def main(argv=None) -> int:
 
     from export.onnx_export import export_onnx, load_classifier, load_tokenizer
     from export.optimize import optimize_graph
+    from lrsl_rt.session import OnnxSession
     from train.checkpoint import read_info, read_jsonl
 
     ckpt = Path(a.checkpoint)
@@ -139,15 +136,20 @@ def main(argv=None) -> int:
     speed_texts = splits["test"][0] if "test" in splits else next(iter(splits.values()))[0]
     speed_texts = speed_texts[:: max(1, len(speed_texts) // a.speed_texts)][: a.speed_texts]
 
-    def speed(path: Path, model_seconds: float, n: int) -> dict:
-        ms = batch1_ms(path, tok, names, speed_texts, info.max_length, a.threads)
-        return {"batch1_ms": ms, "qps": n / model_seconds}
+    def run_all(path: Path) -> tuple[dict, dict]:
+        """Logits per split and the model-only speed of the graph at ``path``, on one session with
+        the runtime's thread settings."""
+        session = OnnxSession(path, threads=a.threads)
+        logits, seconds = {}, 0.0
+        for s, (texts, _) in splits.items():
+            logits[s], t = run_logits(session, tok, names, texts, info.max_length, a.batch_size)
+            seconds += t
+        n = sum(len(texts) for texts, _ in splits.values())
+        ms = batch1_ms(session, tok, names, speed_texts, info.max_length)
+        return logits, {"batch1_ms": ms, "qps": n / seconds}
 
-    ref, fp32_seconds, n_run = {}, 0.0, 0
-    for s, (t, _) in splits.items():
-        logits, seconds = run_logits(fp32["fused"], tok, names, t, info.max_length, a.batch_size, a.threads)
-        ref[s], fp32_seconds, n_run = logits.argmax(1), fp32_seconds + seconds, n_run + len(t)
-    fp32_speed = speed(fp32["fused"], fp32_seconds, n_run)
+    fp32_logits, fp32_speed = run_all(fp32["fused"])
+    ref = {s: y.argmax(1) for s, y in fp32_logits.items()}
     print(
         f"{'fused fp32':18s} model only: batch 1 {fp32_speed['batch1_ms']:.2f} ms, "
         f"{fp32_speed['qps']:.0f} q/s in batches of {a.batch_size}"
@@ -162,10 +164,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         path = quantize(fp32[g], work / f"{v}.onnx", weights, keep_ffn2)
         row = {"variant": v, "size": path.stat().st_size}
-        model_seconds, n_run = 0.0, 0
+        logits, row["speed"] = run_all(path)
         for s, (texts, gold) in splits.items():
-            logits, seconds = run_logits(path, tok, names, texts, info.max_length, a.batch_size, a.threads)
-            pred, model_seconds, n_run = logits.argmax(1), model_seconds + seconds, n_run + len(texts)
+            pred = logits[s].argmax(1)
             row[s] = {
                 "n": len(texts),
                 "agreement": float(np.mean(pred == ref[s])),
@@ -173,7 +174,6 @@ def main(argv=None) -> int:
                 "accuracy": float(np.mean(pred == gold)),
                 "fp32_accuracy": float(np.mean(ref[s] == gold)),
             }
-        row["speed"] = speed(path, model_seconds, n_run)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         cells = [

@@ -20,8 +20,8 @@ Method:
 - One thread budget: ``--threads N`` (default: the usable CPUs) is torch.set_num_threads, ONNX
   Runtime's intra-op threads and OMP_NUM_THREADS for every contender; the tokenizers' own thread pool
   is off (TOKENIZERS_PARALLELISM=false). Thread spinning is each library's default unless
-  ``--spinning on|off`` (ONNX Runtime: on; lrsl_rt: on during a run, off after it). ``lrsl_int8_shared`` is the full int8
-  path with ``thread_pool="shared"``: one process-wide pool, whose threads always spin.
+  ``--spinning on|off`` (ONNX Runtime: on; lrsl_rt: on during a run, off after it).
+  ``lrsl_int8_shared`` is the full int8 path with ``thread_pool="shared"``: one process-wide pool, whose threads always spin.
 - The same texts in the same order for all: ``--n-texts`` evenly spaced texts of the file (default
   500; Banking77's test split by default), truncated to the bundle's max length.
 - Batch-1 latency is per query, tokenization included, then without it (inputs tokenized beforehand,

@@ -11,12 +11,8 @@ import os
 import signal
 import sys
 
-PRESET_NAMES = (
-    "avx512_vnni",
-    "avx2_s8rr",
-    "avx2",
-    "arm64",
-)  # export.optimize.PRESETS, without importing it for --help
+# export.optimize.PRESETS, without importing it for --help
+PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -107,8 +107,8 @@ class Reranker:
         a run compete with the other model's); ``spinning=True`` keeps them spinning after runs too,
         ``False`` lets them sleep (see :class:`lrsl_rt.session.OnnxSession`). ``thread_pool="shared"``
         (one process-wide pool serves both models) is another way to the same end, but, by ONNX
-        Runtime's rule, makes every later
-        session of the process use that pool too: for processes that run only lrsl-rt.
+        Runtime's rule, makes every later session of the process use that pool too: for processes
+        that run only lrsl-rt.
         ``session_options`` passes the session's other settings (``inter_threads``,
         ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
         batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
@@ -122,11 +122,14 @@ class Reranker:
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
         settings = dict(
-            providers=providers, threads=threads, thread_pool=thread_pool, **(session_options or {})
+            providers=providers,
+            threads=threads,
+            spinning=spinning,
+            thread_pool=thread_pool,
+            **(session_options or {}),
         )
         sessions = {
-            role: open_model(files[role], role, manifest, tokenizer, spinning=spinning, **settings)
-            for role in MODEL_ROLES
+            role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
         }
         return cls(
             manifest,
