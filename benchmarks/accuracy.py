@@ -7,8 +7,7 @@ Rows, all on CKPT/<split>.jsonl:
 
 - ``pytorch``: the checkpoint's models -- classifier logits from ``train.classifier.predict_logits``,
   label similarities from ``train.embedder.label_similarities`` -- with the calibration of
-  ``lrsl.json`` (threshold, k, fusion) applied by the runtime's own gate and fusion
-  (``lrsl_rt.gate.is_hard``, ``lrsl_rt.fusion.rerank``);
+  ``lrsl.json`` (threshold, k, fusion) applied by the runtime's own rule (``lrsl_rt.rule.decide``);
 - ``bundle int8`` / ``bundle fp32``: ``Reranker.predict`` (what ``lrsl-rt eval`` reports), each with its
   own threshold and fusion, re-calibrated on the exported models at export time.
 
@@ -16,7 +15,8 @@ Each row is ``lrsl_rt.metrics.lrsl_report`` (accuracy on all samples and on the 
 alone vs LRSL, hard share, fixed/broken) plus the share of its labels that agree with PyTorch's. When
 CKPT/metrics.json holds the training run's results for the split, they are shown as a check of the
 recomputed PyTorch row. Assumption: the split's labels are the checkpoint's (``lrsl.json`` labels).
-Bundles use ``--batch-size`` 8 by default, the export's, so int8 results match the export's report.
+Bundles use ``--batch-size`` ``lrsl_rt.defaults.DEFAULT_BATCH_SIZE`` by default, the export's, so int8
+results match the export's report.
 """
 
 from __future__ import annotations
@@ -34,22 +34,25 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 from lrsl_rt.errors import LrslError  # noqa: E402
 from lrsl_rt.metrics import lrsl_report  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="training checkpoint (python -m train)"
     )
     p.add_argument("--bundle", required=True, metavar="DIR", help="the int8 bundle")
     p.add_argument("--bundle-fp32", metavar="DIR", help="the fp32 bundle")
+    p.add_argument("--split", choices=("test", "dev"), default="test", help="CKPT/<split>.jsonl")
+    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (None: theirs)")
     p.add_argument(
-        "--split", choices=("test", "dev"), default="test", help="CKPT/<split>.jsonl (default test)"
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="bundle batch size (the export's default)"
     )
-    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: theirs)")
-    p.add_argument("--batch-size", type=int, default=8, help="bundle batch size (default 8, the export's)")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     return p.parse_args(argv)
 
@@ -76,8 +79,7 @@ def pytorch_predictions(ckpt: Path, info, texts, threads) -> dict:
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from lrsl_rt.fusion import rerank
-    from lrsl_rt.gate import is_hard
+    from lrsl_rt.rule import decide
     from train.classifier import predict_logits
     from train.embedder import label_similarities
 
@@ -86,17 +88,16 @@ def pytorch_predictions(ckpt: Path, info, texts, threads) -> dict:
     tok = AutoTokenizer.from_pretrained(ckpt / "classifier")
     clf = AutoModelForSequenceClassification.from_pretrained(ckpt / "classifier")
     logits = predict_logits(clf, tok, texts, info.max_length)
-    hard = is_hard(logits, info.k, info.threshold)
-    base = logits.argmax(1)
-    pred = base.copy()
-    if hard.any():
+
+    def cos_of(idx):  # the embedder loads only when some sample is hard
         emb = SentenceTransformer(str(ckpt / "embedder"), device="cpu")
-        cos = label_similarities(emb, [texts[i] for i in np.flatnonzero(hard)], info.label_texts)
-        pred[hard] = rerank(logits[hard], cos, info.fusion_rule, info.k)
+        return label_similarities(emb, [texts[i] for i in idx], info.label_texts)
+
+    d = decide(logits, cos_of, info.threshold, info.fusion_rule, info.k)
     return {
-        "base": base,
-        "pred": pred,
-        "hard": hard,
+        "base": d.classifier_labels,
+        "pred": d.labels,
+        "hard": d.hard,
         "threshold": info.threshold,
         "fusion": info.fusion,
         "k": info.k,

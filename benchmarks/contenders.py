@@ -11,8 +11,8 @@ A contender has four steps, each a method (``measure.py`` times them):
 
 The PyTorch baseline and Optimum's model share the checkpoint's Hugging Face tokenizer; the lrsl_rt
 contenders use the bundle's ``tokenizers`` file. All truncate to the bundle's max length.
-``LrslFull.stages`` re-traces ``Reranker._predict_chunk`` through the Reranker's public parts
-(tokenizer, the two sessions, the gate and the fusion) with a clock between the pieces.
+``LrslFull.stages`` re-traces ``Reranker.predict`` through public API (the tokenizer, the two sessions,
+``Reranker.run_batched`` and :func:`lrsl_rt.rule.decide`) with a clock between the pieces.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class LrslClassifier:
 
     def setup(self):
         from lrsl_rt import Reranker
-        from lrsl_rt.reranker import DEFAULT_BATCH_SIZE
+        from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 
         self.reranker_cls, self.batch_size = Reranker, DEFAULT_BATCH_SIZE
 
@@ -145,7 +145,8 @@ class LrslClassifier:
             # a call of b texts is split into length-sorted batches of the runtime's default size:
             # that bucketing is part of what is measured (the baselines run one padded batch of b)
             batch_size=self.batch_size,
-            # None: the runtime's default (off in a session's own pool; the shared pool always spins)
+            # None: the runtime's default (see lrsl_rt.session: spinning during runs only in a
+            # session's own pool; the shared pool always spins)
             spinning=None
             if self.thread_pool == "shared"
             else {"default": None, "on": True, "off": False}[o.spinning],
@@ -175,32 +176,35 @@ class LrslFull(LrslClassifier):
         return self.stages(inputs)[1]
 
     def stages(self, feeds, rows=None) -> tuple[dict, np.ndarray]:
-        """Reranker._predict_chunk written out with a clock between the pieces. ``rows``: the unpadded
-        tokens, run as the Reranker runs them (``Reranker._run``: length-sorted batches of its batch
-        size, padding included in the model's time); None: ``feeds`` is one padded batch (one text).
-        Returns (seconds per stage, label ids)."""
-        from lrsl_rt.fusion import fuse
-        from lrsl_rt.gate import is_hard
+        """``Reranker.predict``'s steps with a clock between them, through public API only: the
+        classifier, then :func:`lrsl_rt.rule.decide`, whose similarity function (called with the hard
+        rows only) times the embedder, so what comes before it is the gate and what follows the fusion.
+        ``rows``: the unpadded tokens, run as the Reranker runs them (``Reranker.run_batched``:
+        length-sorted batches of its batch size, padding included in the model's time); None:
+        ``feeds`` is one padded batch (one text). Returns (seconds per stage, label ids)."""
+        from lrsl_rt.rule import decide
 
-        r, clock = self.r, time.perf_counter
+        r, clock, marks = self.r, time.perf_counter, {}
+
+        def similarities(idx):
+            marks["gate"] = clock()
+            if rows is None:
+                emb = r.embedder.run({k: v[idx] for k, v in feeds.items()})
+            else:
+                emb = r.run_batched("embedder", [rows[i] for i in idx])
+            cos = emb @ r.label_embeddings.T
+            marks["embedder"] = clock()
+            return cos
+
         t0 = clock()
         if rows is None:
             logits = np.asarray(r.classifier.run(feeds), dtype=np.float32)
         else:
-            logits = r._run(r.classifier, rows)
+            logits = r.run_batched("classifier", rows)
         t1 = clock()
-        idx = np.flatnonzero(is_hard(logits, r.k, r.threshold))
-        ids = logits.argmax(1)
-        t2 = t3 = t4 = clock()
-        if idx.size:
-            if rows is None:
-                emb = r.embedder.run({k: v[idx] for k, v in feeds.items()})
-            else:
-                emb = r._run(r.embedder, [rows[i] for i in idx])
-            t3 = clock()
-            fused = fuse(logits[idx], emb @ r.label_embeddings.T, r.fusion, r.k)
-            ids[idx] = fused.argmax(1)
-            t4 = clock()
+        ids = decide(logits, similarities, r.threshold, r.fusion, r.k).labels
+        t4 = clock()
+        t2, t3 = marks.get("gate", t4), marks.get("embedder", t4)
         return {"classifier": t1 - t0, "gate": t2 - t1, "embedder": t3 - t2, "fuse": t4 - t3}, ids
 
     def breakdown(self, batches: list[list[str]]) -> dict:

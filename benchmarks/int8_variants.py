@@ -1,7 +1,7 @@
 """int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, accuracy, speed.
 
     python benchmarks/int8_variants.py --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
-        [--batch-size 8] [--threads N] [--work DIR] [--out FILE.json]
+        [--batch-size B] [--threads N] [--work DIR] [--out FILE.json]
 
 The export ships one int8 preset per CPU family (``export.optimize.PRESETS``). This script answers
 "would another quantization agree more often with fp32 on my data?": it exports the classifier once
@@ -33,6 +33,8 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 
 DEFAULT_VARIANTS = "fused_u8u8,fused_s8rr,fused_s8,raw_u8u8,raw_s8rr,fused_u8u8_ffn2,fused_s8rr_ffn2"
 WEIGHTS = {"u8u8": ("QUInt8", False), "s8": ("QInt8", False), "s8rr": ("QInt8", True)}
@@ -95,17 +97,17 @@ def batch1_ms(session, tok, names, texts: list[str], max_length: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
-    p.add_argument(
-        "--variants", default=DEFAULT_VARIANTS, help=f"comma-separated (default {DEFAULT_VARIANTS})"
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per model call")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (None: one per core)")
     p.add_argument(
         "--speed-texts", type=int, default=300, help="texts for the batch-1 timing (evenly spaced over test)"
     )
-    p.add_argument("--work", help="folder for the graphs (default CKPT/../int8_variants)")
+    p.add_argument("--work", help="folder for the graphs (None: CKPT/../int8_variants)")
     p.add_argument("--out", help="write the results as JSON")
     a = p.parse_args(argv)
 

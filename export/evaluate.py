@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from lrsl_rt.calibrate import choose_fusion, sigma2_mis
-from lrsl_rt.fusion import Fusion, rerank
+from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
 from lrsl_rt.metrics import lrsl_report
+from lrsl_rt.rule import decide
 
 from .errors import AccuracyGateError, ParityError
 
@@ -45,18 +46,13 @@ def check_parity(reference: np.ndarray, exported: np.ndarray, atol: float, what:
 def lrsl_reference(
     logits: np.ndarray, gold: np.ndarray, k: int, threshold: float, fusion: Fusion, cos_of
 ) -> dict:
-    """lrsl_report of precomputed logits, reranking the hard rows as the Reranker does.
+    """lrsl_report of :func:`lrsl_rt.rule.decide` on precomputed logits, as the Reranker decides.
 
     ``cos_of(indices)`` returns the (len(indices), L) label similarities of those rows: only the hard
     samples need the embedder.
     """
-    base = np.argmax(logits, axis=1)
-    hard = is_hard(logits, k, threshold)
-    pred = base.copy()
-    idx = np.flatnonzero(hard)
-    if idx.size:
-        pred[idx] = rerank(logits[idx], cos_of(idx), fusion, k)
-    return lrsl_report(gold, base, pred, hard)
+    d = decide(logits, cos_of, threshold, fusion, k)
+    return lrsl_report(gold, d.classifier_labels, d.labels, d.hard)
 
 
 def calibrate(

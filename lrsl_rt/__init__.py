@@ -5,7 +5,8 @@
 >>> r.predict(["my card has not arrived yet"])[0].label  # doctest: +SKIP
 'card_arrival'
 
-``Reranker``, ``Prediction`` and ``Fusion`` are imported on first use (PEP 562), so ``import lrsl_rt``
+``Reranker``, ``Prediction``, ``Fusion`` and ``decide`` (the LRSL rule, :mod:`lrsl_rt.rule`) are
+imported on first use (PEP 562), so ``import lrsl_rt``
 and ``lrsl-rt --help`` load neither numpy nor onnxruntime. Importing has no side effects.
 """
 
@@ -28,10 +29,13 @@ _LAZY = {
     "Prediction": "prediction",
     "Explanation": "prediction",
     "Fusion": "fusion",
+    "Decision": "rule",
+    "decide": "rule",
 }
 
 __all__ = [
     "BundleError",
+    "Decision",
     "Explanation",
     "Fusion",
     "InputError",
@@ -41,6 +45,7 @@ __all__ = [
     "RuntimeBackendError",
     "UsageError",
     "__version__",
+    "decide",
     "errors",
 ]
 

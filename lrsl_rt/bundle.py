@@ -27,7 +27,6 @@ from .manifest import Manifest
 from .session import OnnxSession
 from .tokenize import INPUT_NAMES, BundleTokenizer
 
-MODEL_ROLES = ("classifier", "embedder")
 PROBE_TEXT = "label"
 OUTPUTS = {"classifier": ("logits",), "embedder": ("sentence_embedding", "embeddings")}
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .fusion import RULES, SCOPES, Fusion, rerank
+from .fusion import RULES, SCOPES, Fusion
 from .gate import topk_variance
+from .rule import decide
 
 DEFAULT_P_GRID = (1, 2, 3, 4, 6, 8)
 # The reference code's rules, reported unchanged next to the chosen one.
@@ -41,10 +42,7 @@ def candidate_fusions(p_grid=DEFAULT_P_GRID) -> list[Fusion]:
 
 def _correct(logits, cos, gold, hard, k, fusion) -> np.ndarray:
     """Per-sample correctness (bool, n) of LRSL with ``fusion`` applied to the hard samples only."""
-    pred = np.argmax(logits, axis=1)
-    if hard.any():
-        pred[hard] = rerank(logits[hard], cos[hard], fusion, k)
-    return pred == gold
+    return decide(logits, cos, None, fusion, k, hard=hard).labels == gold
 
 
 def evaluate_fusions(

@@ -29,23 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import MODEL_ROLES, load_label_embeddings, open_model
+from .bundle import load_label_embeddings, open_model
+from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
-from .fusion import fuse, softmax
-from .gate import is_hard, topk_indices, topk_variance
+from .fusion import softmax
+from .gate import topk_indices
 from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
+from .rule import Decision, decide
 from .session import OnnxSession
 from .tokenize import BundleTokenizer, Tokens
-
-# Texts per model call. A call of many texts is sorted by token count and cut into batches of this
-# size, so each batch is padded only to its own longest text. On CPU small, tight batches win: with
-# the Banking77 int8 bundle on 2 cores, 32 texts per call ran 159 q/s as one batch of 32 and
-# 352 q/s as four length-sorted batches of 8 (`make bench`, README), and int8 agreed more often
-# with fp32 (dynamic quantization scales the activations of a whole batch). On an AVX-512 VNNI VM:
-# 630 q/s as one batch of 32, 990 as two of 16, 1,180 as four of 8 or eight of 4.
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_CHUNK_SIZE = 1024
 
 
 class Reranker:
@@ -166,12 +159,14 @@ class Reranker:
     # ---- arrays ---------------------------------------------------------------------------------
     def logits(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
         """Classifier logits, float32 (n, L)."""
-        return self._stack(texts, chunk_size, len(self.labels), lambda rows: self._run(self.classifier, rows))
+        return self._stack(
+            texts, chunk_size, len(self.labels), lambda rows: self.run_batched("classifier", rows)
+        )
 
     def embed(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
         """Unit-length sentence embeddings of the embedder, float32 (n, d)."""
         dim = self.manifest.embedding_dim
-        return self._stack(texts, chunk_size, dim, lambda rows: self._run(self.embedder, rows))
+        return self._stack(texts, chunk_size, dim, lambda rows: self.run_batched("embedder", rows))
 
     def similarities(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
         """Cosine similarity of each text with each label text, float32 (n, L)."""
@@ -200,50 +195,44 @@ class Reranker:
 
     def _predict_chunk(self, texts: list[str], explain: bool) -> list[Prediction]:
         rows = self.tokenizer.tokenize(texts)
-        logits = self._run(self.classifier, rows)
+        logits = self.run_batched("classifier", rows)
+        d = decide(
+            logits,
+            lambda idx: self._similarities([rows[i] for i in idx]),
+            self.threshold,
+            self.fusion,
+            self.k,
+        )
         n = len(texts)
-        hard = is_hard(logits, self.k, self.threshold)
-        base = np.argmax(logits, axis=1)
-        label_ids = base.copy()
-        scores = softmax(logits)[np.arange(n), base]
-        hard_idx = np.flatnonzero(hard)
-        fused = cos = None
-        if hard_idx.size:
-            emb = self._run(self.embedder, [rows[i] for i in hard_idx])
-            cos = emb @ self._label_embeddings_t
-            fused = fuse(logits[hard_idx], cos, self.fusion, self.k)
-            pick = np.argmax(fused, axis=1)
-            label_ids[hard_idx] = pick
-            scores[hard_idx] = fused[np.arange(hard_idx.size), pick]
-        explanations = self._explain(logits, hard_idx, cos, fused) if explain else [None] * n
+        scores = softmax(logits)[np.arange(n), d.classifier_labels]
+        scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
+        explanations = self._explain(logits, d) if explain else [None] * n
         labels = self.labels
         return [
             Prediction(
-                label=labels[label_ids[i]],
-                label_id=int(label_ids[i]),
+                label=labels[d.labels[i]],
+                label_id=int(d.labels[i]),
                 score=float(scores[i]),
-                hard=bool(hard[i]),
-                classifier_label=labels[base[i]],
-                classifier_label_id=int(base[i]),
+                hard=bool(d.hard[i]),
+                classifier_label=labels[d.classifier_labels[i]],
+                classifier_label_id=int(d.classifier_labels[i]),
                 explanation=explanations[i],
             )
             for i in range(n)
         ]
 
-    def _explain(self, logits, hard_idx, cos, fused) -> list[Explanation]:
+    def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
         labels, k = self.labels, self.k
-        variance = topk_variance(logits, k)
         top = topk_indices(logits, k)
         after: dict[int, tuple] = {}
         sims: dict[int, tuple] = {}
-        if hard_idx.size:
-            top_fused = topk_indices(fused, k)
-            for j, i in enumerate(hard_idx):
-                after[i] = tuple((labels[c], float(fused[j, c])) for c in top_fused[j])
-                sims[i] = tuple((labels[c], float(cos[j, c])) for c in top[i])
+        top_fused = topk_indices(d.fused, k)
+        for j, i in enumerate(d.hard_idx):
+            after[i] = tuple((labels[c], float(d.fused[j, c])) for c in top_fused[j])
+            sims[i] = tuple((labels[c], float(d.cos[j, c])) for c in top[i])
         return [
             Explanation(
-                variance=float(variance[i]),
+                variance=float(d.variance[i]),
                 threshold=self.threshold,
                 k=k,
                 topk_before=tuple((labels[c], float(logits[i, c])) for c in top[i]),
@@ -254,8 +243,12 @@ class Reranker:
         ]
 
     # ---- batching -------------------------------------------------------------------------------
-    def _run(self, session: OnnxSession, rows: list[Tokens]) -> np.ndarray:
-        """Run a model on tokenized rows in length-sorted batches; outputs back in input order."""
+    def run_batched(self, role: str, rows: list[Tokens]) -> np.ndarray:
+        """Run the ``"classifier"`` or the ``"embedder"`` on tokenized rows (``self.tokenizer.tokenize``)
+        in length-sorted batches of ``batch_size``, as ``predict`` does; float32 outputs in input order."""
+        if role not in MODEL_ROLES:
+            raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
+        session = self.classifier if role == "classifier" else self.embedder
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
         for start in range(0, len(order), self.batch_size):
@@ -265,6 +258,10 @@ class Reranker:
                 out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
             out[idx] = y
         return out
+
+    def _similarities(self, rows: list[Tokens]) -> np.ndarray:
+        """Cosine similarity (n, L) of tokenized rows with the label texts."""
+        return self.run_batched("embedder", rows) @ self._label_embeddings_t
 
     def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
         texts = _check_texts(texts)

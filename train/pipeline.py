@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.calibrate import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
-from lrsl_rt.fusion import fusion_option, rerank
+from lrsl_rt.fusion import fusion_option
 from lrsl_rt.gate import is_hard, topk_variance
 from lrsl_rt.metrics import format_report, lrsl_report
+from lrsl_rt.rule import decide
 
 from . import data as D
 from .checkpoint import CheckpointInfo, write_info, write_jsonl
@@ -113,14 +114,10 @@ def _versions() -> dict:
 
 
 def _eval_split(name, logits, cos, gold, k, threshold, fusion, log):
-    hard = is_hard(logits, k, threshold)
-    base = logits.argmax(1)
-    pred = base.copy()
-    if hard.any():
-        pred[hard] = rerank(logits[hard], cos[hard], fusion, k)
-    rep = lrsl_report(gold, base, pred, hard)
+    d = decide(logits, cos, threshold, fusion, k)
+    rep = lrsl_report(gold, d.classifier_labels, d.labels, d.hard)
     log(f"[{name}] {fusion.name}\n" + format_report(rep))
-    paper = {f.name: evaluate_fusions(logits, cos, gold, hard, k, [f])[0] for f in PAPER_RULES}
+    paper = {f.name: evaluate_fusions(logits, cos, gold, d.hard, k, [f])[0] for f in PAPER_RULES}
     return rep, paper
 
 

@@ -1,0 +1,20 @@
+"""Settings shared by the runtime, the export, training and the benchmarks, defined once.
+
+A plain module with no imports, so the command lines can show these defaults in ``--help``
+without loading numpy or onnxruntime.
+"""
+
+from __future__ import annotations
+
+# The two ONNX models of a bundle, in the order they run.
+MODEL_ROLES = ("classifier", "embedder")
+
+# Texts per model call. A call of many texts is sorted by token count and cut into batches of this
+# size, so each batch is padded only to its own longest text; on CPU, small length-sorted batches
+# beat one large padded batch, and an int8 model agrees more often with fp32 because dynamic
+# quantization scales the activations of a whole batch. The export records the batch size it
+# evaluated a bundle with, and the runtime reuses it. Figures: docs/results/.
+DEFAULT_BATCH_SIZE = 8
+
+# Texts the Reranker holds at a time when streaming (predict_iter) or stacking arrays.
+DEFAULT_CHUNK_SIZE = 1024
