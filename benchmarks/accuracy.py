@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     ckpt = Path(args.checkpoint)
     try:
         info, texts, gold = load_split(ckpt, args.split)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, LrslError) as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2
     reference = pytorch_predictions(ckpt, info, texts, args.threads)

@@ -1,6 +1,7 @@
 """``python -m export CHECKPOINT_DIR OUT_BUNDLE_DIR``: a thin command line over :func:`export.build_bundle`.
 
-Exit codes: 0 written, 1 export failed (message on stderr, no bundle written), 2 bad usage.
+Exit codes: 0 written, 1 export failed (message on stderr, no bundle written), 2 bad usage; errors
+go through :func:`lrsl_rt.command.run_command`, like ``lrsl-rt`` and ``python -m train``.
 ``--max-accuracy-drop`` is in percentage points (0.5 = half a point); ``build_bundle`` takes a fraction.
 """
 
@@ -11,12 +12,15 @@ import os
 import signal
 import sys
 
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+
 # export.optimize.PRESETS, without importing it for --help
 PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m export",
         description="Export an LRSL training checkpoint to an lrsl-rt bundle (ONNX models, tokenizer, "
         "label embeddings, manifest), re-calibrated and checked against the PyTorch models.",
@@ -48,8 +52,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
-        help="texts per model call when evaluating (default 8, the runtime's)",
+        default=DEFAULT_BATCH_SIZE,
+        help="texts per model call when evaluating; recorded in the bundle, and the runtime reuses it",
     )
     p.add_argument(
         "--no-optimize",
@@ -70,8 +74,14 @@ def parser() -> argparse.ArgumentParser:
         "chosen again on dev with the exported models; auto: always chosen again; e.g. logits_cos:2 fixes it",
     )
     p.add_argument(
-        "--providers", default="cpu", help="ONNX Runtime providers for evaluating the bundle: cpu or cuda"
+        "--provider",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="ONNX Runtime device for evaluating the bundle",
     )
+    p.add_argument(
+        "--providers", dest="provider", choices=("cpu", "cuda"), help=argparse.SUPPRESS
+    )  # old name
     p.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)"
     )
@@ -80,37 +90,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv), interrupted="interrupted; no bundle was written")
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the checkpoint has every file
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # SIGTERM -> SystemExit, so the staging directory is removed like on Ctrl-C
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    from lrsl_rt.errors import LrslError
-
     from . import build_bundle
 
-    try:
-        out = build_bundle(
-            args.checkpoint,
-            args.out,
-            precision=args.precision,
-            preset=args.preset,
-            max_accuracy_drop=args.max_accuracy_drop / 100.0,
-            batch_size=args.batch_size,
-            optimize=not args.no_optimize,
-            force=args.force,
-            providers=args.providers,
-            threads=args.threads,
-            parity_atol=args.parity_atol,
-            fusion=args.fusion,
-        )
-    except LrslError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("Error: interrupted; no bundle was written", file=sys.stderr)
-        return 130
+    out = build_bundle(
+        args.checkpoint,
+        args.out,
+        precision=args.precision,
+        preset=args.preset,
+        max_accuracy_drop=args.max_accuracy_drop / 100.0,
+        batch_size=args.batch_size,
+        optimize=not args.no_optimize,
+        force=args.force,
+        providers=args.provider,
+        threads=args.threads,
+        parity_atol=args.parity_atol,
+        fusion=args.fusion,
+    )
     print(out)
     return 0
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.calibrate import fusion_reason
+from lrsl_rt.defaults import MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import fusion_option
 from lrsl_rt.manifest import TokenizerSettings
@@ -50,7 +51,6 @@ from .evaluate import PARITY_ATOL, calibrate, check_gate, cosine_stats, predicti
 from .optimize import convert, graph_summary, model_file_name, optimize_graph, resolve_precision
 from .source import load_checkpoint
 
-ROLES = ("classifier", "embedder")
 LABEL_EMBEDDINGS = "label_embeddings.npy"
 TOKENIZER = "tokenizer.json"
 
@@ -139,14 +139,14 @@ def build_bundle(
         with step("export", "export ONNX fp32 (classifier, embedder)"):
             tok, torch_models = load_torch_models(ckpt)
             names = torch_models["classifier"].input_names
-            raw = {role: work / f"{role}_raw.onnx" for role in ROLES}
+            raw = {role: work / f"{role}_raw.onnx" for role in MODEL_ROLES}
             for role, output in (("classifier", "logits"), ("embedder", "embeddings")):
                 ox.export_onnx(torch_models[role], tok, raw[role], output, info.max_length)
             log(f"      inputs {list(names)}")
 
-        fp32, fused = dict(raw), {role: {} for role in ROLES}
+        fp32, fused = dict(raw), {role: {} for role in MODEL_ROLES}
         with step("optimize", "optimize graphs" if optimize else "optimize graphs: skipped (--no-optimize)"):
-            for role in ROLES if optimize else ():
+            for role in MODEL_ROLES if optimize else ():
                 fp32[role] = work / f"{role}_fp32.onnx"
                 config = torch_models[role].model.config
                 fused[role] = optimize_graph(raw[role], fp32[role], config, use_gpu=precision == "fp16")
@@ -162,10 +162,10 @@ def build_bundle(
             del torch_models
             gc.collect()
 
-        files = {role: model_file_name(role, precision, preset) for role in ROLES}
+        files = {role: model_file_name(role, precision, preset) for role in MODEL_ROLES}
         graphs = {}
         with step("convert", f"convert to {precision}{f' (preset {preset})' if preset else ''}"):
-            for role in ROLES:
+            for role in MODEL_ROLES:
                 shipped = convert(fp32[role], stage / files[role], precision, preset)
                 g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
                 if precision == "int8" and g["quantized_linear"] == 0:

@@ -1,31 +1,21 @@
 """Writing a bundle directory atomically, and its manifest.
 
-A bundle is built in a hidden staging directory next to the target (same filesystem), e.g.
-``artifacts/.bundle.partial-4242-x1y2/``, and renamed to ``artifacts/bundle/`` only after the last
-check passed. So the target is either absent, the previous bundle, or the complete new one -- never a
-half-written bundle. A failed or interrupted export removes its staging directory; one killed hard
-(SIGKILL, power loss) leaves it behind, and the next export to the same target removes it (its
-process id is in the name and no longer runs).
-
-Target rules (:func:`check_target`): a missing path or an empty directory is fine; an existing
-bundle (a directory with ``manifest.json``) is replaced only with ``force``; anything else is refused,
-``force`` or not -- an export never deletes a directory it did not make.
+The bundle is staged beside its target and renamed into place at the end by
+:func:`lrsl_rt.staging.staged_directory` (shared with training's checkpoint), so the target is either
+absent, the previous bundle, or the complete new one. An existing bundle (a directory with
+``manifest.json``) is replaced only with ``force``; any other non-empty directory is refused.
 """
 
 from __future__ import annotations
 
-import os
 import platform
-import secrets
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from lrsl_rt import staging
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.manifest import (
     FORMAT_VERSION,
@@ -35,86 +25,21 @@ from lrsl_rt.manifest import (
     file_entry,
     write_manifest,
 )
+from lrsl_rt.staging import Artifact
 
 from .errors import ExportError
 
-_PARTIAL = ".partial-"
-_OLD = ".old-"
+BUNDLE = Artifact("bundle", "an lrsl-rt bundle", MANIFEST_NAME, ExportError)
 
 
 def check_target(out: Path, force: bool) -> None:
-    """Refuse a target the export must not replace (see the module docstring)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ExportError(f"{out}: exists and is not a directory; choose another output path")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not (out / MANIFEST_NAME).is_file():
-        raise ExportError(
-            f"{out}: exists and is not an lrsl-rt bundle (no {MANIFEST_NAME}); refusing to replace it"
-        )
-    if not force:
-        raise ExportError(f"{out}: a bundle already exists there; pass --force (force=True) to replace it")
+    """Refuse a target the export must not replace (see :mod:`lrsl_rt.staging`)."""
+    staging.check_target(out, BUNDLE, force)
 
 
-@contextmanager
-def staged_bundle(out: Path, force: bool) -> Iterator[Path]:
+def staged_bundle(out: Path, force: bool):
     """A fresh staging directory; renamed to ``out`` when the block succeeds, removed when it raises."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    stage = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{secrets.token_hex(3)}"
-    stage.mkdir()
-    try:
-        yield stage
-        commit(stage, out, force)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def commit(stage: Path, out: Path, force: bool) -> None:
-    """Move the finished staging directory to ``out``, replacing an existing bundle when allowed.
-
-    Replacing takes two renames (old bundle aside, new one in); a crash between them leaves no
-    bundle at ``out`` and the old one as ``.<name>.old-<pid>-...``, removed by the next export.
-    """
-    check_target(out, force)
-    if out.is_dir() and any(out.iterdir()):  # an existing bundle, force given: move it aside first
-        old = out.parent / f".{out.name}{_OLD}{os.getpid()}-{secrets.token_hex(3)}"
-        os.replace(out, old)
-        try:
-            os.replace(stage, out)
-        except OSError:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.is_dir():
-            out.rmdir()  # empty: os.replace onto it works on POSIX, not on Windows
-        os.replace(stage, out)
-
-
-def remove_stale(out: Path) -> None:
-    """Remove staging/old directories of earlier exports to ``out`` whose process is gone."""
-    prefixes = (f".{out.name}{_PARTIAL}", f".{out.name}{_OLD}")
-    for p in out.parent.iterdir():
-        if not p.name.startswith(prefixes) or p.is_symlink() or not p.is_dir():
-            continue
-        pid = p.name.rsplit("-", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return staging.staged_directory(out, BUNDLE, force)
 
 
 # ---- contents ------------------------------------------------------------------------------

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lrsl_rt.defaults import MODEL_ROLES
 from lrsl_rt.session import OnnxSession
 
 from . import onnx_export as ox
 from .evaluate import check_parity, lrsl_reference
 from .source import Checkpoint
-
-ROLES = ("classifier", "embedder")
 
 
 def load_torch_models(ckpt: Checkpoint):
@@ -61,7 +60,7 @@ def pytorch_reference(
     ckpt: Checkpoint, models: dict, tok, fp32: dict, batch_size: int, threads, atol: dict
 ) -> Reference:
     info, dev, test, ev = ckpt.info, ckpt.dev, ckpt.test, ckpt.eval_split
-    sessions = {role: OnnxSession(fp32[role], providers="cpu", threads=threads) for role in ROLES}
+    sessions = {role: OnnxSession(fp32[role], providers="cpu", threads=threads) for role in MODEL_ROLES}
 
     def torch_only(role, texts):
         return ox.torch_outputs(models[role], tok, texts, info.max_length, batch_size)

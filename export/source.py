@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from train.checkpoint import CheckpointInfo, read_info, read_jsonl
+from train.errors import CheckpointError
 
 from .errors import ExportError
 
@@ -63,7 +64,7 @@ def load_checkpoint(ckpt_dir: str | Path) -> Checkpoint:
         raise ExportError(f"{root}: checkpoint directory not found")
     try:
         info = read_info(root)
-    except (FileNotFoundError, ValueError, TypeError) as e:
+    except CheckpointError as e:
         raise ExportError(str(e)) from e
     classifier_dir = root / "classifier"
     if not (classifier_dir / "config.json").is_file():

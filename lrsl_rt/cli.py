@@ -12,7 +12,8 @@ were written; with ``--on-error record`` it becomes ``{"line": N, "error": "..."
 ``eval`` reads the whole file and calls ``Reranker.predict`` once with the batch size the export
 used (recorded in the manifest), so it reproduces the export's hard set and accuracy exactly.
 
-Errors print one line ``Error: ...`` on stderr, with no traceback: exit 1 for a failed run
+Errors print one line ``Error: ...`` on stderr, with no traceback (:func:`lrsl_rt.command.run_command`,
+shared with ``python -m train`` and ``python -m export``): exit 1 for a failed run
 (:class:`~lrsl_rt.errors.LrslError`), 2 for bad usage (argparse errors, ``UsageError``). Warnings
 (a CUDA fall-back, say) print as ``Warning: ...``. The library, numpy and onnxruntime are imported
 inside the commands, so ``lrsl-rt --help`` is instant.
@@ -28,16 +29,16 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import InputError, LrslError, UsageError
+from .command import CommandParser, run_command
+from .defaults import DEFAULT_BATCH_SIZE
+from .errors import InputError, UsageError
 
 DEFAULT_BUNDLE = "artifacts/banking77/bundle"
 BUNDLE_ENV = "LRSL_RT_BUNDLE"
 CHUNK_SIZE = 1024
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+_Parser = CommandParser  # bad flags are UsageErrors; --help shows defaults
 
 
 def _positive_int(value: str) -> int:
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--batch-size",
             type=_positive_int,
-            help="texts per model call (default: the batch size the bundle was evaluated with at export, else 32)",
+            help="texts per model call (default: the batch size the export evaluated the bundle with, "
+            f"else {DEFAULT_BATCH_SIZE})",
         )
         p.add_argument(
             "--provider", choices=("cpu", "cuda"), default="cpu", help="ONNX Runtime device (default cpu)"
@@ -314,26 +316,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if args.command is None:
-            raise UsageError("choose a command: predict, eval or info (see `lrsl-rt --help`)")
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            return args.func(args)
-    except SystemExit as e:  # --help and --version
-        return e.code if isinstance(e.code, int) else 0
-    except LrslError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `lrsl-rt predict ... | head`: stop quietly
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except OSError as e:
-        print(f"Error: {e.filename or 'I/O'}: {e.strerror or e}", file=sys.stderr)
-        return 1
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        raise UsageError("choose a command: predict, eval or info (see `lrsl-rt --help`)")
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return args.func(args)

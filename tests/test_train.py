@@ -237,3 +237,55 @@ def test_profiles_set_defaults_and_flags_override_them():
         parser().parse_args(["--profile", "quick", "--epochs", "5", "--limit-per-class", "7", "--out", "x"])
     )
     assert (mixed.classifier.epochs, mixed.limit_per_class) == (5, 7)
+
+
+# ---- the checkpoint is written staged, like a bundle ------------------------------------------
+def test_a_failed_run_keeps_the_old_checkpoint_and_refuses_foreign_directories(
+    tmp_path, tiny_base, tiny_data
+):
+    from lrsl_rt.errors import LrslError
+    from train.errors import CheckpointError
+    from train.pipeline import TrainConfig, run
+
+    (tx, ty), _, _ = tiny_data
+    train_file = tmp_path / "train.csv"
+    train_file.write_text("text,label\n" + "".join(f"{x},{y}\n" for x, y in zip(tx, ty, strict=True)))
+    cfg = dict(train=str(train_file), classifier_model=str(tiny_base), embedder_model=str(tiny_base))
+    old = tmp_path / "ckpt"
+    old.mkdir()
+    (old / "lrsl.json").write_text('{"old": true}')
+    # k larger than the label count fails after the data step, before any model is trained
+    with pytest.raises(D.DataError, match=r"k must be in \[2, "):
+        run(TrainConfig(out=str(old), k=999, **cfg), log=lambda s: None)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left
+    assert (old / "lrsl.json").read_text() == '{"old": true}'
+    foreign = tmp_path / "results"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("precious")
+    with pytest.raises(CheckpointError, match="is not an LRSL training checkpoint"):
+        run(TrainConfig(out=str(foreign), **cfg), log=lambda s: None)
+    assert (foreign / "keep.txt").read_text() == "precious"
+    assert issubclass(D.DataError, LrslError) and issubclass(CheckpointError, LrslError)
+
+
+def test_train_cli_errors_and_help_defaults(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "train", *args], cwd=root, capture_output=True, text=True, timeout=120
+        )
+
+    r = cli("--help")
+    assert r.returncode == 0
+    for shown in ("(default: 8; --profile quick: 3)", "(default: 42)", "(default: 3)", "(default: full)"):
+        assert shown in " ".join(r.stdout.split()), shown
+    r = cli("--out", str(tmp_path / "c"), "--train", str(tmp_path / "none.csv"))
+    assert r.returncode == 1 and r.stderr == f"Error: {tmp_path / 'none.csv'}: file not found\n"
+    r = cli("--out", str(tmp_path / "c"), "--nope")
+    assert r.returncode == 2 and r.stderr.startswith("Error: unrecognized arguments: --nope")
+    assert not (tmp_path / "c").exists()

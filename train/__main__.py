@@ -1,38 +1,62 @@
-"""``python -m train``: fine-tune the classifier and the label-aware embedder, calibrate, write a checkpoint."""
+"""``python -m train``: fine-tune the classifier and the label-aware embedder, calibrate, write a checkpoint.
+
+Exit codes: 0 written, 1 training failed (one ``Error: ...`` line on stderr; an existing checkpoint
+at --out is kept), 2 bad usage. Errors go through :func:`lrsl_rt.command.run_command`, like
+``lrsl-rt`` and ``python -m export``.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
+import signal
 import sys
 
+from lrsl_rt.command import CommandParser, run_command
+
+from .config import ClassifierConfig, EmbedderConfig, TrainConfig
+
 PROFILES = {
-    # full quality: the defaults measured on Banking77 (see README)
+    # full quality: the defaults of train/config.py
     "full": {},
-    # the demo's short profile (`make demo` within 20 minutes on 2 cores): the same method on at most
+    # the demo's short profile (`make demo` on a small machine): the same method on at most
     # 50 training texts per class and 3 classifier epochs; dev/test are not reduced
     "quick": {"epochs": 3, "embedder_epochs": 1, "limit_per_class": 50},
 }
+_CLF, _EMB, _RUN = ClassifierConfig(), EmbedderConfig(), TrainConfig(out="")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+def _profiled(key: str, value) -> str:
+    """Help text for a flag whose default a profile may change, e.g. "default: 8; quick: 3"."""
+    quick = PROFILES["quick"].get(key)
+    return f"default: {value}" + (f"; --profile quick: {quick}" if quick is not None else "")
+
+
+def parser() -> CommandParser:
+    p = CommandParser(
+        prog="python -m train",
+        description="Fine-tune the classifier and the label-aware embedder, calibrate on dev, "
+        "write a checkpoint for `python -m export`.",
+    )
     src = p.add_argument_group("data")
     src.add_argument("--dataset", help="named data set: banking77 (read from --datasets-dir)")
     src.add_argument(
         "--datasets-dir",
-        help="folder holding named data sets (default $LRSL_DATASETS_DIR or ../shared/datasets)",
+        help="folder holding named data sets (default: $LRSL_DATASETS_DIR, else ../shared/datasets)",
     )
     src.add_argument("--train", help="training file (.csv with header or .jsonl)")
-    src.add_argument("--dev", help="dev file; default: a stratified split of train")
+    src.add_argument("--dev", help="dev file (default: a stratified split of train)")
     src.add_argument("--test", help="test file (optional; banking77 uses its test.csv)")
-    src.add_argument("--text-field", default="text")
-    src.add_argument("--label-field", default="label")
-    src.add_argument("--dev-fraction", type=float, default=0.1)
+    src.add_argument("--text-field", default=_RUN.text_field, help="field / column holding the text")
+    src.add_argument("--label-field", default=_RUN.label_field, help="field / column holding the label")
+    src.add_argument(
+        "--dev-fraction", type=float, default=_RUN.dev_fraction, help="share of train carved out as dev"
+    )
     src.add_argument("--label-descriptions", help="JSON file mapping every label to its description text")
     src.add_argument("--limit-classes", type=int, help="keep only the first N classes (smoke runs)")
     src.add_argument(
-        "--limit-per-class", type=int, help="keep at most N training rows per class (smoke runs)"
+        "--limit-per-class",
+        type=int,
+        help="keep at most N training rows per class (smoke runs; default: all; --profile quick: 50)",
     )
     m = p.add_argument_group("models")
     m.add_argument(
@@ -41,35 +65,44 @@ def parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--embedder-model", help="local HF or sentence-transformers folder (default: same)")
     h = p.add_argument_group("training")
-    h.add_argument("--profile", choices=sorted(PROFILES), default="full")
-    h.add_argument("--epochs", type=int)
-    h.add_argument("--lr", type=float)
-    h.add_argument("--batch-size", type=int)
-    h.add_argument("--max-length", type=int)
-    h.add_argument("--patience", type=int)
-    h.add_argument("--embedder-epochs", type=int)
-    h.add_argument("--embedder-lr", type=float)
-    h.add_argument("--embedder-batch-size", type=int)
-    h.add_argument("--k", type=int, default=3, help="top-k size for the gate and mining (default 3)")
+    h.add_argument("--profile", choices=sorted(PROFILES), default="full", help="preset of the flags below")
+    h.add_argument("--epochs", type=int, help=f"classifier epochs ({_profiled('epochs', _CLF.epochs)})")
+    h.add_argument("--lr", type=float, help=f"classifier learning rate (default: {_CLF.lr})")
+    h.add_argument("--batch-size", type=int, help=f"classifier batch size (default: {_CLF.batch_size})")
+    h.add_argument("--max-length", type=int, help=f"tokens per text (default: {_CLF.max_length})")
+    h.add_argument(
+        "--patience",
+        type=int,
+        help=f"epochs without dev improvement before stopping (default: {_CLF.patience})",
+    )
+    h.add_argument(
+        "--embedder-epochs", type=int, help=f"embedder epochs ({_profiled('embedder_epochs', _EMB.epochs)})"
+    )
+    h.add_argument("--embedder-lr", type=float, help=f"embedder learning rate (default: {_EMB.lr})")
+    h.add_argument(
+        "--embedder-batch-size", type=int, help=f"embedder batch size (default: {_EMB.batch_size})"
+    )
+    h.add_argument("--k", type=int, default=_RUN.k, help="top-k size for the gate and mining")
     h.add_argument(
         "--fusion",
-        default="auto",
+        default=_RUN.fusion,
         metavar="auto|RULE:P[:SCOPE]",
-        help="fusion of logits and label similarities: auto (default) measures logits_cos and "
+        help="fusion of logits and label similarities: auto (the default) measures logits_cos and "
         "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev and replaces the paper's logits_cos:2 only "
         "with a rule that beats it with McNemar z >= 2; RULE:P[:SCOPE] fixes it; export then keeps it",
     )
-    h.add_argument("--seed", type=int, default=42)
+    h.add_argument("--seed", type=int, default=_RUN.seed, help="seed of every random choice")
     h.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint directory to write (staged beside it, then renamed into place; an existing "
+        "checkpoint there is replaced at the end)",
+    )
     return p
 
 
-def config_from_args(a):
-    from .classifier import ClassifierConfig
-    from .embedder import EmbedderConfig
-    from .pipeline import TrainConfig
-
+def config_from_args(a) -> TrainConfig:
     prof = PROFILES[a.profile]
     pick = lambda flag, key: flag if flag is not None else prof.get(key)  # noqa: E731
     clf = ClassifierConfig(seed=a.seed)
@@ -115,17 +148,18 @@ def config_from_args(a):
 
 
 def main(argv=None) -> int:
+    return run_command(lambda: _main(argv), interrupted="interrupted; no checkpoint was written")
+
+
+def _main(argv) -> int:
     a = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from .data import DataError
+    # SIGTERM -> SystemExit, so the staging directory is removed like on Ctrl-C
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from .pipeline import run
 
-    try:
-        run(config_from_args(a), log=lambda s: print(s, flush=True))
-    except (DataError, FileNotFoundError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+    run(config_from_args(a), log=lambda s: print(s, flush=True))
     return 0
 
 

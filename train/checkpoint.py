@@ -23,6 +23,8 @@ from pathlib import Path
 
 from lrsl_rt.fusion import Fusion
 
+from .errors import CheckpointError
+
 CHECKPOINT_FORMAT = "lrsl-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -55,19 +57,25 @@ def write_info(ckpt_dir: str | Path, info: CheckpointInfo) -> Path:
 def read_info(ckpt_dir: str | Path) -> CheckpointInfo:
     path = Path(ckpt_dir) / "lrsl.json"
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?"
-        )
-    d = json.loads(path.read_text(encoding="utf-8"))
+        raise CheckpointError(f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read it as JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(d).__name__}")
     if d.get("format") != CHECKPOINT_FORMAT or d.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: expected format {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}, "
             f"got {d.get('format')!r} version {d.get('version')!r}"
         )
     unknown = set(d) - {f.name for f in fields(CheckpointInfo)}
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}")
-    return CheckpointInfo(**d)
+        raise CheckpointError(f"{path}: unknown key(s) {sorted(unknown)}")
+    try:
+        return CheckpointInfo(**d)
+    except TypeError as e:  # a required key is missing
+        raise CheckpointError(f"{path}: {e}") from e
 
 
 def write_jsonl(path: str | Path, texts: list[str], labels: list[str]) -> None:

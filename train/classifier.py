@@ -12,25 +12,12 @@ import copy
 import math
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-@dataclass
-class ClassifierConfig:
-    epochs: int = 8
-    lr: float = 1.5e-4
-    batch_size: int = 32
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    patience: int = 2
-    max_length: int = 64
-    seed: int = 42
-    # batches drawn from pools of group_size * batch_size texts sorted by length; 0 = plain shuffle
-    group_size: int = 50
+from .config import ClassifierConfig
 
 
 def progress(iterable, **kw):

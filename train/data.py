@@ -14,15 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_ENV = "LRSL_DATASETS_DIR"
 NAMED = {
     "banking77": {"train": "train.csv", "test": "test.csv", "text_field": "text", "label_field": "category"}
 }
-
-
-class DataError(ValueError):
-    """Bad training input; the message names file, line and field."""
 
 
 @dataclass

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,17 +20,7 @@ import torch
 from lrsl_rt.gate import topk_indices
 
 from .classifier import progress
-
-
-@dataclass
-class EmbedderConfig:
-    epochs: int = 4
-    lr: float = 5e-5
-    batch_size: int = 32
-    warmup_ratio: float = 0.1
-    seed: int = 42
-    # texts taken in pools of group_size * batch_size sorted by length (less padding); 0 = plain shuffle
-    group_size: int = 50
+from .config import EmbedderConfig
 
 
 def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
