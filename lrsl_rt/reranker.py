@@ -93,19 +93,13 @@ class Reranker:
     ) -> Reranker:
         """Load and validate a bundle directory; ``verify`` checks each file's size and sha256.
 
-        ``providers``, ``threads``, ``thread_pool`` and ``spinning`` configure both ONNX Runtime
-        sessions (see :class:`lrsl_rt.session.OnnxSession`). By default each model has its own
-        threads, which spin while their model runs and stop when it returns (waking sleeping
-        threads for each operator costs more than the model at batch 1; threads left spinning after
-        a run compete with the other model's); ``spinning=True`` keeps them spinning after runs too,
-        ``False`` lets them sleep (see :class:`lrsl_rt.session.OnnxSession`). ``thread_pool="shared"``
-        (one process-wide pool serves both models) is another way to the same end, but, by ONNX
-        Runtime's rule, makes every later session of the process use that pool too: for processes
-        that run only lrsl-rt.
-        ``session_options`` passes the session's other settings (``inter_threads``,
-        ``graph_optimization``), e.g. for benchmarks. ``batch_size`` None: the
-        batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
-        export's report; DEFAULT_BATCH_SIZE for a bundle that records none.
+        ``providers``, ``threads``, ``spinning`` and ``thread_pool`` configure both ONNX Runtime
+        sessions, as described in :mod:`lrsl_rt.session` (defaults: each model its own threads,
+        spinning during its runs only; ``thread_pool="shared"`` is for processes that run only
+        lrsl-rt). ``session_options`` passes the session's other settings (``graph_optimization``),
+        e.g. for benchmarks. ``batch_size`` None: the batch size the export evaluated the bundle with
+        (its manifest), so predictions reproduce the export's report; DEFAULT_BATCH_SIZE for a bundle
+        that records none.
         """
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)

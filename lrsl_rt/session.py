@@ -9,28 +9,19 @@ means. The Reranker holds two of them and decides what goes in (token arrays) an
   ONNX Runtime provider list. A requested provider that this onnxruntime build lacks is dropped with
   a loud ``RuntimeWarning`` naming the providers actually used -- never a silent fall-back.
   ``session.providers`` is what the session really runs on.
-- ``thread_pool``: ``"session"`` (the default, ONNX Runtime's: each session owns its intra-op threads)
-  or ``"shared"``: ONNX Runtime's process-wide pool (``set_global_thread_pool_sizes``, onnxruntime
-  >= 1.22), made once by this module with ``threads`` threads and used by every shared session of
-  the process. For a Reranker it is the faster choice: the classifier and the embedder run back to
-  back, and one pool whose threads spin briefly after each run serves both, without either waking
-  sleeping threads or competing with the other's spinning ones (README, Benchmarks). The catch is
-  ONNX Runtime's: once a process has the shared pool, no session of that process can have threads
-  of its own (``use_per_session_threads must be false``), so it is opt-in -- for a process that
-  runs only lrsl-rt, such as the ``lrsl-rt`` command or a dedicated service. A later ``"shared"``
-  session that asks for another thread count gets the pool as made, with a ``RuntimeWarning``; a
-  ``"session"`` session after it is a ``UsageError``. The pool is made before the model loads and
-  stays, even if that load fails. ``session.options["threads"]`` is the pool's thread count.
-- ``spinning``: how idle intra-op threads wait for work (``session.intra_op.allow_spinning``, the
-  inter-op one, and ``session.force_spinning_stop``). ``True``: they spin between operators and for a
-  short while after each run before they sleep (ONNX Runtime's own default). ``False``: they sleep,
-  and are woken for each of the graph's operators. ``None`` (the default): for a session's own
-  threads, they spin during a run and stop when it returns -- no wake-up per operator, and no
-  threads left spinning against the other model's (two pools that spin after their runs compete for
-  the cores); for the shared pool, ``True`` (ONNX Runtime's Python API cannot switch it off there).
-  Banking77 int8 bundle, full path, 2-core AVX2 VM, 3 alternating rounds (README, Benchmarks): 293-311
-  q/s at 32 texts per call against 247-278 with the classifier's threads spinning after runs and the
-  embedder's sleeping, same batch-1 latency. ``options["spin_after_run"]`` says which.
+- ``threads``: the session's intra-op threads (None: ONNX Runtime's default, one per physical core).
+  Graphs run sequentially, one operator at a time, so there is no inter-op setting.
+- ``thread_pool``: ``"session"`` (the default): each session owns its threads. ``"shared"``: ONNX
+  Runtime's process-wide pool (onnxruntime >= 1.22), made once with ``threads`` threads and used by
+  every shared session, so the classifier and the embedder, which run back to back, share warm
+  threads. Once a process has that pool, ONNX Runtime refuses sessions with threads of their own
+  (a ``UsageError`` here), so it is for processes that run only lrsl-rt. ``options["threads"]`` is
+  the pool's thread count.
+- ``spinning``: how idle threads wait for work. ``True``: they spin between operators and briefly
+  after each run (ONNX Runtime's default); ``False``: they sleep and are woken for each operator;
+  ``None`` (the default): they spin during a run and stop when it returns, so no thread spins
+  against the other model's (in the shared pool: ``True``, which ONNX Runtime cannot switch off
+  there). ``options["spin_after_run"]`` says which. Measurements: docs/results/.
 - ``output``: which graph output ``run`` returns -- a name, names to try in order (the first output
   when none matches), or None for the first output.
 - ``run(arrays)`` feeds only the inputs the graph declares, cast to the declared integer type;
@@ -133,7 +124,6 @@ class OnnxSession:
         path: str | os.PathLike,
         providers: str | list | tuple = "cpu",
         threads: int | None = None,
-        inter_threads: int | None = None,
         spinning: bool | None = None,
         graph_optimization: str = "all",
         output: str | tuple[str, ...] | None = None,
@@ -141,54 +131,35 @@ class OnnxSession:
     ) -> None:
         ort = import_onnxruntime()
         self.path = Path(path)
-        for key, value in (("threads", threads), ("inter_threads", inter_threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UsageError(f"{key} must be a positive integer or None, got {value!r}")
-        if graph_optimization not in GRAPH_OPT_LEVELS:
-            raise UsageError(
-                f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}"
+        _check_settings(ort, threads, spinning, graph_optimization, thread_pool)
+        wanted = resolve_providers(providers, ort.get_available_providers())
+        opts, self.options = self._session_options(ort, threads, spinning, graph_optimization, thread_pool)
+        self._session = self._load(ort, opts, wanted)
+        self.providers: list[str] = self._session.get_providers()
+        asked = [p[0] if isinstance(p, (list, tuple)) else p for p in wanted]
+        if asked[0] not in self.providers:
+            warnings.warn(
+                f"{self.path.name}: ONNX Runtime could not start {asked[0]} and runs on {self.providers}",
+                RuntimeWarning,
+                stacklevel=2,
             )
-        if thread_pool not in THREAD_POOLS:
-            raise UsageError(f"thread_pool must be one of {THREAD_POOLS}, got {thread_pool!r}")
-        if spinning is not None and not isinstance(spinning, bool):
-            raise UsageError(f"spinning must be True, False or None, got {spinning!r}")
-        if thread_pool == "shared":
-            if spinning is False:
-                raise UsageError(
-                    "spinning=False needs thread_pool='session': the threads of ONNX Runtime's shared "
-                    "pool spin after each run (its Python API has no switch for them)"
-                )
-            if inter_threads is not None:
-                raise UsageError(
-                    "inter_threads needs thread_pool='session': the shared pool runs the graph "
-                    "sequentially, with threads for inside each operator only"
-                )
-            if not hasattr(ort, "set_global_thread_pool_sizes"):
-                raise UsageError(
-                    f"thread_pool='shared' needs onnxruntime >= 1.22 (this is {ort.__version__}), "
-                    "which can make a process-wide thread pool from Python; use thread_pool='session'"
-                )
+        self.inputs = {i.name: i for i in self._session.get_inputs()}
+        self.outputs = {o.name: o for o in self._session.get_outputs()}
+        self.output = self._pick_output(output)
+
+    def _session_options(self, ort, threads, spinning, graph_optimization, thread_pool):
+        """(ONNX Runtime SessionOptions, the ``options`` dict that reports them)."""
         spin_after_run = thread_pool == "shared" if spinning is None else spinning
         spinning = True if spinning is None else spinning
-        wanted = resolve_providers(providers, ort.get_available_providers())
-
         opts = ort.SessionOptions()
-        pool_threads = threads
         if thread_pool == "shared":
             opts.use_per_session_threads = False
-            pool_threads, note = _use_shared_pool(ort, threads)
+            threads, note = _use_shared_pool(ort, threads)  # the pool's count, which may differ
             if note:
-                warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"{self.path.name}: {note}", RuntimeWarning, stacklevel=3)
         else:
-            with _shared_pool_lock:
-                if "threads" in _shared_pool:
-                    raise UsageError(
-                        f"{self.path.name}: thread_pool='session' asked, but this process already runs "
-                        f"ONNX Runtime's shared thread pool ({_pool_origin()}), and ONNX Runtime then "
-                        "refuses sessions with threads of their own; pass thread_pool='shared'"
-                    )
+            _refuse_if_shared_pool(self.path.name)
             opts.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default (one per physical core)
-            opts.inter_op_num_threads = inter_threads or 0
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -201,23 +172,23 @@ class OnnxSession:
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         if spinning and not spin_after_run:
             opts.add_session_config_entry("session.force_spinning_stop", "1")
-        # what the session runs with: in the shared pool, the pool's thread count (None: ONNX
-        # Runtime's default, or unknown for a pool made outside lrsl_rt)
-        self.options = {
-            "threads": pool_threads,
-            "inter_threads": inter_threads,
+        options = {
+            "threads": threads,  # in the shared pool: the pool's (None: ONNX Runtime's default or unknown)
             "spinning": bool(spinning),
             "spin_after_run": bool(spin_after_run),
             "graph_optimization": graph_optimization,
             "thread_pool": thread_pool,
         }
+        return opts, options
 
+    def _load(self, ort, opts, providers):
+        """The InferenceSession; ONNX Runtime's failures become our errors with the cause chained."""
         try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=wanted)
+            return ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own pybind exception types
             if "use_per_session_threads must be false" in str(e):
                 with _shared_pool_lock:
-                    origin = _pool_origin() if "threads" in _shared_pool else "made outside lrsl_rt"
+                    origin = _pool_origin() if "threads" in _shared_pool else _FOREIGN
                 raise UsageError(
                     f"{self.path.name}: this process runs ONNX Runtime's global thread pool ({origin}), "
                     "so every session must use it; pass thread_pool='shared'"
@@ -226,22 +197,14 @@ class OnnxSession:
                 f"{self.path}: ONNX Runtime (onnxruntime {ort.__version__}) could not load this model: "
                 f"{_first_line(e)}; the file may be damaged or need a newer onnxruntime"
             ) from e
-        self.providers: list[str] = self._session.get_providers()
-        asked = [p[0] if isinstance(p, (list, tuple)) else p for p in wanted]
-        if asked[0] not in self.providers:
-            warnings.warn(
-                f"{self.path.name}: ONNX Runtime could not start {asked[0]} and runs on {self.providers}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        self.inputs = {i.name: i for i in self._session.get_inputs()}
-        self.outputs = {o.name: o for o in self._session.get_outputs()}
+
+    def _pick_output(self, output) -> str:
         if isinstance(output, str) and output not in self.outputs:
             raise RuntimeBackendError(
                 f"{self.path}: the graph has no output {output!r}; it has {list(self.outputs)}"
             )
         candidates = (output,) if isinstance(output, str) else tuple(output or ())
-        self.output = next((o for o in candidates if o in self.outputs), next(iter(self.outputs)))
+        return next((o for o in candidates if o in self.outputs), next(iter(self.outputs)))
 
     @property
     def input_names(self) -> list[str]:
@@ -276,6 +239,39 @@ class OnnxSession:
 
     def __repr__(self) -> str:
         return f"OnnxSession({str(self.path)!r}, providers={self.providers}, options={self.options})"
+
+
+def _check_settings(ort, threads, spinning, graph_optimization, thread_pool) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"threads must be a positive integer or None, got {threads!r}")
+    if graph_optimization not in GRAPH_OPT_LEVELS:
+        raise UsageError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}")
+    if thread_pool not in THREAD_POOLS:
+        raise UsageError(f"thread_pool must be one of {THREAD_POOLS}, got {thread_pool!r}")
+    if spinning is not None and not isinstance(spinning, bool):
+        raise UsageError(f"spinning must be True, False or None, got {spinning!r}")
+    if thread_pool != "shared":
+        return
+    if spinning is False:
+        raise UsageError(
+            "spinning=False needs thread_pool='session': the threads of ONNX Runtime's shared "
+            "pool spin after each run (its Python API has no switch for them)"
+        )
+    if not hasattr(ort, "set_global_thread_pool_sizes"):
+        raise UsageError(
+            f"thread_pool='shared' needs onnxruntime >= 1.22 (this is {ort.__version__}), "
+            "which can make a process-wide thread pool from Python; use thread_pool='session'"
+        )
+
+
+def _refuse_if_shared_pool(name: str) -> None:
+    with _shared_pool_lock:
+        if "threads" in _shared_pool:
+            raise UsageError(
+                f"{name}: thread_pool='session' asked, but this process already runs "
+                f"ONNX Runtime's shared thread pool ({_pool_origin()}), and ONNX Runtime then "
+                "refuses sessions with threads of their own; pass thread_pool='shared'"
+            )
 
 
 def _use_shared_pool(ort, threads: int | None) -> tuple[int | None, str | None]:

@@ -274,7 +274,6 @@ def test_session_settings_reach_both_models(tiny_bundle):
     for s in (r.classifier, r.embedder):
         assert s.options == {
             "threads": 1,
-            "inter_threads": None,
             "spinning": True,
             "spin_after_run": True,
             "graph_optimization": "basic",

@@ -97,10 +97,9 @@ def test_corrupt_model_is_wrapped_with_cause(tmp_path):
 
 
 def test_options(toy):
-    s = OnnxSession(toy, threads=2, inter_threads=1, spinning=True, graph_optimization="basic")
+    s = OnnxSession(toy, threads=2, spinning=True, graph_optimization="basic")
     assert s.options == {
         "threads": 2,
-        "inter_threads": 1,
         "spinning": True,
         "spin_after_run": True,
         "graph_optimization": "basic",
@@ -142,8 +141,8 @@ def test_bad_options(toy):
         OnnxSession(toy, thread_pool="global")
     with pytest.raises(UsageError, match="spinning=False needs thread_pool='session'"):
         OnnxSession(toy, thread_pool="shared", spinning=False)
-    with pytest.raises(UsageError, match="inter_threads needs thread_pool='session'"):
-        OnnxSession(toy, thread_pool="shared", inter_threads=1)
+    with pytest.raises(TypeError, match="inter_threads"):  # removed: sessions run sequentially
+        OnnxSession(toy, inter_threads=1)
     with pytest.raises(UsageError, match="spinning must be True, False or None"):
         OnnxSession(toy, spinning="yes")
     with pytest.raises(RuntimeBackendError, match="no output 'logits'"):
