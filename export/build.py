@@ -12,10 +12,12 @@
    accuracy gate;
 9. write the final manifest, load the bundle once more with checksums, rename it into place.
 
-Steps 6-8 need a loadable bundle before the manifest is final: the staging directory gets a
-provisional manifest (PyTorch calibration, one-hot placeholder label embeddings) that is rewritten as
-the real values become known, and ``Reranker.from_bundle`` re-reads it each time. Everything happens
-in the staging directory of :func:`export.bundle.staged_bundle`, so a failure leaves no bundle.
+Steps 6-8 need a loadable bundle before the manifest is final: step 6 writes a provisional manifest
+(the PyTorch calibration, one-hot placeholder label embeddings) and loads the bundle once; steps 7
+and 8 reuse those sessions with the real label embeddings and the new calibration
+(:func:`_with`), and step 9 writes the final manifest and loads the bundle as users will, checksums
+included. Everything happens in the staging directory of :func:`export.bundle.staged_bundle`, so a
+failure leaves no bundle.
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ from __future__ import annotations
 import gc
 import shutil
 import sys
-import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lrsl_rt.calibrate import fusion_reason
-from lrsl_rt.defaults import MODEL_ROLES
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.errors import UsageError
-from lrsl_rt.fusion import fusion_option
+from lrsl_rt.fusion import Fusion, fusion_option
 from lrsl_rt.manifest import TokenizerSettings
 from lrsl_rt.metrics import format_report
+from lrsl_rt.progress import Steps
 
 from .bundle import (
     check_target,
@@ -59,20 +61,20 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class _Steps:
-    """Numbered progress lines with the time each step took (``timings``: seconds by step key)."""
+@dataclass(frozen=True)
+class Settings:
+    """build_bundle's arguments, checked (see its docstring)."""
 
-    def __init__(self, log: Callable[[str], None], total: int = 9):
-        self.log, self.total, self.n, self.timings = log, total, 0, {}
-
-    @contextmanager
-    def __call__(self, key: str, title: str):
-        self.n += 1
-        self.log(f"[{self.n}/{self.total}] {title} ...")
-        t0 = time.perf_counter()
-        yield
-        self.timings[key] = round(time.perf_counter() - t0, 3)
-        self.log(f"      done in {self.timings[key]:.1f} s")
+    precision: str
+    preset: str | None
+    max_accuracy_drop: float
+    batch_size: int
+    optimize: bool
+    providers: str | list
+    threads: int | None
+    atol: dict
+    fusion_arg: str | None
+    user_fusion: Fusion | None
 
 
 def build_bundle(
@@ -82,7 +84,7 @@ def build_bundle(
     preset: str | None = None,
     max_accuracy_drop: float = 0.005,
     *,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     optimize: bool = True,
     force: bool = False,
     providers: str | list = "cpu",
@@ -104,6 +106,54 @@ def build_bundle(
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
     """
+    s = check_settings(
+        precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
+    )
+    log = log or _stderr
+    out = Path(out_dir)
+    step = Steps(log, total=9)
+    with step("read", f"read checkpoint {ckpt_dir}"):
+        check_target(out, force)
+        ckpt = load_checkpoint(ckpt_dir)
+        _log_checkpoint(ckpt, s, log)
+    with staged_bundle(out, force) as stage:
+        work = stage / "_work"
+        work.mkdir()
+        with step("export", "export ONNX fp32 (classifier, embedder)"):
+            tok, torch_models, raw = export_graphs(ckpt, work, log)
+            input_names = torch_models["classifier"].input_names
+        with step(
+            "optimize", "optimize graphs" if s.optimize else "optimize graphs: skipped (--no-optimize)"
+        ):
+            fp32, fused = optimize_graphs(torch_models, raw, work, s, log)
+        with step("reference", "PyTorch reference and parity with ONNX fp32"):
+            ref = reference(ckpt, torch_models, tok, fp32, s, log)
+            del torch_models
+            gc.collect()
+        with step("convert", f"convert to {s.precision}{f' (preset {s.preset})' if s.preset else ''}"):
+            files, graphs = convert_graphs(stage, raw, fp32, fused, s, log)
+        bundle = _Bundle(stage, ckpt, s, files, ref.embedding_dim, tok, input_names)
+        with step("label_embeddings", "label embeddings with the exported embedder"):
+            r = bundle.first_load()
+        with step("calibrate", "re-calibrate on dev with the exported models"):
+            cal = recalibrate(r, ckpt, s, log)
+        with step("evaluate", "evaluate the bundle and apply the accuracy gate"):
+            metrics = evaluate_bundle(_with(r, cal), ckpt, ref, cal, s, log)
+            metrics["graphs"] = graphs
+        with step("write", "write manifest, verify, move into place"):
+            shutil.rmtree(work)
+            metrics["timings_s"] = dict(step.timings)
+            bundle.write_manifest(cal.threshold, cal.fusion, cal.calibration, plain(metrics))
+            bundle.load()  # the bundle as users will load it: checksums, shapes, probe run
+    log(f"bundle written to {out}")
+    return out
+
+
+# ---- the steps ----------------------------------------------------------------------------------
+def check_settings(
+    precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
+) -> Settings:
+    """The arguments checked and resolved (preset for this CPU, tolerances, the user's fusion)."""
     preset = resolve_precision(precision, preset)
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)):
         raise UsageError(f"max_accuracy_drop must be a number (a fraction), got {max_accuracy_drop!r}")
@@ -114,180 +164,240 @@ def build_bundle(
         user_fusion = fusion_option(fusion)
     except ValueError as e:
         raise UsageError(f"--fusion: {e}") from e
-    log = log or _stderr
-    out = Path(out_dir)
-    step = _Steps(log)
+    return Settings(
+        precision,
+        preset,
+        max_accuracy_drop,
+        batch_size,
+        optimize,
+        providers,
+        threads,
+        atol,
+        fusion,
+        user_fusion,
+    )
 
-    with step("read", f"read checkpoint {ckpt_dir}"):
-        check_target(out, force)
-        ckpt = load_checkpoint(ckpt_dir)
-        info, dev, test, ev = ckpt.info, ckpt.dev, ckpt.test, ckpt.eval_split
-        fixed_fusion = user_fusion or (info.fusion_rule if fusion is None and info.fusion_fixed else None)
-        log(
-            f"      {len(info.labels)} labels, k={info.k}, max_length={info.max_length}, dev {len(dev.texts)}"
-            f"{f', test {len(test.texts)}' if test else ''}; target {precision}{f' ({preset})' if preset else ''}"
+
+def _log_checkpoint(ckpt, s: Settings, log) -> None:
+    info, dev, test = ckpt.info, ckpt.dev, ckpt.test
+    log(
+        f"      {len(info.labels)} labels, k={info.k}, max_length={info.max_length}, dev {len(dev.texts)}"
+        f"{f', test {len(test.texts)}' if test else ''}; target {s.precision}{f' ({s.preset})' if s.preset else ''}"
+    )
+
+
+def export_graphs(ckpt, work: Path, log):
+    """(HF tokenizer, the two traced PyTorch models, {role: raw ONNX fp32 path})."""
+    from . import onnx_export as ox  # torch and transformers: only once the checkpoint looks right
+    from .reference import load_torch_models
+
+    tok, torch_models = load_torch_models(ckpt)
+    raw = {role: work / f"{role}_raw.onnx" for role in MODEL_ROLES}
+    for role, output in (("classifier", "logits"), ("embedder", "embeddings")):
+        ox.export_onnx(torch_models[role], tok, raw[role], output, ckpt.info.max_length)
+    log(f"      inputs {list(torch_models['classifier'].input_names)}")
+    return tok, torch_models, raw
+
+
+def optimize_graphs(torch_models, raw: dict, work: Path, s: Settings, log):
+    """({role: fp32 graph to ship or convert}, {role: the fusions applied}); raw graphs when skipped."""
+    fp32, fused = dict(raw), {role: {} for role in MODEL_ROLES}
+    for role in MODEL_ROLES if s.optimize else ():
+        fp32[role] = work / f"{role}_fp32.onnx"
+        config = torch_models[role].model.config
+        fused[role] = optimize_graph(raw[role], fp32[role], config, use_gpu=s.precision == "fp16")
+        log(f"      {role}: fused {fused[role] or 'nothing'}")
+    return fp32, fused
+
+
+def reference(ckpt, torch_models, tok, fp32: dict, s: Settings, log):
+    from .reference import pytorch_reference
+
+    ref = pytorch_reference(ckpt, torch_models, tok, fp32, s.batch_size, s.threads, s.atol)
+    par = ref.parity
+    log(
+        f"      max |PyTorch - ONNX fp32| on dev: logits {par['logits_max_abs_diff']:.2e} (atol "
+        f"{par['logits_atol']:g}), embeddings {par['embeddings_max_abs_diff']:.2e} (atol {par['embeddings_atol']:g})"
+    )
+    return ref
+
+
+def convert_graphs(stage: Path, raw: dict, fp32: dict, fused: dict, s: Settings, log):
+    """({file role: name in the bundle}, {model role: graph summary}) after converting both models."""
+    files = {role: model_file_name(role, s.precision, s.preset) for role in MODEL_ROLES}
+    graphs = {}
+    for role in MODEL_ROLES:
+        shipped = convert(fp32[role], stage / files[role], s.precision, s.preset)
+        g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
+        if s.precision == "int8" and g["quantized_linear"] == 0:
+            raise ExportError(f"{shipped.name}: int8 quantization left no quantized MatMul in the {role}")
+        int8 = (
+            f", {g['quantized_linear']}/{g['linear_layers']} linear layers int8"
+            if s.precision == "int8"
+            else ""
+        )
+        log(f"      {shipped.name}: {g['size'] / 2**20:.1f} MiB, {g['nodes']} nodes{int8}")
+    files["tokenizer"] = TOKENIZER
+    files["label_embeddings"] = LABEL_EMBEDDINGS
+    return files, graphs
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    fusion: Fusion
+    calibration: dict  # manifest.calibration: {"pytorch": ..., "exported": ...}
+    dev_logits: np.ndarray
+    dev_emb: np.ndarray
+
+
+def recalibrate(r, ckpt, s: Settings, log) -> Calibration:
+    """sigma2_mis and the fusion measured on dev with the exported models."""
+    info, dev = ckpt.info, ckpt.dev
+    fixed = s.user_fusion or (info.fusion_rule if s.fusion_arg is None and info.fusion_fixed else None)
+    dev_logits, dev_cos, dev_emb = r.logits(dev.texts), r.similarities(dev.texts), r.embed(dev.texts)
+    threshold, fusion, table, note = calibrate(
+        dev_logits, dev_cos, dev.gold, info.k, info.threshold, fixed, info.fusion_rule
+    )
+    exported = {
+        "threshold": threshold,
+        "fusion": fusion.to_dict(),
+        "fusion_fixed": fixed is not None,
+        "table": table,
+    }
+    calibration = {
+        "pytorch": _pytorch_calibration(info),
+        "exported": {**exported, **({"note": note} if note else {})},
+    }
+    if note:
+        log(f"      warning: {note}")
+    log(
+        f"      threshold {info.threshold:.4g} -> {threshold:.4g}; fusion {info.fusion_rule.name} -> "
+        f"{fusion.name} ({fusion_reason(fusion, table, fixed, info.fusion_rule)})"
+    )
+    return Calibration(threshold, fusion, calibration, dev_logits, dev_emb)
+
+
+def evaluate_bundle(r, ckpt, ref, cal: Calibration, s: Settings, log) -> dict:
+    """The bundle's reports through Reranker.predict, its agreement with ONNX fp32, and the gate;
+    returns manifest.metrics (without graphs and timings)."""
+    from . import onnx_export as ox
+
+    dev, test, ev = ckpt.dev, ckpt.test, ckpt.eval_split
+    reports, agreement = {}, {"dev": top1_agreement(cal.dev_logits, ref.dev_logits_fp32)}
+    for split in (dev, test) if test else (dev,):
+        predictions = r.predict(split.texts)
+        reports[split.name] = predictions_report(predictions, split.gold)
+        log(f"      bundle on {split.name}:\n" + _indent(format_report(reports[split.name])))
+        if split is test:
+            clf_ids = np.array([p.classifier_label_id for p in predictions])
+            agreement["test"] = top1_agreement(clf_ids, ref.test_logits_fp32)
+    log(f"      PyTorch on {ev.name} (lrsl.json calibration):\n" + _indent(format_report(ref.pytorch)))
+    metrics = {
+        "parity": ref.parity,
+        "shipped_vs_fp32": {
+            "top1_agreement": agreement,
+            "embedding_cosine": cosine_stats(cal.dev_emb, ref.dev_emb_fp32),
+        },
+        "pytorch": {"split": ev.name, **ref.pytorch},
+        "bundle": reports,
+        "export_settings": {
+            "optimize": s.optimize,
+            "opset": ox.OPSET,
+            "batch_size": s.batch_size,
+            "max_accuracy_drop": s.max_accuracy_drop,
+        },
+    }
+    metrics["gate"] = check_gate(
+        ref.pytorch["accuracy_lrsl"],
+        reports[ev.name]["accuracy_lrsl"],
+        s.max_accuracy_drop,
+        ev.name,
+        len(ev.texts),
+    )
+    log(
+        f"      gate passed: drop {100 * metrics['gate']['drop']:.2f} points <= {100 * s.max_accuracy_drop:.2f}"
+    )
+    return metrics
+
+
+# ---- the bundle being built ---------------------------------------------------------------------
+class _Bundle:
+    """The staging directory's manifest and loading, with what every manifest of this export shares."""
+
+    def __init__(self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, tok, input_names):
+        self.stage, self.info, self.s, self.files = stage, ckpt.info, s, files
+        self.tokenizer_file, self.embedding_dim, self.created_at = (
+            ckpt.tokenizer_file,
+            embedding_dim,
+            utc_now(),
+        )
+        self.tokenizer = TokenizerSettings(
+            self.info.max_length, int(tok.pad_token_id), str(tok.pad_token), input_names
         )
 
+    def write_manifest(self, threshold: float, fusion: Fusion, calibration: dict, metrics: dict) -> None:
+        info = self.info
+        write_bundle_manifest(
+            self.stage,
+            labels=info.labels,
+            label_texts=info.label_texts,
+            k=info.k,
+            threshold=threshold,
+            fusion=fusion,
+            tokenizer=self.tokenizer,
+            precision=self.s.precision,
+            preset=self.s.preset,
+            embedding_dim=self.embedding_dim,
+            files=self.files,
+            calibration=calibration,
+            metrics=metrics,
+            created_at=self.created_at,
+        )
+
+    def load(self):
+        from lrsl_rt import Reranker
+
+        s = self.s
+        return Reranker.from_bundle(
+            self.stage, providers=s.providers, threads=s.threads, batch_size=s.batch_size
+        )
+
+    def first_load(self):
+        """Copy the tokenizer, load the bundle with placeholder label embeddings and a provisional
+        manifest (the PyTorch calibration), embed the label texts with the exported embedder, save
+        them; returns a Reranker on those sessions with the real label embeddings."""
+        info = self.info
+        shutil.copyfile(self.tokenizer_file, self.stage / TOKENIZER)
+        placeholder = placeholder_label_embeddings(len(info.labels), self.embedding_dim)
+        save_label_embeddings(self.stage / LABEL_EMBEDDINGS, placeholder)
+        self.write_manifest(info.threshold, info.fusion_rule, {"pytorch": _pytorch_calibration(info)}, {})
+        r = self.load()
+        label_emb = save_label_embeddings(self.stage / LABEL_EMBEDDINGS, r.embed(list(info.label_texts)))
+        return _replace(r, label_embeddings=np.load(label_emb, allow_pickle=False))
+
+
+def _with(r, cal: Calibration):
+    """``r`` with the re-calibrated threshold and fusion (the sessions are reused)."""
+    return _replace(r, manifest=replace(r.manifest, threshold=float(cal.threshold), fusion=cal.fusion))
+
+
+def _replace(r, manifest=None, label_embeddings=None):
     from lrsl_rt import Reranker
 
-    from . import onnx_export as ox  # torch and transformers: only once the checkpoint looks right
-    from .reference import load_torch_models, pytorch_reference
+    return Reranker(
+        manifest or r.manifest,
+        r.tokenizer,
+        r.classifier,
+        r.embedder,
+        r.label_embeddings if label_embeddings is None else label_embeddings,
+        batch_size=r.batch_size,
+        bundle_dir=r.bundle_dir,
+    )
 
-    with staged_bundle(out, force) as stage:
-        work = stage / "_work"
-        work.mkdir()
-        with step("export", "export ONNX fp32 (classifier, embedder)"):
-            tok, torch_models = load_torch_models(ckpt)
-            names = torch_models["classifier"].input_names
-            raw = {role: work / f"{role}_raw.onnx" for role in MODEL_ROLES}
-            for role, output in (("classifier", "logits"), ("embedder", "embeddings")):
-                ox.export_onnx(torch_models[role], tok, raw[role], output, info.max_length)
-            log(f"      inputs {list(names)}")
 
-        fp32, fused = dict(raw), {role: {} for role in MODEL_ROLES}
-        with step("optimize", "optimize graphs" if optimize else "optimize graphs: skipped (--no-optimize)"):
-            for role in MODEL_ROLES if optimize else ():
-                fp32[role] = work / f"{role}_fp32.onnx"
-                config = torch_models[role].model.config
-                fused[role] = optimize_graph(raw[role], fp32[role], config, use_gpu=precision == "fp16")
-                log(f"      {role}: fused {fused[role] or 'nothing'}")
-
-        with step("reference", "PyTorch reference and parity with ONNX fp32"):
-            ref = pytorch_reference(ckpt, torch_models, tok, fp32, batch_size, threads, atol)
-            par = ref.parity
-            log(
-                f"      max |PyTorch - ONNX fp32| on dev: logits {par['logits_max_abs_diff']:.2e} (atol "
-                f"{par['logits_atol']:g}), embeddings {par['embeddings_max_abs_diff']:.2e} (atol {par['embeddings_atol']:g})"
-            )
-            del torch_models
-            gc.collect()
-
-        files = {role: model_file_name(role, precision, preset) for role in MODEL_ROLES}
-        graphs = {}
-        with step("convert", f"convert to {precision}{f' (preset {preset})' if preset else ''}"):
-            for role in MODEL_ROLES:
-                shipped = convert(fp32[role], stage / files[role], precision, preset)
-                g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
-                if precision == "int8" and g["quantized_linear"] == 0:
-                    raise ExportError(
-                        f"{shipped.name}: int8 quantization left no quantized MatMul in the {role}"
-                    )
-                int8 = (
-                    f", {g['quantized_linear']}/{g['linear_layers']} linear layers int8"
-                    if precision == "int8"
-                    else ""
-                )
-                log(f"      {shipped.name}: {g['size'] / 2**20:.1f} MiB, {g['nodes']} nodes{int8}")
-
-        files["tokenizer"] = TOKENIZER
-        files["label_embeddings"] = LABEL_EMBEDDINGS
-        created_at = utc_now()
-        pytorch_cal = {"threshold": info.threshold, "fusion": info.fusion_rule.to_dict()}
-
-        def manifest(threshold, fusion, calibration, metrics):
-            return write_bundle_manifest(
-                stage,
-                labels=info.labels,
-                label_texts=info.label_texts,
-                k=info.k,
-                threshold=threshold,
-                fusion=fusion,
-                tokenizer=TokenizerSettings(
-                    info.max_length, int(tok.pad_token_id), str(tok.pad_token), names
-                ),
-                precision=precision,
-                preset=preset,
-                embedding_dim=ref.embedding_dim,
-                files=files,
-                calibration=calibration,
-                metrics=metrics,
-                created_at=created_at,
-            )
-
-        def load():
-            return Reranker.from_bundle(stage, providers=providers, threads=threads, batch_size=batch_size)
-
-        with step("label_embeddings", "label embeddings with the exported embedder"):
-            shutil.copyfile(ckpt.tokenizer_file, stage / TOKENIZER)
-            save_label_embeddings(
-                stage / LABEL_EMBEDDINGS, placeholder_label_embeddings(len(info.labels), ref.embedding_dim)
-            )
-            manifest(info.threshold, info.fusion_rule, {"pytorch": pytorch_cal}, {})
-            label_emb = load().embed(list(info.label_texts))
-            save_label_embeddings(stage / LABEL_EMBEDDINGS, label_emb)
-
-        with step("calibrate", "re-calibrate on dev with the exported models"):
-            manifest(info.threshold, info.fusion_rule, {"pytorch": pytorch_cal}, {})
-            r = load()
-            dev_logits, dev_cos, dev_emb = r.logits(dev.texts), r.similarities(dev.texts), r.embed(dev.texts)
-            threshold, fusion, table, note = calibrate(
-                dev_logits, dev_cos, dev.gold, info.k, info.threshold, fixed_fusion, info.fusion_rule
-            )
-            exported = {
-                "threshold": threshold,
-                "fusion": fusion.to_dict(),
-                "fusion_fixed": fixed_fusion is not None,
-                "table": table,
-            }
-            calibration = {
-                "pytorch": pytorch_cal,
-                "exported": {**exported, **({"note": note} if note else {})},
-            }
-            if note:
-                log(f"      warning: {note}")
-            log(
-                f"      threshold {info.threshold:.4g} -> {threshold:.4g}; fusion {info.fusion_rule.name} -> "
-                f"{fusion.name} ({fusion_reason(fusion, table, fixed_fusion, info.fusion_rule)})"
-            )
-
-        with step("evaluate", "evaluate the bundle and apply the accuracy gate"):
-            manifest(threshold, fusion, calibration, {})
-            r = load()
-            reports, agreement = {}, {"dev": top1_agreement(dev_logits, ref.dev_logits_fp32)}
-            for split in (dev, test) if test else (dev,):
-                predictions = r.predict(split.texts)
-                reports[split.name] = predictions_report(predictions, split.gold)
-                log(f"      bundle on {split.name}:\n" + _indent(format_report(reports[split.name])))
-                if split is test:
-                    clf_ids = np.array([p.classifier_label_id for p in predictions])
-                    agreement["test"] = top1_agreement(clf_ids, ref.test_logits_fp32)
-            log(
-                f"      PyTorch on {ev.name} (lrsl.json calibration):\n" + _indent(format_report(ref.pytorch))
-            )
-            metrics = {
-                "parity": ref.parity,
-                "shipped_vs_fp32": {
-                    "top1_agreement": agreement,
-                    "embedding_cosine": cosine_stats(dev_emb, ref.dev_emb_fp32),
-                },
-                "pytorch": {"split": ev.name, **ref.pytorch},
-                "bundle": reports,
-                "graphs": graphs,
-                "export_settings": {
-                    "optimize": optimize,
-                    "opset": ox.OPSET,
-                    "batch_size": batch_size,
-                    "max_accuracy_drop": max_accuracy_drop,
-                },
-            }
-            metrics["gate"] = check_gate(
-                ref.pytorch["accuracy_lrsl"],
-                reports[ev.name]["accuracy_lrsl"],
-                max_accuracy_drop,
-                ev.name,
-                len(ev.texts),
-            )
-            log(
-                f"      gate passed: drop {100 * metrics['gate']['drop']:.2f} points <= {100 * max_accuracy_drop:.2f}"
-            )
-
-        with step("write", "write manifest, verify, move into place"):
-            shutil.rmtree(work)
-            metrics["timings_s"] = dict(step.timings)
-            manifest(threshold, fusion, calibration, plain(metrics))
-            load()  # the bundle as users will load it: checksums, shapes, probe run
-    log(f"bundle written to {out}")
-    return out
+def _pytorch_calibration(info) -> dict:
+    return {"threshold": info.threshold, "fusion": info.fusion_rule.to_dict()}
 
 
 def _indent(text: str, pad: str = "        ") -> str:
