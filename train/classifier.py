@@ -1,7 +1,7 @@
 """Classifier fine-tuning and inference (PyTorch).
 
 AdamW with linear warmup and linear decay, dynamic padding (each batch padded to its own longest
-text, not to max_length: Banking77 texts are ~15 tokens, so this is most of the speed on a CPU),
+text, not to max_length: short texts such as Banking77's then cost little on a CPU),
 length-grouped training batches (:func:`grouped_batches`), early stopping on dev accuracy with the best
 epoch's weights restored, everything seeded.
 """
@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import ClassifierConfig
-
-
-def progress(iterable, **kw):
-    """A tqdm bar: live on a terminal, one line every 30 s in a log file."""
-    return tqdm(iterable, mininterval=0.5 if sys.stderr.isatty() else 30, leave=False, **kw)
+from .loop import Optimizer, progress
 
 
 def seed_everything(seed: int) -> None:
@@ -112,13 +106,8 @@ def train_classifier(
         },
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_texts) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_ratio * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    total = math.ceil(len(train_texts) / cfg.batch_size) * cfg.epochs
+    optimizer = Optimizer(model, groups, cfg.lr, total, cfg.warmup_ratio)
     gen = np.random.default_rng(cfg.seed)
     lengths = token_lengths(tokenizer, train_texts, cfg.max_length)
     history, best_acc, best_state, bad = [], -1.0, None, 0
@@ -126,27 +115,18 @@ def train_classifier(
         model.train()
         t0 = time.perf_counter()
         batches = grouped_batches(lengths, cfg.batch_size, cfg.group_size, gen)
-        bar = progress(
+        train_loss = optimizer.epoch(
             _batches(tokenizer, train_texts, cfg.max_length, batches),
-            total=len(batches),
-            desc=f"classifier epoch {epoch}/{cfg.epochs}",
+            lambda b: torch.nn.functional.cross_entropy(model(**b[1]).logits, train_y_t[b[0]]),
+            len(batches),
+            f"classifier epoch {epoch}/{cfg.epochs}",
         )
-        loss_sum = 0.0
-        for step, (idx, enc) in enumerate(bar, 1):
-            loss = torch.nn.functional.cross_entropy(model(**enc).logits, train_y_t[idx])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum += loss.item()
-            bar.set_postfix(loss=f"{loss_sum / step:.4f}", refresh=False)
         dev_acc = float(
             np.mean(predict_logits(model, tokenizer, dev_texts, cfg.max_length).argmax(1) == dev_y)
         )
         rec = {
             "epoch": epoch,
-            "train_loss": loss_sum / len(batches),
+            "train_loss": train_loss,
             "dev_accuracy": dev_acc,
             "seconds": time.perf_counter() - t0,
         }

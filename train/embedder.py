@@ -19,8 +19,8 @@ import torch
 
 from lrsl_rt.gate import topk_indices
 
-from .classifier import progress
 from .config import EmbedderConfig
+from .loop import Optimizer
 
 
 def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
@@ -85,36 +85,25 @@ def train_embedder(model, triplets, label_texts, cfg: EmbedderConfig, log=print)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     loss_fn = MultipleNegativesRankingLoss(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     plans = [distinct_label_batches(triplets, cfg.batch_size, rng, cfg.group_size) for _ in range(cfg.epochs)]
-    total = sum(len(p) for p in plans)
-    warmup = max(1, int(cfg.warmup_ratio * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
-    )
+    optimizer = Optimizer(model, model.parameters(), cfg.lr, sum(len(p) for p in plans), cfg.warmup_ratio)
+
+    def loss_of(batch):
+        cols = (
+            [triplets[i][0] for i in batch],
+            [label_texts[triplets[i][1]] for i in batch],
+            [label_texts[triplets[i][2]] for i in batch],
+        )
+        return loss_fn([model.tokenize(list(c)) for c in cols], torch.empty(0))
+
     history = []
     model.train()
     for epoch, plan in enumerate(plans, 1):
-        t0, loss_sum = time.perf_counter(), 0.0
-        bar = progress(plan, desc=f"embedder epoch {epoch}/{cfg.epochs}")
-        for step, batch in enumerate(bar, 1):
-            cols = (
-                [triplets[i][0] for i in batch],
-                [label_texts[triplets[i][1]] for i in batch],
-                [label_texts[triplets[i][2]] for i in batch],
-            )
-            features = [model.tokenize(list(c)) for c in cols]
-            loss = loss_fn(features, torch.empty(0))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            loss_sum += loss.item()
-            bar.set_postfix(loss=f"{loss_sum / step:.4f}", refresh=False)
+        t0 = time.perf_counter()
+        train_loss = optimizer.epoch(plan, loss_of, len(plan), f"embedder epoch {epoch}/{cfg.epochs}")
         rec = {
             "epoch": epoch,
-            "train_loss": loss_sum / len(plan),
+            "train_loss": train_loss,
             "batches": len(plan),
             "seconds": time.perf_counter() - t0,
         }
