@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lrsl_rt.fusion import Fusion
 
+from .data import read_json_object
 from .errors import CheckpointError
 
 CHECKPOINT_FORMAT = "lrsl-checkpoint"
@@ -58,12 +59,7 @@ def read_info(ckpt_dir: str | Path) -> CheckpointInfo:
     path = Path(ckpt_dir) / "lrsl.json"
     if not path.is_file():
         raise CheckpointError(f"{path}: not found; is {ckpt_dir} a checkpoint written by `python -m train`?")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: cannot read it as JSON: {e}") from e
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(d).__name__}")
+    d = read_json_object(path, "a JSON object", CheckpointError)
     if d.get("format") != CHECKPOINT_FORMAT or d.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path}: expected format {CHECKPOINT_FORMAT!r} version {CHECKPOINT_VERSION}, "

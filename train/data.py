@@ -153,6 +153,17 @@ def stratified_split(split: Split, frac: float, seed: int) -> tuple[Split, Split
     return take(False), take(True)
 
 
+def read_json_object(path: Path, what: str, error: type[Exception]) -> dict:
+    """The JSON object in ``path``; ``error`` naming the file when it cannot be read or is not ``what``."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path}: cannot read it as JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise error(f"{path}: expected {what}, got {type(d).__name__}")
+    return d
+
+
 def readable(label: str) -> str:
     """Default label text: ``card_arrival`` -> ``card arrival``."""
     return " ".join(label.replace("_", " ").replace("-", " ").split())
@@ -163,12 +174,7 @@ def label_texts(labels: list[str], descriptions: str | Path | None) -> list[str]
     if descriptions is None:
         return [readable(y) for y in labels]
     path = Path(descriptions)
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: cannot read label descriptions: {e}") from e
-    if not isinstance(d, dict):
-        raise DataError(f"{path}: expected a JSON object mapping label -> description")
+    d = read_json_object(path, "a JSON object mapping label -> description", DataError)
     missing, extra = sorted(set(labels) - set(d)), sorted(set(d) - set(labels))
     if missing or extra:
         raise DataError(f"{path}: labels missing from the file: {missing}; labels not in train: {extra}")
