@@ -16,7 +16,7 @@ Method:
   after each run, so contenders timed in one process steal cores from each other. This script
   re-invokes itself (hidden ``--worker NAME``) for each contender; the worker prints JSON.
 - Rounds: A B C A B C ... ``--repeats`` times (default 3); every figure is the median of the rounds
-  with its min-max range (batch-1 timings vary up to 2x on a shared VM).
+  with its min-max range (batch-1 timings vary on a shared machine).
 - One thread budget: ``--threads N`` (default: the usable CPUs) is torch.set_num_threads, ONNX
   Runtime's intra-op threads and OMP_NUM_THREADS for every contender; the tokenizers' own thread pool
   is off (TOKENIZERS_PARALLELISM=false). Thread spinning is each library's default unless

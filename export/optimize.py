@@ -21,8 +21,7 @@
   arm64         QInt8 (U8S8)  False         NEON/SDOT kernels
   ============  ============  ============  =====================================================
 
-  Banking77 int8 bundle on a 2-core AVX2 VM (README, *int8 variants*): ``avx2_s8rr`` ran 260-278
-  q/s at 32 texts per call against 229-241 for ``avx2``, at the same LRSL accuracy within one text.
+  ``avx2_s8rr`` against ``avx2`` in speed and accuracy: docs/results/ (``benchmarks/int8_variants.py``).
 
   ``DefaultTensorType=FLOAT`` lets the quantizer type the outputs of the fused com.microsoft ops,
   which ONNX shape inference cannot.

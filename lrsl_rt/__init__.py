@@ -6,8 +6,8 @@
 'card_arrival'
 
 ``Reranker``, ``Prediction``, ``Fusion`` and ``decide`` (the LRSL rule, :mod:`lrsl_rt.rule`) are
-imported on first use (PEP 562), so ``import lrsl_rt``
-and ``lrsl-rt --help`` load neither numpy nor onnxruntime. Importing has no side effects.
+imported on first use (PEP 562), so ``import lrsl_rt`` and ``lrsl-rt --help`` load neither numpy
+nor onnxruntime. Importing has no side effects.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ def choose_fusion(
 ) -> tuple[Fusion, list[dict]]:
     """The fusion to ship, and the table of every candidate on these samples.
 
-    A dev split has few hard samples (about 100 on Banking77), and among 24 candidates the best one
-    on dev is often best by luck: on Banking77 the dev ranking did not predict the test ranking.
+    A dev split has few hard samples, and among 24 candidates the best one on dev is often best by
+    luck (a dev ranking need not predict the test ranking; docs/results/).
     So ``incumbent`` (the paper's ``logits*cos^2`` in training, the PyTorch choice in export) stays
     unless a candidate beats it significantly: paired on the same samples, with ``b`` samples only
     the candidate gets right and ``w`` only the incumbent gets right, McNemar's
