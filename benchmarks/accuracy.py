@@ -34,24 +34,26 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 from lrsl_rt.errors import LrslError  # noqa: E402
 from lrsl_rt.metrics import lrsl_report  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="training checkpoint (python -m train)"
     )
     p.add_argument("--bundle", required=True, metavar="DIR", help="the int8 bundle")
     p.add_argument("--bundle-fp32", metavar="DIR", help="the fp32 bundle")
     p.add_argument("--split", choices=("test", "dev"), default="test", help="CKPT/<split>.jsonl")
-    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (None: theirs)")
+    p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: theirs)")
     p.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="bundle batch size (the export's default)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="bundle batch size; the export evaluates with the same",
     )
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     return p.parse_args(argv)

@@ -34,6 +34,7 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
 
 DEFAULT_VARIANTS = "fused_u8u8,fused_s8rr,fused_s8,raw_u8u8,raw_s8rr,fused_u8u8_ffn2,fused_s8rr_ffn2"
@@ -96,20 +97,37 @@ def batch1_ms(session, tok, names, texts: list[str], max_length: int) -> float:
     return 1000 * float(np.median(times))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+def agreement_rows(logits: dict, ref: dict, splits: dict) -> dict:
+    """Per split: top-1 agreement of a variant's logits with fp32's labels ``ref``, and accuracies."""
+    rows = {}
+    for s, (texts, gold) in splits.items():
+        pred = logits[s].argmax(1)
+        rows[s] = {
+            "n": len(texts),
+            "agreement": float(np.mean(pred == ref[s])),
+            "differ": int(np.sum(pred != ref[s])),
+            "accuracy": float(np.mean(pred == gold)),
+            "fp32_accuracy": float(np.mean(ref[s] == gold)),
+        }
+    return rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per model call")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (None: one per core)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     p.add_argument(
         "--speed-texts", type=int, default=300, help="texts for the batch-1 timing (evenly spaced over test)"
     )
-    p.add_argument("--work", help="folder for the graphs (None: CKPT/../int8_variants)")
+    p.add_argument("--work", help="folder for the graphs (default: CKPT/../int8_variants)")
     p.add_argument("--out", help="write the results as JSON")
-    a = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
 
     from export.onnx_export import export_onnx, load_classifier, load_tokenizer
     from export.optimize import optimize_graph
@@ -167,15 +185,7 @@ def main(argv=None) -> int:
         path = quantize(fp32[g], work / f"{v}.onnx", weights, keep_ffn2)
         row = {"variant": v, "size": path.stat().st_size}
         logits, row["speed"] = run_all(path)
-        for s, (texts, gold) in splits.items():
-            pred = logits[s].argmax(1)
-            row[s] = {
-                "n": len(texts),
-                "agreement": float(np.mean(pred == ref[s])),
-                "differ": int(np.sum(pred != ref[s])),
-                "accuracy": float(np.mean(pred == gold)),
-                "fp32_accuracy": float(np.mean(ref[s] == gold)),
-            }
+        row.update(agreement_rows(logits, ref, splits))
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         cells = [

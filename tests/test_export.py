@@ -455,3 +455,15 @@ def test_cli_exit_codes(tmp_path):
     r = _cli(str(tmp_path / "no_ckpt"), str(tmp_path / "b"))
     assert r.returncode == 1 and "checkpoint directory not found" in r.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_flags_match_the_runtime_and_help_shows_defaults():
+    """--provider as in lrsl-rt (the old --providers still parses); --help names every default."""
+    from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+
+    args = export_main.parser().parse_args(["ckpt", "out"])
+    assert args.provider == "cpu" and args.batch_size == DEFAULT_BATCH_SIZE
+    assert export_main.parser().parse_args(["ckpt", "out", "--providers", "cuda"]).provider == "cuda"
+    text = " ".join(export_main.parser().format_help().split())
+    assert f"(default: {DEFAULT_BATCH_SIZE})" in text and "(default: cpu)" in text
+    assert "--providers" not in text

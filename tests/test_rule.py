@@ -75,3 +75,14 @@ def test_decide_is_argmax_outside_the_gate_and_the_fusion_inside(logits, cos, th
     np.testing.assert_array_equal(d.labels[~hard], np.argmax(logits[~hard], axis=1))
     if hard.any():
         np.testing.assert_array_equal(d.labels[hard], rerank(logits[hard], cos[hard], fusion, 3))
+
+
+def test_the_docstring_examples_hold():
+    """The worked examples in the docstrings of the rule and the shared command-line helpers."""
+    import doctest
+
+    from lrsl_rt import command, progress, rule
+
+    for module in (rule, command, progress):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
