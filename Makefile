@@ -6,7 +6,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format bundle bench accuracy clean
+.PHONY: install demo test lint format bundle bench accuracy results clean
+RECORD := $(PY) benchmarks/run_record.py
 
 install:
 	@bash scripts/install.sh
@@ -27,19 +28,20 @@ lint:
 format:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-## Full-quality Banking77 checkpoint and int8 bundle (2 cores: 28 min with AVX-512, 54 with AVX2 only).
+## Full-quality Banking77 checkpoint and int8 bundle; each step's command and machine are recorded
+## beside its output (CKPT.run.json, BUNDLE.run.json) for `make results`.
 bundle: install
-	$(PY) -m train --dataset banking77 --threads 2 --out $(ART)/checkpoint
-	$(PY) -m export $(ART)/checkpoint $(ART)/bundle --precision int8 --force
+	$(RECORD) --out $(ART)/checkpoint.run.json -- $(PY) -m train --dataset banking77 --threads 2 --out $(ART)/checkpoint
+	$(RECORD) --out $(ART)/bundle.run.json -- $(PY) -m export $(ART)/checkpoint $(ART)/bundle --precision int8 --force
 
 $(ART)/checkpoint/lrsl.json:
 	@echo "no training checkpoint at $(ART)/checkpoint: run \`make bundle\` first" >&2; exit 1
 
 ## The fp32 bundle is the second row of the benchmarks (built from the same checkpoint when missing).
 $(ART)/bundle-fp32/manifest.json: $(ART)/checkpoint/lrsl.json
-	$(PY) -m export $(ART)/checkpoint $(ART)/bundle-fp32 --precision fp32 --force
+	$(RECORD) --out $(ART)/bundle-fp32.run.json -- $(PY) -m export $(ART)/checkpoint $(ART)/bundle-fp32 --precision fp32 --force
 
-## Latency/throughput and accuracy tables of the README (needs `make bundle` first).
+## Latency/throughput and accuracy tables (needs `make bundle` first); `make results` turns them into docs/results/.
 bench: install $(ART)/bundle-fp32/manifest.json
 	$(PY) benchmarks/latency.py --bundle $(ART)/bundle --bundle-fp32 $(ART)/bundle-fp32 \
 		--checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/latency.json
@@ -47,6 +49,10 @@ bench: install $(ART)/bundle-fp32/manifest.json
 accuracy: install $(ART)/bundle-fp32/manifest.json
 	$(PY) benchmarks/accuracy.py --checkpoint $(ART)/checkpoint --bundle $(ART)/bundle \
 		--bundle-fp32 $(ART)/bundle-fp32 --threads 2 --out $(ART)/accuracy.json
+
+## docs/results/: one dated page per result JSON under artifacts/ (training, export, bench, accuracy) and the index.
+results: install
+	$(PY) benchmarks/results_doc.py artifacts --out docs/results
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -178,7 +178,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from benchmarks.run_record import finish_record, run_record
+
     args = parse_args(argv)
+    run = run_record()
     ckpt = Path(args.checkpoint)
     try:
         info, texts, gold = load_split(ckpt, args.split)
@@ -203,6 +206,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "recorded": recorded_results(ckpt, args.split),
     }
+    result["run"] = finish_record(run, 0)
     print(markdown(result))
     if args.out:
         out = Path(args.out)

@@ -129,11 +129,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse_args(argv)
 
+    from benchmarks.run_record import finish_record, run_record
     from export.onnx_export import export_onnx, load_classifier, load_tokenizer
     from export.optimize import optimize_graph
     from lrsl_rt.session import OnnxSession
     from train.checkpoint import read_info, read_jsonl
 
+    run = run_record()
     ckpt = Path(a.checkpoint)
     info = read_info(ckpt)
     work = Path(a.work) if a.work else ckpt.parent / "int8_variants"
@@ -196,6 +198,7 @@ def main(argv=None) -> int:
         print(f"{v:18s} " + " | ".join(cells), flush=True)
     if a.out:
         result = {"checkpoint": str(ckpt), "threads": a.threads, "fp32_speed": fp32_speed, "rows": rows}
+        result["run"] = finish_record(run, 0)
         Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

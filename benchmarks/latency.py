@@ -68,6 +68,7 @@ from benchmarks.common import (  # noqa: E402
 )
 from benchmarks.contenders import DESCRIPTIONS  # noqa: E402
 from benchmarks.machine import cpu_info, versions  # noqa: E402
+from benchmarks.run_record import finish_record, run_record  # noqa: E402
 from benchmarks.startup import startup  # noqa: E402
 from benchmarks.summary import mac_utilisation, summarize, token_lengths  # noqa: E402
 from lrsl_rt.errors import LrslError  # noqa: E402
@@ -273,6 +274,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    run = run_record()
     try:
         data = subsample(read_texts(args.texts or DEFAULT_TEXTS), args.n_texts)
         names, skipped, settings = make_plan(args, log)
@@ -315,6 +317,7 @@ def main(argv=None) -> int:
         ),
     }
     print(report.markdown(result))
+    result["run"] = finish_record(run, 1 if errors else 0)
     write_outputs(args, result, log)
     return 1 if errors else 0
 

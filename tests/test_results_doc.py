@@ -1,0 +1,193 @@
+"""benchmarks/results_doc.py on the JSON that real runs write: tiny training, export, accuracy, latency.
+
+The tiny runs go through the same commands as ``make bundle``, ``make accuracy`` and ``make bench``
+(training and export wrapped by ``benchmarks/run_record.py``), into an ``artifacts`` folder that also
+holds the checkpoint's model configs and tokenizer JSON, which the generator must skip. The pages are
+checked for what the JSON says -- command, CPU, versions, figures -- never for speed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from benchmarks.machine import cpu_info, int8_isa
+from benchmarks.results_doc import cpu_slug, write_index
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+def _run(*cmd, ok=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(map(str, cmd)), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, (
+            f"{cmd[:3]} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def _jsonl(path, xs, ys):
+    path.write_text("".join(json.dumps({"text": x, "label": y}) + "\n" for x, y in zip(xs, ys, strict=True)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tiny_base, tiny_data):
+    """An artifacts folder as the make targets leave it, from tiny models."""
+    art = tmp_path_factory.mktemp("artifacts") / "tiny"
+    data = art.parent / "data"
+    data.mkdir()
+    files = {
+        n: _jsonl(data / f"{n}.jsonl", *xy) for n, xy in zip(("train", "dev", "test"), tiny_data, strict=True)
+    }
+    py, record = sys.executable, ROOT / "benchmarks" / "run_record.py"
+    _run(py, record, "--out", art / "checkpoint.run.json", "--",
+         py, "-m", "train", "--train", files["train"], "--dev", files["dev"], "--test", files["test"],
+         "--classifier-model", tiny_base, "--embedder-model", tiny_base, "--epochs", "1", "--embedder-epochs", "1",
+         "--lr", "5e-3", "--embedder-lr", "1e-3", "--batch-size", "8", "--embedder-batch-size", "4",
+         "--max-length", "32", "--seed", "3", "--threads", "1", "--out", art / "checkpoint")  # fmt: skip
+    _run(py, record, "--out", art / "bundle.run.json", "--",
+         py, "-m", "export", art / "checkpoint", art / "bundle", "--precision", "fp32",
+         "--max-accuracy-drop", "100")  # fmt: skip
+    _run(py, ROOT / "benchmarks" / "accuracy.py", "--checkpoint", art / "checkpoint", "--bundle", art / "bundle",
+         "--threads", "1", "--out", art / "accuracy.json")  # fmt: skip
+    _run(py, ROOT / "benchmarks" / "latency.py", "--quick", "--bundle", art / "bundle", "--contenders", "lrsl_int8",
+         "--texts", files["test"], "--threads", "1", "--batch-sizes", "1,4", "--startup-runs", "1",
+         "--out", art / "latency.json")  # fmt: skip
+    generic = {"kind": "Serve", "title": "HTTP serving", "run": json.loads((art / "bundle.run.json").read_text())["run"],
+               "tables": [{"title": "Load test", "header": ["clients", "q/s"], "rows": [[4, 123.4]], "note": "n1"},
+                          {"title": "Status codes", "rows": [{"code": 200, "count": 7}]}]}  # fmt: skip
+    (art / "serve.json").write_text(json.dumps(generic))
+    return art
+
+
+@pytest.fixture(scope="module")
+def pages(artifacts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("docs") / "results"
+    proc = _run(sys.executable, ROOT / "benchmarks" / "results_doc.py", artifacts.parent, "--out", out)
+    return out, proc
+
+
+def _page(out, kind: str) -> str:
+    found = sorted(out.glob(f"*-{kind}.md"))
+    assert len(found) == 1, (kind, sorted(p.name for p in out.iterdir()))
+    return found[0].read_text()
+
+
+def test_one_page_per_result_named_by_date_cpu_and_kind(pages, artifacts):
+    out, proc = pages
+    slug = cpu_slug(cpu_info())
+    started = json.loads((artifacts / "latency.json").read_text())["run"]["started_at"][:10]
+    names = sorted(p.name for p in out.glob("*.md"))
+    kinds = ("accuracy", "export-fp32", "latency", "serve", "training")
+    assert names == sorted(["README.md", *(f"{started}-{slug}-{k}.md" for k in kinds)]), names
+    assert "other JSON file(s) (configs, tokenizers) skipped" in proc.stderr
+
+
+def test_pages_name_command_machine_flags_and_versions(pages, artifacts):
+    out, _ = pages
+    cpu = cpu_info()
+    flags = " ".join(f for f, on in cpu["int8_flags"].items() if on)
+    for kind, command in (("training", "-m train --train"), ("export-fp32", "-m export"),
+                          ("accuracy", "python benchmarks/accuracy.py --checkpoint"),
+                          ("latency", "python benchmarks/latency.py --quick")):  # fmt: skip
+        text = _page(out, kind)
+        assert text.startswith("<!-- generated by benchmarks/results_doc.py"), kind
+        assert command in text and cpu["model"] in text and int8_isa(cpu)[0] in text, kind
+        assert (f"| int8 CPU flags | {flags} |" if flags else "| int8 CPU flags | none of") in text, kind
+        assert "not recorded" not in text, kind
+    assert "onnxruntime " in _page(out, "latency") and "torch " in _page(out, "training")
+
+
+def test_tables_carry_the_json_figures(pages, artifacts):
+    out, _ = pages
+    metrics = json.loads((artifacts / "checkpoint" / "metrics.json").read_text())
+    test = metrics["results"]["test"]
+    training = _page(out, "training")
+    assert (
+        f"| test | {test['n']} | {100 * test['accuracy_classifier']:.2f}% | {100 * test['accuracy_lrsl']:.2f}% |"
+        in training
+    )
+    assert f"| threshold (sigma2_mis) | {metrics['threshold']:.4g} |" in training
+    manifest = json.loads((artifacts / "bundle" / "manifest.json").read_text())
+    bundle_test = manifest["metrics"]["bundle"]["test"]
+    assert (
+        f"| bundle (test) | {bundle_test['n']} | {100 * bundle_test['accuracy_classifier']:.2f}% |"
+        in _page(out, "export-fp32")
+    )
+    acc = json.loads((artifacts / "accuracy.json").read_text())
+    assert f"| pytorch | {acc['rows']['pytorch']['threshold']:.4g} |" in _page(out, "accuracy")
+    lat = json.loads((artifacts / "latency.json").read_text())
+    from benchmarks.latency_report import num
+
+    p50 = lat["contenders"]["lrsl_int8"]["summary"]["b1_p50_ms"]["median"]
+    assert f"| lrsl_int8 | {num(p50)}" in _page(out, "latency")
+    serve = _page(out, "serve")
+    assert (
+        "## Load test" in serve
+        and "| 4 | 123.4 |" in serve
+        and "| code | count |" in serve
+        and "| 200 | 7 |" in serve
+    )
+
+
+def test_index_lists_pages_newest_first_and_keeps_older_ones(pages, tmp_path):
+    out, _ = pages
+    old = out / "2020-01-02-some-cpu-latency.md"
+    old.write_text("# An older run\n")
+    try:
+        index = write_index(out).read_text()
+    finally:
+        old.unlink()
+        write_index(out)
+    links = [ln for ln in index.splitlines() if ln.startswith("| 20")]
+    assert len(links) == 6 and links[-1].startswith(
+        "| 2020-01-02 | [An older run](2020-01-02-some-cpu-latency.md) | recorded by hand |"
+    )
+    assert all("| generated |" in ln for ln in links[:-1])
+
+
+def test_regenerating_is_byte_for_byte_and_a_new_run_gets_its_own_page(pages, artifacts, tmp_path):
+    out, _ = pages
+    before = {p.name: p.read_bytes() for p in out.glob("*.md")}
+    _run(sys.executable, ROOT / "benchmarks" / "results_doc.py", artifacts.parent, "--out", out)
+    assert {p.name: p.read_bytes() for p in out.glob("*.md")} == before
+    lat = json.loads((artifacts / "latency.json").read_text())
+    lat["run"]["started_at"] = lat["run"]["started_at"][:11] + "23:59:58Z"
+    later = tmp_path / "latency.json"
+    later.write_text(json.dumps(lat))
+    _run(sys.executable, ROOT / "benchmarks" / "results_doc.py", later, "--out", out)
+    assert len(list(out.glob("*-latency-235958.md"))) == 1 and len(list(out.glob("*-latency.md"))) == 1
+
+
+def test_bad_paths_are_refused_with_the_file_named(tmp_path, pages):
+    out, _ = pages
+    config = tmp_path / "config.json"
+    config.write_text('{"hidden_size": 8}')
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"contenders": ')
+    for path, words in (
+        (config, "not a result JSON"),
+        (broken, "cannot read it as JSON"),
+        (tmp_path / "no", "no such file"),
+    ):
+        proc = _run(
+            sys.executable, ROOT / "benchmarks" / "results_doc.py", path, "--out", tmp_path / "o", ok=False
+        )
+        assert proc.returncode == 2 and proc.stderr.startswith(f"Error: {path}: {words}"), proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_worked_examples_in_the_docstrings_hold():
+    import doctest
+
+    from benchmarks import results_doc, results_render, run_record
+
+    for module in (results_doc, results_render, run_record):
+        assert doctest.testmod(module).failed == 0, module.__name__
