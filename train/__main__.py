@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from .data import NAMED
+
 PROFILES = {
     # full quality: the defaults measured on Banking77 (see README)
     "full": {},
@@ -18,14 +20,21 @@ PROFILES = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     src = p.add_argument_group("data")
-    src.add_argument("--dataset", help="named data set: banking77 (read from --datasets-dir)")
+    src.add_argument(
+        "--dataset",
+        choices=sorted(NAMED),
+        help="named data set, read from --datasets-dir: banking77 (dev carved from train) or hwu64 "
+        "(its own dev.csv)",
+    )
     src.add_argument(
         "--datasets-dir",
         help="folder holding named data sets (default $LRSL_DATASETS_DIR or ../shared/datasets)",
     )
     src.add_argument("--train", help="training file (.csv with header or .jsonl)")
-    src.add_argument("--dev", help="dev file; default: a stratified split of train")
-    src.add_argument("--test", help="test file (optional; banking77 uses its test.csv)")
+    src.add_argument(
+        "--dev", help="dev file; default: the named data set's dev file, else a stratified split of train"
+    )
+    src.add_argument("--test", help="test file (optional; a named data set uses its test.csv)")
     src.add_argument("--text-field", default="text")
     src.add_argument("--label-field", default="label")
     src.add_argument("--dev-fraction", type=float, default=0.1)
