@@ -25,7 +25,7 @@ from . import data as D
 from .checkpoint import CheckpointInfo, write_info, write_jsonl
 from .classifier import ClassifierConfig, predict_logits, seed_everything, train_classifier
 from .embedder import EmbedderConfig, label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
-from .models import default_base_model
+from .models import check_max_length, default_base_model
 
 
 @dataclass
@@ -174,6 +174,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
         label2id=label_id,
         attn_implementation="eager",
     )
+    check_max_length(clf.config, max_len, clf_base)  # before training, not mid-epoch
     clf_history = train_classifier(clf, tok, train.texts, y_train, dev.texts, y_dev, cfg.classifier, log)
     timings["classifier_training"] = time.perf_counter() - t
 
