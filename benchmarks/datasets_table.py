@@ -24,6 +24,9 @@ ANCHORS = {
     "banking77": {"name": "fine-tuned BERT-base", "accuracy": 0.9308},
     "hwu64": {"name": "DialoGLUE best", "accuracy": 0.9303},
 }
+# Issue 16's targets, checked per data set (fractions; seconds).
+TARGETS = {"lrsl_gain_min": 0.010, "bundle_gap_min": -0.003, "training_seconds_max": 3600.0}
+BUNDLE_ACCURACY_MIN = {"banking77": 0.931}
 REPORT_KEYS = ("n", "accuracy_classifier", "accuracy_lrsl", "n_hard", "hard_share", "fixed", "broken")
 
 
@@ -91,6 +94,26 @@ def dataset_row(name: str, checkpoint: Path, bundle: Path | None) -> dict:
             "export_seconds": sum(_get(b, "metrics.timings_s", bpath).values()),
         }
     return row
+
+
+def targets(row: dict) -> dict[str, bool | None]:
+    """Which of issue 16's targets a data set meets (None: not measurable without a bundle).
+
+    LRSL >= classifier + 1 pt (PyTorch), bundle LRSL within 0.3 pt of PyTorch's, training within 60
+    minutes, and for Banking77 a bundle LRSL accuracy of at least 93.1 %.
+    """
+    pt, b = row["pytorch"], row["bundle"]
+    out = {
+        "lrsl_gain_1pt": pt["accuracy_lrsl"] - pt["accuracy_classifier"] >= TARGETS["lrsl_gain_min"] - 1e-12,
+        "bundle_within_0.3pt": None
+        if b is None
+        else b["report"]["accuracy_lrsl"] - pt["accuracy_lrsl"] >= TARGETS["bundle_gap_min"] - 1e-12,
+        "training_60min": row["training_seconds"] <= TARGETS["training_seconds_max"],
+    }
+    if row["dataset"] in BUNDLE_ACCURACY_MIN:
+        floor = BUNDLE_ACCURACY_MIN[row["dataset"]]
+        out[f"bundle_lrsl_{100 * floor:g}"] = None if b is None else b["report"]["accuracy_lrsl"] >= floor
+    return out
 
 
 def find_runs(artifacts: Path) -> list[tuple[str, Path, Path | None]]:
@@ -176,11 +199,20 @@ def markdown(rows: list[dict]) -> str:
             f"{r['training_seconds'] / 60:.1f} min | {export} | "
             f"{fusion['rule']}:{fusion['p']}:{fusion['scope']} |"
         )
+    lines += ["", "| data set | targets met (issue 16) |", "|---|---|"]
+    for r in rows:
+        met = ", ".join(
+            f"{k}: {'n/a' if v is None else 'yes' if v else 'NO'}" for k, v in r["targets"].items()
+        )
+        lines.append(f"| {r['dataset']} | {met} |")
     return "\n".join(lines) + "\n"
 
 
 def build_table(runs: list[tuple[str, Path, Path | None]]) -> dict:
-    return {"anchors": ANCHORS, "datasets": [dataset_row(*run) for run in runs]}
+    rows = [dataset_row(*run) for run in runs]
+    for row in rows:
+        row["targets"] = targets(row)
+    return {"anchors": ANCHORS, "targets": TARGETS, "datasets": rows}
 
 
 def write(table: dict, out: Path, command: str) -> tuple[Path, Path]:

@@ -36,6 +36,8 @@ def test_table_figures_are_those_train_and_export_wrote(built, tmp_path, capsys)
     assert row["zero_shot"] == {w: metrics["embedder_zero_shot"][w]["test"] for w in ("before", "after")}
     assert row["training_seconds"] == metrics["seconds"]["total"]
     assert row["anchor"] == {"name": "DialoGLUE best", "accuracy": 0.9303}
+    gain = metrics["results"]["test"]["accuracy_lrsl"] - metrics["results"]["test"]["accuracy_classifier"]
+    assert row["targets"]["lrsl_gain_1pt"] == (gain >= 0.01) and row["targets"]["training_60min"] is True
     md = (tmp_path / "t.md").read_text()
     acc = 100 * metrics["results"]["test"]["accuracy_lrsl"]
     assert "| hwu64 | 4 | test (24) | PyTorch | " in md and f"{acc:.2f} %" in md
@@ -52,6 +54,11 @@ def test_artifacts_folder_is_scanned_and_a_missing_bundle_is_allowed(built, tmp_
     rows = {r["dataset"]: r for r in json.loads((tmp_path / "t.json").read_text())["datasets"]}
     assert set(rows) == {"banking77", "mine"} and rows["mine"]["bundle"] is None
     assert rows["banking77"]["anchor"]["accuracy"] == 0.9308 and rows["mine"]["anchor"] is None
+    assert rows["banking77"]["targets"]["bundle_lrsl_93.1"] is False  # a tiny random model is far below
+    assert (
+        rows["mine"]["targets"]["bundle_within_0.3pt"] is None
+        and "bundle_lrsl_93.1" not in rows["mine"]["targets"]
+    )
 
 
 def test_bad_inputs_name_file_and_key(built, tmp_path, capsys):
