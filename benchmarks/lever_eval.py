@@ -124,6 +124,15 @@ def train_mlp(feats: np.ndarray, target: np.ndarray, seed: int = 0, hidden: int 
     gold candidate's position ``target`` (rows whose gold is not a candidate are left out)."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a few hundred tiny steps: threads would only wait for each other
+    try:
+        return _fit(torch, feats, target, seed, hidden, epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(torch, feats, target, seed, hidden, epochs):
     torch.manual_seed(seed)
     keep = target >= 0
     x = torch.from_numpy(feats[keep])
