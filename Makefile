@@ -1,12 +1,14 @@
 # lrsl-rt: the README's two commands are `make demo` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-ART ?= artifacts/banking77
+# DATASET: a named data set of train/data.py (banking77, hwu64); ART: where its checkpoint and bundles go.
+DATASET ?= banking77
+ART ?= artifacts/$(DATASET)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format bundle bench accuracy results clean
+.PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 bench accuracy results table levers clean
 RECORD := $(PY) benchmarks/run_record.py
 
 install:
@@ -28,11 +30,15 @@ lint:
 format:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
-## Full-quality Banking77 checkpoint and int8 bundle; each step's command and machine are recorded
-## beside its output (CKPT.run.json, BUNDLE.run.json) for `make results`.
+## Full-quality checkpoint and int8 bundle of $(DATASET), same defaults for every data set
+## (`make bundle DATASET=hwu64`); each step's command and machine are recorded beside its output
+## (CKPT.run.json, BUNDLE.run.json) for `make results`.
 bundle: install
-	$(RECORD) --out $(ART)/checkpoint.run.json -- $(PY) -m train --dataset banking77 --threads 2 --out $(ART)/checkpoint
+	$(RECORD) --out $(ART)/checkpoint.run.json -- $(PY) -m train --dataset $(DATASET) --threads 2 --out $(ART)/checkpoint
 	$(RECORD) --out $(ART)/bundle.run.json -- $(PY) -m export $(ART)/checkpoint $(ART)/bundle --precision int8 --force
+
+bundle-banking77 bundle-hwu64:
+	$(MAKE) bundle DATASET=$(@:bundle-%=%) ART=artifacts/$(@:bundle-%=%)
 
 $(ART)/checkpoint/lrsl.json:
 	@echo "no training checkpoint at $(ART)/checkpoint: run \`make bundle\` first" >&2; exit 1
@@ -53,6 +59,14 @@ accuracy: install $(ART)/bundle-fp32/manifest.json
 ## docs/results/: one dated page per result JSON under artifacts/ (training, export, bench, accuracy) and the index.
 results: install
 	$(PY) benchmarks/results_doc.py artifacts --out docs/results
+
+## Multi-data-set accuracy table from each built data set's metrics (docs/results/datasets.md + .json).
+table:
+	$(PY) benchmarks/datasets_table.py --artifacts artifacts --out docs/results/datasets
+
+## Levers (label representations, hardness gates, MLP reranker) on $(DATASET)'s checkpoint, no retraining.
+levers: $(ART)/checkpoint/lrsl.json
+	$(PY) benchmarks/levers.py --checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/levers
 
 clean:
 	rm -rf artifacts .pytest_cache

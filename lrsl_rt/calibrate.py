@@ -71,6 +71,21 @@ def _fusion_table(logits, cos, gold, hard, k, fusions) -> tuple[list[dict], list
     return rows, correct
 
 
+def mcnemar(ok: np.ndarray, base_ok: np.ndarray) -> dict:
+    """Paired comparison of a candidate with an incumbent on the same samples (per-sample correctness).
+
+    ``gain`` = b - w and ``discordant`` = b + w, where b samples only the candidate gets right and w
+    only the incumbent; ``z = (b - w) / sqrt(b + w)`` (0 when they never differ). A candidate replaces
+    the incumbent when ``z >= MIN_Z``.
+
+    >>> mcnemar(np.array([1, 1, 1, 0], bool), np.array([0, 0, 1, 1], bool))
+    {'gain': 1, 'discordant': 3, 'z': 0.5773502691896258}
+    """
+    ok, base_ok = np.asarray(ok, dtype=bool), np.asarray(base_ok, dtype=bool)
+    b, w = int(np.sum(ok & ~base_ok)), int(np.sum(~ok & base_ok))
+    return {"gain": b - w, "discordant": b + w, "z": float((b - w) / np.sqrt(b + w)) if b + w else 0.0}
+
+
 def choose_fusion(
     logits: np.ndarray,
     cos: np.ndarray,
@@ -102,8 +117,7 @@ def choose_fusion(
     table, correct = _fusion_table(logits, cos, gold, hard, k, fusions)
     base = correct[fusions.index(incumbent)]
     for row, ok in zip(table, correct, strict=True):
-        b, w = int(np.sum(ok & ~base)), int(np.sum(~ok & base))
-        row.update(gain=b - w, discordant=b + w, z=float((b - w) / np.sqrt(b + w)) if b + w else 0.0)
+        row.update(mcnemar(ok, base))
     if fixed is not None:
         return fixed, table
     winners = [i for i, row in enumerate(table) if row["z"] >= min_z]

@@ -14,6 +14,7 @@ import sys
 from lrsl_rt.command import CommandParser, run_command
 
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig
+from .data import NAMED
 
 PROFILES = {
     # full quality: the defaults of train/config.py
@@ -38,14 +39,21 @@ def parser() -> CommandParser:
         "write a checkpoint for `python -m export`.",
     )
     src = p.add_argument_group("data")
-    src.add_argument("--dataset", help="named data set: banking77 (read from --datasets-dir)")
+    src.add_argument(
+        "--dataset",
+        choices=sorted(NAMED),
+        help="named data set, read from --datasets-dir: banking77 (dev carved from train) or hwu64 "
+        "(its own dev.csv)",
+    )
     src.add_argument(
         "--datasets-dir",
         help="folder holding named data sets (default: $LRSL_DATASETS_DIR, else ../shared/datasets)",
     )
     src.add_argument("--train", help="training file (.csv with header or .jsonl)")
-    src.add_argument("--dev", help="dev file (default: a stratified split of train)")
-    src.add_argument("--test", help="test file (optional; banking77 uses its test.csv)")
+    src.add_argument(
+        "--dev", help="dev file (default: the named data set's dev file, else a stratified split of train)"
+    )
+    src.add_argument("--test", help="test file (optional; a named data set uses its test.csv)")
     src.add_argument("--text-field", default=_RUN.text_field, help="field / column holding the text")
     src.add_argument("--label-field", default=_RUN.label_field, help="field / column holding the label")
     src.add_argument(

@@ -1,4 +1,4 @@
-"""Labelled data: reading CSV/JSONL strictly, the named Banking77 data set, the stratified dev split.
+"""Labelled data: reading CSV/JSONL strictly, the named data sets, the stratified dev split.
 
 Every rejected input names the file, the line and the field, and says what was expected. Nothing is
 dropped silently: a row is either read or the run stops.
@@ -18,8 +18,17 @@ from .errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_ENV = "LRSL_DATASETS_DIR"
+# A named data set with a "dev" file uses it as the dev split; one without (Banking77 publishes only
+# train and test) gets a stratified dev split carved out of train (``--dev-fraction``).
 NAMED = {
-    "banking77": {"train": "train.csv", "test": "test.csv", "text_field": "text", "label_field": "category"}
+    "banking77": {"train": "train.csv", "test": "test.csv", "text_field": "text", "label_field": "category"},
+    "hwu64": {
+        "train": "train.csv",
+        "dev": "dev.csv",
+        "test": "test.csv",
+        "text_field": "text",
+        "label_field": "category",
+    },
 }
 
 
@@ -44,12 +53,17 @@ def datasets_dir(override: str | None = None) -> Path:
 
 
 def resolve_named(name: str, root: Path) -> dict:
-    """Paths and field names of a named data set, checking the files are there (no download)."""
+    """Paths and field names of a named data set, checking the files are there (no download).
+
+    Keys ``train``, ``test`` and, when the data set publishes one, ``dev`` (paths), plus the field names.
+    """
     if name not in NAMED:
         raise DataError(f"unknown data set {name!r}; known: {sorted(NAMED)} (or pass --train FILE)")
     spec = NAMED[name]
     out = {"text_field": spec["text_field"], "label_field": spec["label_field"]}
-    for split in ("train", "test"):
+    for split in ("train", "dev", "test"):
+        if split not in spec:
+            continue
         p = root / name / spec[split]
         if not p.is_file():
             raise DataError(
@@ -165,7 +179,13 @@ def read_json_object(path: Path, what: str, error: type[Exception]) -> dict:
 
 
 def readable(label: str) -> str:
-    """Default label text: ``card_arrival`` -> ``card arrival``."""
+    """Default label text: underscores and hyphens become spaces, nothing else changes.
+
+    ``card_arrival`` -> ``card arrival``, ``iot_hue_lightchange`` -> ``iot hue lightchange``. Glued
+    words (``lightchange``) are left as they are: the tokenizer splits them into sub-words, and the
+    embedder is fine-tuned on these texts as label anchors. Better texts come from
+    ``--label-descriptions``.
+    """
     return " ".join(label.replace("_", " ").replace("-", " ").split())
 
 

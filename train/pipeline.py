@@ -32,7 +32,7 @@ from .classifier import predict_logits, seed_everything, train_classifier
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig  # noqa: F401 - public here too
 from .embedder import label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
 from .errors import CheckpointError, DataError, ModelError
-from .models import default_base_model
+from .models import check_max_length, default_base_model
 from .splits import load_splits
 
 # An existing checkpoint at --out is replaced (at the very end); any other non-empty directory is refused.
@@ -140,6 +140,7 @@ def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
         label2id={y: i for i, y in enumerate(data.labels)},
         attn_implementation="eager",
     )
+    check_max_length(clf.config, cfg.classifier.max_length, base)  # before training, not mid-epoch
     history = train_classifier(
         clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log
     )

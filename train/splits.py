@@ -30,7 +30,7 @@ def load_splits(cfg: TrainConfig, log=print):
     if cfg.dataset:
         spec = D.resolve_named(cfg.dataset, D.datasets_dir(cfg.datasets_dir))
         text_field, label_field = spec["text_field"], spec["label_field"]
-        train_path, dev_path, test_path = spec["train"], cfg.dev, cfg.test or spec["test"]
+        train_path, dev_path, test_path = spec["train"], cfg.dev or spec.get("dev"), cfg.test or spec["test"]
     elif cfg.train:
         text_field, label_field = cfg.text_field, cfg.label_field
         train_path, dev_path, test_path = cfg.train, cfg.dev, cfg.test
