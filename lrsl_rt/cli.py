@@ -28,7 +28,8 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import InputError, LrslError, UsageError
+from .errors import InputError, LrslError, RecordStop, UsageError
+from .signals import describe_interrupt, sigterm_as_interrupt
 
 DEFAULT_BUNDLE = "artifacts/banking77/bundle"
 BUNDLE_ENV = "LRSL_RT_BUNDLE"
@@ -167,22 +168,20 @@ def _load(args):
 
 def cmd_predict(args) -> int:
     from .io import RecordReader, Writer, output_format, records_from_args
+    from .output import check_not_input, require_stdout
 
     if args.texts and args.input:
         raise UsageError("give texts as arguments or --input FILE, not both")
-    if (
-        args.output
-        and args.input
-        and args.input != "-"
-        and Path(args.output).resolve() == Path(args.input).resolve()
-    ):
-        raise UsageError(f"--output {args.output} is the input file; write the predictions elsewhere")
+    if args.output and not args.texts:
+        check_not_input(args.output, args.input)
+    elif not args.output:
+        require_stdout()
     if args.texts:
         reader = None
         records = records_from_args(args.texts)
     else:
         source = args.input or "-"
-        if source == "-" and sys.stdin.isatty():
+        if source == "-" and sys.stdin is not None and sys.stdin.isatty():
             raise UsageError("no input: give texts as arguments, --input FILE, or pipe texts on stdin")
         reader = RecordReader(source, field=args.field, column=args.column)
         records = iter(reader)
@@ -202,7 +201,7 @@ def cmd_predict(args) -> int:
                 writer.write(r, None if r.error else next(preds).to_dict())
             progress.update(len(chunk))
             if stop_at is not None:
-                raise InputError(f"{stop_at.where()}: {stop_at.error}")
+                raise RecordStop(f"{stop_at.where()}: {stop_at.error}")
     return 0
 
 
@@ -262,15 +261,11 @@ def cmd_info(args) -> int:
 
 @contextlib.contextmanager
 def _open_output(path: str | None):
-    """The --output file (created only once the bundle has loaded), or stdout."""
-    if not path:
-        yield sys.stdout
-        return
-    try:
-        f = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from e
-    with f:
+    """The --output file (created only once the bundle has loaded, renamed into place at the end:
+    :mod:`lrsl_rt.output`), or stdout."""
+    from .output import atomic_output, stdout_output
+
+    with atomic_output(path) if path else stdout_output() as f:
         yield f
 
 
@@ -319,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: predict, eval or info (see `lrsl-rt --help`)")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), sigterm_as_interrupt():
             warnings.showwarning = _show_warning
             return args.func(args)
     except SystemExit as e:  # --help and --version
@@ -327,9 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     except LrslError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("Error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lrsl_rt.signals)
+        message, code = describe_interrupt(e)
+        print(f"Error: {message}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # `lrsl-rt predict ... | head`: stop quietly
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -35,7 +35,7 @@ from .fusion import fuse, softmax
 from .gate import is_hard, topk_indices, topk_variance
 from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
-from .session import OnnxSession
+from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
 # Texts per model call. A call of many texts is sorted by token count and cut into batches of this
@@ -114,6 +114,7 @@ class Reranker:
         batch size the export evaluated the bundle with (its manifest), so predictions reproduce the
         export's report; DEFAULT_BATCH_SIZE for a bundle that records none.
         """
+        check_thread_count("threads", threads)  # before the checksums: a typo fails at once
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)
         if batch_size is None:
