@@ -178,9 +178,9 @@ def check_ranges(d: dict, where: str) -> None:
     if d["embedding_dim"] < 1:
         _out_of_range("embedding_dim", "an integer >= 1", d["embedding_dim"], where)
     for key in ("labels", "label_texts"):
-        empty = [i for i, x in enumerate(d[key]) if not x.strip()]
-        if empty:
-            _out_of_range(f"{key}[{empty[0]}]", "a non-empty string", d[key][empty[0]], where)
+        bad = [i for i, x in enumerate(d[key]) if not x.strip() or not _valid_unicode(x)]
+        if bad:
+            _out_of_range(f"{key}[{bad[0]}]", "a non-empty string of valid Unicode", d[key][bad[0]], where)
     tok = d["tokenizer"]
     if not 2 <= tok["max_length"] <= MAX_SEQUENCE_LENGTH:
         _out_of_range(
@@ -204,6 +204,14 @@ def check_ranges(d: dict, where: str) -> None:
     batch = settings.get("batch_size")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         _out_of_range("metrics.export_settings.batch_size", "a positive integer", batch, where)
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return False
+    return True
 
 
 def _finite(x: float) -> bool:

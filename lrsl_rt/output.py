@@ -104,19 +104,76 @@ def _commit(f, tmp: str, path: str) -> None:
 
 @contextlib.contextmanager
 def stdout_output() -> Iterator:
-    """``sys.stdout`` for streaming, flushed at the end; its failures become an OutputError."""
-    stream = sys.stdout
-    if stream is None:
+    """A :class:`RecordStream` over stdout, drained at the end; its failures become an OutputError."""
+    if sys.stdout is None:
         raise OutputError("<stdout>: standard output is closed; redirect it to a file or use --output FILE")
-    fit_encoding(stream)
+    fit_encoding(sys.stdout)
+    stream = RecordStream(sys.stdout)
     try:
         yield stream
         stream.flush()
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt, OSError):
+            stream.flush()  # the whole records made before the signal; a second signal gives up
+        raise
     except BrokenPipeError:
         raise  # the reader went away (`| head`): the CLI stops quietly
     except OSError as e:
         _silence_stdout()
         raise OutputError(f"<stdout>: cannot write: {e.strerror or e}") from e
+
+
+class RecordStream:
+    """Text written in whole records: buffered, and written out only at line ends with ``os.write``.
+
+    Python's buffered stdout can lose or split bytes when a signal interrupts a write to a full pipe;
+    here a signal that arrives during a write first lets the record in progress finish (up to its
+    newline), then propagates. A second signal while that write still blocks stops at once.
+    Streams without a file descriptor (a test's capture) are written to directly.
+    """
+
+    def __init__(self, target, drain_at: int = 1 << 16) -> None:
+        self.target, self.drain_at = target, drain_at
+        self.encoding = getattr(target, "encoding", None) or "utf-8"
+        self.errors = "backslashreplace"  # a character the encoding lacks, or a lone surrogate in a label
+        self._parts: list[str] = []
+        self._size = 0
+        try:
+            target.flush()
+            self._fd = target.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+            self._fd = None
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self.drain_at and text.endswith("\n"):
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        text, self._parts, self._size = "".join(self._parts), [], 0
+        if not text:
+            return
+        if self._fd is None:
+            self.target.write(text)
+            self.target.flush()
+            return
+        data = memoryview(text.encode(self.encoding, self.errors))
+        pos = 0
+        try:
+            while pos < len(data):
+                pos += os.write(self._fd, data[pos:])
+        except KeyboardInterrupt:
+            end = bytes(data[pos:]).find(b"\n")
+            if pos and data[pos - 1 : pos] != b"\n" and end >= 0:
+                stop = pos + end + 1
+                while pos < stop:  # finish the record in progress, then stop
+                    pos += os.write(self._fd, data[pos:stop])
+            raise
+
+    def isatty(self) -> bool:
+        return False
 
 
 def fit_encoding(stream) -> None:
