@@ -31,6 +31,8 @@ MODULES = (
     "tokenize",
     "calibrate",
     "bundle",
+    "output",
+    "signals",
 )
 
 BLOCK_ORT = """
