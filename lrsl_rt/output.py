@@ -110,12 +110,12 @@ def stdout_output() -> Iterator:
     fit_encoding(sys.stdout)
     stream = RecordStream(sys.stdout)
     try:
-        yield stream
-        stream.flush()
-    except KeyboardInterrupt:
-        with contextlib.suppress(KeyboardInterrupt, OSError):
-            stream.flush()  # the whole records made before the signal; a second signal gives up
-        raise
+        try:
+            yield stream
+        finally:
+            # the whole records made so far, also before a bad record's stop or a signal (a second
+            # signal while a stalled reader blocks this write gives up)
+            stream.flush()
     except BrokenPipeError:
         raise  # the reader went away (`| head`): the CLI stops quietly
     except OSError as e:
