@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from lrsl_rt.command import CommandParser, run_command
@@ -97,8 +96,6 @@ def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the checkpoint has every file
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # SIGTERM -> SystemExit, so the staging directory is removed like on Ctrl-C
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     from . import build_bundle
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from importlib import import_module
 
 from . import errors
-from .errors import BundleError, InputError, LrslError, RuntimeBackendError, UsageError
+from .errors import BundleError, InputError, LrslError, OutputError, RuntimeBackendError, UsageError
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +40,7 @@ __all__ = [
     "Fusion",
     "InputError",
     "LrslError",
+    "OutputError",
     "Prediction",
     "Reranker",
     "RuntimeBackendError",

@@ -9,7 +9,9 @@ expects and what was found:
 - each ONNX graph: inputs among ``input_ids``, ``attention_mask``, ``token_type_ids``; a rank-2 output
   whose width, when the graph declares it, is ``len(labels)`` (classifier) or ``embedding_dim``
   (embedder); then one probe text is run, which checks the width of graphs with symbolic shapes and
-  warms the session up. The embedder's probe output must have unit length.
+  warms the session up. The embedder's probe output must have unit length. A second probe of
+  ``tokenizer.max_length`` tokens checks that the graph accepts the longest input the tokenizer makes
+  (a position table shorter than the manifest's max length fails here, not on the first long text).
 
 A graph with several outputs is read at ``logits`` (classifier) or ``sentence_embedding`` /
 ``embeddings`` (embedder); a graph with one output is read at that output.
@@ -22,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BundleError
+from .errors import BundleError, RuntimeBackendError
 from .manifest import Manifest
 from .session import OnnxSession
-from .tokenize import INPUT_NAMES, BundleTokenizer
+from .tokenize import INPUT_NAMES, BundleTokenizer, Tokens
 
 PROBE_TEXT = "label"
 OUTPUTS = {"classifier": ("logits",), "embedder": ("sentence_embedding", "embeddings")}
@@ -41,6 +43,7 @@ def open_model(
     width = len(manifest.labels) if role == "classifier" else manifest.embedding_dim
     session = OnnxSession(path, output=OUTPUTS[role], **settings)
     check_graph(session, role, width, tokenizer([PROBE_TEXT]))
+    check_max_length(session, role, tokenizer)
     return session
 
 
@@ -98,3 +101,20 @@ def check_graph(session: OnnxSession, role: str, width: int, probe: dict) -> Non
         raise BundleError(
             f"{name}: embedder must output unit-length embeddings, got norm {np.linalg.norm(y):.4f}"
         )
+
+
+def check_max_length(session: OnnxSession, role: str, tokenizer: BundleTokenizer) -> None:
+    """One run on ``max_length`` tokens (the probe text's tokens repeated between its first and last)."""
+    ids = tokenizer.tokenize([PROBE_TEXT])[0].ids
+    n = tokenizer.max_length
+    middle = ids[1:-1] or ids
+    row = (ids[0], *(middle * n)[: n - 2], ids[-1])
+    try:
+        y = np.asarray(session.run(tokenizer.pad([Tokens(row, (0,) * n)])))
+    except RuntimeBackendError as e:
+        raise BundleError(
+            f"{session.path}: the {role} graph fails on an input of {n} tokens, the manifest's "
+            f"tokenizer.max_length; is max_length larger than the model's position table? ({e})"
+        ) from e
+    if y.shape[0] != 1 or not np.isfinite(y).all():
+        raise BundleError(f"{session.path}: the {role} graph gives no finite output for {n} tokens")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .command import CommandParser, run_command
 from .defaults import DEFAULT_BATCH_SIZE
-from .errors import InputError, UsageError
+from .errors import InputError, RecordStop, UsageError
 
 DEFAULT_BUNDLE = "artifacts/banking77/bundle"
 BUNDLE_ENV = "LRSL_RT_BUNDLE"
@@ -169,22 +169,20 @@ def _load(args):
 
 def cmd_predict(args) -> int:
     from .io import RecordReader, Writer, output_format, records_from_args
+    from .output import check_not_input, require_stdout
 
     if args.texts and args.input:
         raise UsageError("give texts as arguments or --input FILE, not both")
-    if (
-        args.output
-        and args.input
-        and args.input != "-"
-        and Path(args.output).resolve() == Path(args.input).resolve()
-    ):
-        raise UsageError(f"--output {args.output} is the input file; write the predictions elsewhere")
+    if args.output and not args.texts:
+        check_not_input(args.output, args.input)
+    elif not args.output:
+        require_stdout()
     if args.texts:
         reader = None
         records = records_from_args(args.texts)
     else:
         source = args.input or "-"
-        if source == "-" and sys.stdin.isatty():
+        if source == "-" and sys.stdin is not None and sys.stdin.isatty():
             raise UsageError("no input: give texts as arguments, --input FILE, or pipe texts on stdin")
         reader = RecordReader(source, field=args.field, column=args.column)
         records = iter(reader)
@@ -204,7 +202,7 @@ def cmd_predict(args) -> int:
                 writer.write(r, None if r.error else next(preds).to_dict())
             progress.update(len(chunk))
             if stop_at is not None:
-                raise InputError(f"{stop_at.where()}: {stop_at.error}")
+                raise RecordStop(f"{stop_at.where()}: {stop_at.error}")
     return 0
 
 
@@ -264,15 +262,11 @@ def cmd_info(args) -> int:
 
 @contextlib.contextmanager
 def _open_output(path: str | None):
-    """The --output file (created only once the bundle has loaded), or stdout."""
-    if not path:
-        yield sys.stdout
-        return
-    try:
-        f = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from e
-    with f:
+    """The --output file (created only once the bundle has loaded, renamed into place at the end:
+    :mod:`lrsl_rt.output`), or stdout."""
+    from .output import atomic_output, stdout_output
+
+    with atomic_output(path) if path else stdout_output() as f:
         yield f
 
 

@@ -20,12 +20,15 @@ import sys
 from collections.abc import Callable
 
 from .errors import LrslError, UsageError
+from .signals import describe_interrupt, sigterm_as_interrupt
 
 
 def run_command(body: Callable[[], int | None], *, interrupted: str = "interrupted") -> int:
     """Run a command line's ``body`` and return its exit code; errors become one ``Error: ...`` line.
 
-    ``interrupted``: what to say after Ctrl-C (e.g. "interrupted; no bundle was written").
+    ``interrupted``: what to say after Ctrl-C (e.g. "interrupted; no bundle was written"). SIGTERM is
+    handled like Ctrl-C (:mod:`lrsl_rt.signals`): the same clean-up runs, the message says
+    "terminated (SIGTERM)" with the rest of ``interrupted``, and the exit code is 128 + the signal.
 
     >>> run_command(lambda: 0)
     0
@@ -37,15 +40,21 @@ def run_command(body: Callable[[], int | None], *, interrupted: str = "interrupt
     (2, 'Error: --threads must be positive\\n')
     """
     try:
-        code = body()
-    except SystemExit as e:  # --help, --version, and SIGTERM turned into SystemExit
+        with sigterm_as_interrupt():
+            code = body()
+    except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
     except LrslError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print(f"Error: {interrupted}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lrsl_rt.signals)
+        message, code = describe_interrupt(e)
+        if message == "interrupted":
+            message = interrupted
+        elif interrupted.startswith("interrupted"):
+            message += interrupted[len("interrupted") :]
+        print(f"Error: {message}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # the reader of stdout went away: stop quietly
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

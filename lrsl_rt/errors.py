@@ -30,3 +30,12 @@ class InputError(LrslError):
 
 class RuntimeBackendError(LrslError):
     """ONNX Runtime failed or is not installed; the cause is chained."""
+
+
+class OutputError(LrslError):
+    """The output cannot be written (a closed or full stdout, an --output file that cannot be made)."""
+
+
+class RecordStop(InputError):
+    """A bad input record stopped ``predict`` (``--on-error stop``) after every record before it was
+    written; an ``--output`` file is still renamed into place with those records."""

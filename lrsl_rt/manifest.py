@@ -9,7 +9,11 @@ A bundle is a directory::
     label_embeddings.npy                     float32 (L, d), unit rows, loaded with allow_pickle=False
 
 ``manifest.json`` (format_version 1) has exactly the keys of :class:`Manifest`; an unknown key, a
-missing key or a wrong type is refused with the key's name. File entries must name plain files
+missing key, a wrong type or a value out of range (:func:`check_ranges`: a threshold that is not a
+finite non-negative number, k outside [2, labels], a max length outside [2, MAX_SEQUENCE_LENGTH], a
+negative pad id, an empty label, a sha256 that is not 64 hex digits, a recorded batch size that is not
+a positive integer, ...) is refused with the file, the key, what was expected and what was found.
+Whether the graphs accept ``max_length`` tokens is checked when they load (:mod:`lrsl_rt.bundle`). File entries must name plain files
 inside the bundle directory (no ``..``, no absolute path, no symlink out) and carry their size and
 sha256, checked at load time. A manifest of a newer format version is refused: upgrade lrsl-rt.
 """
@@ -18,7 +22,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +35,9 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 FILE_ROLES = ("classifier", "embedder", "tokenizer", "label_embeddings")
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_SEQUENCE_LENGTH = 1 << 16  # beyond any encoder's position table; the graphs are probed at load
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class Manifest:
             files[role] = FileEntry(**entry)
         for key in ("calibration", "metrics"):
             _check_type(d[key], dict, key, where)
+        check_ranges(d, where)
         return cls(
             format_version=version,
             created_by=d["created_by"],
@@ -159,6 +169,60 @@ class Manifest:
             calibration=d["calibration"],
             metrics=d["metrics"],
         )
+
+
+def check_ranges(d: dict, where: str) -> None:
+    """Values of the right type but outside what the runtime can use (types were checked before)."""
+    if not _finite(d["threshold"]) or d["threshold"] < 0:
+        _out_of_range("threshold", "a finite number >= 0 (a variance)", d["threshold"], where)
+    if d["embedding_dim"] < 1:
+        _out_of_range("embedding_dim", "an integer >= 1", d["embedding_dim"], where)
+    for key in ("labels", "label_texts"):
+        bad = [i for i, x in enumerate(d[key]) if not x.strip() or not _valid_unicode(x)]
+        if bad:
+            _out_of_range(f"{key}[{bad[0]}]", "a non-empty string of valid Unicode", d[key][bad[0]], where)
+    tok = d["tokenizer"]
+    if not 2 <= tok["max_length"] <= MAX_SEQUENCE_LENGTH:
+        _out_of_range(
+            "tokenizer.max_length", f"an integer in [2, {MAX_SEQUENCE_LENGTH}]", tok["max_length"], where
+        )
+    if tok["pad_id"] < 0:
+        _out_of_range("tokenizer.pad_id", "an integer >= 0", tok["pad_id"], where)
+    names = tok["model_input_names"]
+    if not set(names) <= set(MODEL_INPUTS) or len(set(names)) != len(names):
+        _out_of_range(
+            "tokenizer.model_input_names", f"distinct names among {list(MODEL_INPUTS)}", names, where
+        )
+    for role, entry in d["files"].items():
+        if entry["size"] < 0:
+            _out_of_range(f"files.{role}.size", "an integer >= 0", entry["size"], where)
+        if not _SHA256.fullmatch(entry["sha256"]):
+            _out_of_range(f"files.{role}.sha256", "64 lowercase hex digits", entry["sha256"], where)
+    settings = d["metrics"].get("export_settings", {})
+    if not isinstance(settings, dict):
+        _out_of_range("metrics.export_settings", "an object", settings, where)
+    batch = settings.get("batch_size")
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        _out_of_range("metrics.export_settings.batch_size", "a positive integer", batch, where)
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape
+        return False
+    return True
+
+
+def _finite(x: float) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _out_of_range(key: str, expected: str, got: object, where: str) -> None:
+    raise BundleError(f"{where}: '{key}' must be {expected}, got {got!r:.60}")
 
 
 def _check_keys(d: object, cls, where: str) -> None:

@@ -37,7 +37,7 @@ from .gate import topk_indices
 from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
 from .rule import Decision, decide
-from .session import OnnxSession
+from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
 
@@ -101,6 +101,7 @@ class Reranker:
         (its manifest), so predictions reproduce the export's report; DEFAULT_BATCH_SIZE for a bundle
         that records none.
         """
+        check_thread_count("threads", threads)  # before the checksums: a typo fails at once
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)
         if batch_size is None:

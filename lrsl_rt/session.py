@@ -67,6 +67,28 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def max_threads() -> int:
+    """The most threads a session may ask for: 4 per CPU (``os.cpu_count()``), at most 1024.
+
+    More threads than cores only add contention; a count far beyond that is a typo (``--threads
+    80000``), and ONNX Runtime would try to start them all.
+    """
+    return min(4 * (os.cpu_count() or 1), 1024)
+
+
+def check_thread_count(key: str, value) -> None:
+    """UsageError unless ``value`` is None or an int in [1, max_threads()]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{key} must be a positive integer or None, got {value!r}")
+    if value > max_threads():
+        raise UsageError(
+            f"{key}={value} is more than {max_threads()} (4 per CPU of this machine's {os.cpu_count()}, "
+            "at most 1024); use at most the number of cores"
+        )
+
+
 def resolve_providers(providers: str | list | tuple, available: list[str]) -> list:
     """Provider list to hand to ONNX Runtime; warns loudly about requested providers that are missing.
 
@@ -242,8 +264,7 @@ class OnnxSession:
 
 
 def _check_settings(ort, threads, spinning, graph_optimization, thread_pool) -> None:
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise UsageError(f"threads must be a positive integer or None, got {threads!r}")
+    check_thread_count("threads", threads)
     if graph_optimization not in GRAPH_OPT_LEVELS:
         raise UsageError(f"graph_optimization must be one of {GRAPH_OPT_LEVELS}, got {graph_optimization!r}")
     if thread_pool not in THREAD_POOLS:

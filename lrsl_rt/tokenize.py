@@ -10,6 +10,16 @@ from the manifest, and padding is done here in numpy with the manifest's ``pad_i
 token type 0), which is what ``padding=True`` does. Splitting the two steps lets the Reranker tokenize
 a chunk once, sort it by length and pad each batch only to its own longest text.
 
+Long texts are cut before the tokenizer sees them, so the work and memory per text are bounded
+whatever its length (a tokenizer builds tokens and offsets for the whole text before it truncates):
+a text longer than ``max_length * CHARS_PER_TOKEN`` characters keeps that many, moved back to the
+last whitespace within ``_WORD_BACKOFF`` characters so no word is split. The model reads only the
+first ``max_length`` tokens, and a WordPiece token covers at most 100 characters of a word
+(``max_input_chars_per_word``; BPE and Unigram pieces are shorter), so for ordinary text the cut
+never reaches a token the model reads: the token ids are the same as for the whole text. Only a text
+whose first ``max_length`` tokens span more characters -- long runs of whitespace, or one word longer
+than the WordPiece limit, which becomes a single ``[UNK]`` -- can tokenize differently.
+
 Shortcut: only right padding and single texts (no text pairs) -- what a classifier and a sentence
 embedder of this project need.
 
@@ -26,9 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BundleError
+from .errors import BundleError, InputError
+from .io import unicode_problem
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+CHARS_PER_TOKEN = 128  # characters kept per token the model reads (see the module docstring)
+_WORD_BACKOFF = 256  # how far a cut moves back to find whitespace
 
 
 @dataclass(frozen=True)
@@ -70,11 +83,20 @@ class BundleTokenizer:
     def max_length(self) -> int:
         return self.settings.max_length
 
+    @property
+    def max_chars(self) -> int:
+        """Characters of a text the tokenizer sees; the rest cannot reach the model (module docstring)."""
+        return self.settings.max_length * CHARS_PER_TOKEN
+
     def tokenize(self, texts: list[str]) -> list[Tokens]:
         """Token ids (special tokens added, truncated to max_length) of each text, unpadded."""
         if not texts:
             return []
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        texts = [cut_text(t, self.max_chars) if isinstance(t, str) else t for t in texts]
+        try:
+            encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+        except TypeError as e:  # tokenizers refuses a str it cannot encode as UTF-8 (a lone surrogate)
+            raise InputError(_bad_text(texts) or f"the tokenizer refused a text: {e}") from e
         return [Tokens(tuple(e.ids), tuple(e.type_ids)) for e in encodings]
 
     def pad(self, rows: list[Tokens]) -> dict[str, np.ndarray]:
@@ -99,3 +121,27 @@ class BundleTokenizer:
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Tokenize and pad one batch: the same ids as HF ``tok(texts, truncation=True, max_length=..., padding=True)``."""
         return self.pad(self.tokenize(texts))
+
+
+def cut_text(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` characters, at whitespace when one is near the cut.
+
+    >>> cut_text("one two three", 9)
+    'one two'
+    """
+    if len(text) <= max_chars:
+        return text
+    for i in range(max_chars, max(max_chars - _WORD_BACKOFF, 0), -1):
+        if text[i].isspace():
+            return text[:i]
+    return text[:max_chars]
+
+
+def _bad_text(texts: list) -> str | None:
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            return f"text #{i} of the batch: expected a string, got {type(t).__name__}"
+        problem = unicode_problem(t)
+        if problem:
+            return f"text #{i} of the batch: {problem}"
+    return None

@@ -170,7 +170,7 @@ def test_non_utf8_input(capsys, tiny_bundle, tmp_path):
         (["predict", "--provider", "tpu", "x"], "argument --provider: invalid choice"),
         (["predict", "x", "--input", "f.txt"], "give texts as arguments or --input FILE, not both"),
         (["predict", "--input", "missing.txt"], "missing.txt: input file not found"),
-        (["predict", "--input", "same.txt", "--output", "./same.txt"], "is the input file"),
+        (["predict", "--input", "same.txt", "--output", "./same.txt"], "same.txt: input file not found"),
         (["predict", "--input", "data.parquet"], "cannot tell the input format"),
         (["predict", "x"], "bundle directory artifacts/banking77/bundle (the default) not found"),
         (["predict", "--bundle", "nowhere", "x"], "bundle directory nowhere (--bundle) not found"),

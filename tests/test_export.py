@@ -278,20 +278,7 @@ def test_gate_refusal_writes_nothing(tiny_checkpoint, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the bundle nor its staging directory
 
 
-def test_failure_midway_leaves_previous_bundle(tiny_checkpoint, tiny_bundle_fp32, tmp_path, monkeypatch):
-    import export.build
-
-    out = Path(shutil.copytree(tiny_bundle_fp32, tmp_path / "bundle"))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-
-    def boom(*args, **kwargs):
-        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the label embeddings were written
-
-    monkeypatch.setattr(export.build, "save_label_embeddings", boom)
-    with pytest.raises(KeyboardInterrupt):
-        build_bundle(tiny_checkpoint, out, precision="fp32", force=True, log=quiet)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+# A killed export (SIGTERM, SIGKILL) is tested with a real process: tests/test_reliability.py.
 
 
 def test_force_replaces_an_existing_bundle(tiny_checkpoint, tiny_bundle, tmp_path):

@@ -228,10 +228,28 @@ def test_gate_is_monotone_in_threshold(problem, t1, t2):
     assert (is_hard(logits, k, lo) <= is_hard(logits, k, hi)).all()
 
 
-@settings(max_examples=100, deadline=None)
-@given(problems(), fusions, st.floats(0, 50))
-def test_easy_samples_keep_the_classifier_label(problem, fusion, threshold):
-    logits, cos, k = problem
-    pred = lrsl(logits, cos, fusion, k, threshold)
-    easy = ~is_hard(logits, k, threshold)
-    np.testing.assert_array_equal(pred[easy], np.argmax(logits, axis=1)[easy])
+def test_easy_samples_keep_the_classifier_label(tiny_bundle):
+    """Through the Reranker on a tiny bundle, with the threshold at the median top-k variance so that
+    some texts are hard and some easy: the easy ones keep the classifier's argmax and are not
+    reranked; the hard ones get the argmax of the fusion of their logits and similarities."""
+    import dataclasses
+
+    from tiny_models import synthetic_dataset
+
+    from lrsl_rt import Reranker
+
+    r = Reranker.from_bundle(tiny_bundle, threads=1)
+    texts = synthetic_dataset(6, seed=3)[0]
+    logits = r.logits(texts)
+    threshold = float(np.median(topk_variance(logits, r.k)))
+    manifest = dataclasses.replace(r.manifest, threshold=threshold)
+    r = Reranker(manifest, r.tokenizer, r.classifier, r.embedder, r.label_embeddings, batch_size=r.batch_size)
+    preds = r.predict(texts)
+    hard = np.array([p.hard for p in preds])
+    assert hard.any() and (~hard).any()
+    np.testing.assert_array_equal(hard, is_hard(logits, r.k, threshold))
+    labels = np.array([p.label_id for p in preds])
+    np.testing.assert_array_equal(labels[~hard], np.argmax(logits, axis=1)[~hard])
+    assert not any(p.reranked for p in np.array(preds, dtype=object)[~hard])
+    sims = r.similarities([t for t, h in zip(texts, hard, strict=True) if h])
+    np.testing.assert_array_equal(labels[hard], np.argmax(fuse(logits[hard], sims, r.fusion, r.k), axis=1))

@@ -31,6 +31,8 @@ MODULES = (
     "tokenize",
     "calibrate",
     "bundle",
+    "output",
+    "signals",
 )
 
 BLOCK_ORT = """
@@ -86,7 +88,28 @@ def test_public_api():
     assert lrsl_rt.Prediction.__name__ == "Prediction"
     assert lrsl_rt.Fusion().to_dict() == {"rule": "logits_cos", "p": 2, "scope": "all"}
     assert issubclass(lrsl_rt.errors.BundleError, lrsl_rt.LrslError)
-    assert set(lrsl_rt.__all__) <= set(dir(lrsl_rt))
+
+
+def test_every_public_name_resolves():
+    """``__all__`` and ``dir()`` list only names that really resolve (lazy ones import on access);
+    run in a fresh interpreter so that no earlier import has filled the module's namespace."""
+    proc = run_python(
+        """
+import lrsl_rt
+for name in lrsl_rt.__all__:
+    assert getattr(lrsl_rt, name) is not None, name
+for name in dir(lrsl_rt):
+    getattr(lrsl_rt, name)  # AttributeError for a name dir() lists but the module lacks
+missing = [n for n in ("Reranker", "Prediction", "Fusion", "OutputError") if n not in lrsl_rt.__all__]
+assert not missing, missing
+try:
+    lrsl_rt.NoSuchName
+except AttributeError as e:
+    print("REFUSED", e)
+"""
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "REFUSED module 'lrsl_rt' has no attribute 'NoSuchName'" in proc.stdout
 
 
 def test_missing_onnxruntime_names_the_extra():

@@ -103,13 +103,19 @@ def test_csv_header_without_column_stops(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", ["txt", "jsonl", "csv"])
-def test_non_utf8_names_file_and_line(tmp_path, suffix):
+def test_non_utf8_line_is_one_error_record(tmp_path, suffix):
+    """A line that is not UTF-8 is an error record naming the byte; the records around it are kept."""
     p = tmp_path / f"in.{suffix}"
-    head = {"txt": b"fine\n", "jsonl": b'{"text": "fine"}\n', "csv": b"text\nfine\n"}[suffix]
-    p.write_bytes(head + b"caf\xe9 latin-1\n")
-    line = 3 if suffix == "csv" else 2
-    with pytest.raises(InputError, match=rf"in.{suffix}:{line}: not valid UTF-8 \(byte 0xe9 at column 4\)"):
-        read(p)
+    head, tail = {
+        "txt": (b"fine\n", b"after\n"),
+        "jsonl": (b'{"text": "fine"}\n', b'{"text": "after"}\n'),
+        "csv": (b"text\nfine\n", b"after\n"),
+    }[suffix]
+    p.write_bytes(head + b"caf\xe9 latin-1\n" + tail)
+    records = list(RecordReader(str(p)))
+    assert [r.text for r in records] == ["fine", None, "after"]
+    assert records[1].line == (3 if suffix == "csv" else 2)
+    assert records[1].error == "not valid UTF-8 (byte 0xe9 at column 4); re-encode the file as UTF-8"
 
 
 def test_file_level_usage_errors(tmp_path):

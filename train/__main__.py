@@ -8,7 +8,6 @@ at --out is kept), 2 bad usage. Errors go through :func:`lrsl_rt.command.run_com
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from lrsl_rt.command import CommandParser, run_command
@@ -163,8 +162,6 @@ def _main(argv) -> int:
     a = parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    # SIGTERM -> SystemExit, so the staging directory is removed like on Ctrl-C
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from .pipeline import run
 
     run(config_from_args(a), log=lambda s: print(s, flush=True))
