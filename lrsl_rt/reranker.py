@@ -31,7 +31,7 @@ import numpy as np
 
 from .bundle import MODEL_ROLES, load_label_embeddings, open_model
 from .errors import BundleError, InputError, UsageError
-from .fusion import fuse, softmax
+from .fusion import confidence, fuse
 from .gate import is_hard, topk_indices, topk_variance
 from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
@@ -205,7 +205,9 @@ class Reranker:
         hard = is_hard(logits, self.k, self.threshold)
         base = np.argmax(logits, axis=1)
         label_ids = base.copy()
-        scores = softmax(logits)[np.arange(n), base]
+        classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
+        scores = classifier_prob.copy()
+        fused_scores = np.full(n, np.nan)
         hard_idx = np.flatnonzero(hard)
         fused = cos = None
         if hard_idx.size:
@@ -214,7 +216,8 @@ class Reranker:
             fused = fuse(logits[hard_idx], cos, self.fusion, self.k)
             pick = np.argmax(fused, axis=1)
             label_ids[hard_idx] = pick
-            scores[hard_idx] = fused[np.arange(hard_idx.size), pick]
+            scores[hard_idx] = confidence(fused)
+            fused_scores[hard_idx] = fused[np.arange(hard_idx.size), pick]
         explanations = self._explain(logits, hard_idx, cos, fused) if explain else [None] * n
         labels = self.labels
         return [
@@ -225,6 +228,8 @@ class Reranker:
                 hard=bool(hard[i]),
                 classifier_label=labels[base[i]],
                 classifier_label_id=int(base[i]),
+                classifier_prob=float(classifier_prob[i]),
+                fused_score=float(fused_scores[i]) if hard[i] else None,
                 explanation=explanations[i],
             )
             for i in range(n)
