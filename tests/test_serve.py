@@ -312,11 +312,11 @@ def test_overload_gives_429_and_loses_no_accepted_request(tiny_bundle_fp32, refe
 
 
 def test_disconnect_then_sigterm_drains_every_accepted_request(tiny_bundle_fp32, reference):
-    """Texts wait for company up to 3 s: a client that gives up leaves the queue; SIGTERM runs the rest now."""
-    s = Server(tiny_bundle_fp32, "--max-wait-ms", "3000", "--max-batch-texts", "64", "--drain-delay", "2")
+    """Texts wait for company up to 10 s: a client that gives up leaves the queue; SIGTERM runs the rest now."""
+    s = Server(tiny_bundle_fp32, "--max-wait-ms", "10000", "--max-batch-texts", "64", "--drain-delay", "3")
     try:
         s.wait_ready()
-        with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=s.url, timeout=0.5) as c:
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=s.url, timeout=2) as c:
             c.post("/predict", json={"inputs": TEXTS[:3]})
         wait_for_metric(s.url, "lrsl_cancelled_texts_total", 3)
         wait_for_metric(s.url, "lrsl_queue_texts", 0)
@@ -352,6 +352,10 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
     s = Server(tiny_bundle_fp32, "--workers", "2")
     try:
         s.wait_ready()
+        deadline = time.monotonic() + START_TIMEOUT
+        while s.log.count("ready: Reranker(") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # each worker logs when its own bundle is loaded
+        assert s.log.count("ready: Reranker(") == 2, s.log
         workers = psutil.Process(s.proc.pid).children()
         assert len(workers) == 2 and all("lrsl_rt.serve.main" in " ".join(w.cmdline()) for w in workers)
         with httpx.Client(base_url=s.url, timeout=30) as c:
