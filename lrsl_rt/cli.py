@@ -139,7 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="also check the sha256 of each bundle file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
+    _add_serve_parser(sub, bundle_opt, runtime_opts)
     return parser
+
+
+def _add_serve_parser(sub, bundle_opt, runtime_opts) -> None:
+    from .serve.settings import add_serve_arguments
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service with micro-batching (needs the serve extra)",
+        description="Serve POST /predict, /health, /info and /metrics over HTTP (docs/guide/serve.md).",
+    )
+    bundle_opt(p)
+    runtime_opts(p)
+    add_serve_arguments(p, _positive_int)
+    p.set_defaults(func=cmd_serve)
 
 
 def resolve_bundle(arg: str | None) -> tuple[Path, str]:
@@ -260,6 +275,12 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import run
+
+    return run(args)
+
+
 @contextlib.contextmanager
 def _open_output(path: str | None):
     """The --output file (created only once the bundle has loaded, renamed into place at the end:
@@ -316,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
-        raise UsageError("choose a command: predict, eval or info (see `lrsl-rt --help`)")
+        raise UsageError("choose a command: predict, eval, info or serve (see `lrsl-rt --help`)")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return args.func(args)

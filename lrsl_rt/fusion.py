@@ -86,6 +86,18 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def confidence(scores: np.ndarray) -> np.ndarray:
+    """The ``score`` of each row: its softmax at the row's best entry, in [0, 1].
+
+    ``scores`` are a text's final scores -- the logits of an easy sample, the fused scores of a hard
+    one. Entries of -inf (labels outside a ``topk`` scope) get probability 0.
+
+    >>> confidence(np.array([[2.0, 0.0, -np.inf]])).round(4)
+    array([0.8808])
+    """
+    return softmax(scores).max(axis=1)
+
+
 def fuse(logits: np.ndarray, cos: np.ndarray, fusion: Fusion, k: int) -> np.ndarray:
     """Fused scores, shape (n, n_labels); argmax gives the reranked label."""
     logits = np.asarray(logits, dtype=np.float64)

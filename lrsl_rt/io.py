@@ -55,6 +55,8 @@ CSV_FIELDS = (
     "hard",
     "classifier_label",
     "classifier_label_id",
+    "classifier_prob",
+    "fused_score",
     "reranked",
     "error",
 )
@@ -349,6 +351,6 @@ class Writer:
                 f"{'':>8}variance {ex['variance']:.4g} (threshold {ex['threshold']:.4g}); top-k: {before}\n"
             )
             if ex["topk_after"]:
-                after = ", ".join(f"{d['label']} {d['score']:.3f}" for d in ex["topk_after"])
+                after = ", ".join(f"{d['label']} {d['fused_score']:.3f}" for d in ex["topk_after"])
                 sims = ", ".join(f"{d['label']} {d['cos']:.3f}" for d in ex["similarities"])
                 self.stream.write(f"{'':>8}fused: {after}; cos: {sims}\n")

@@ -1,13 +1,20 @@
 """What the Reranker returns for one text: :class:`Prediction`, optionally with an :class:`Explanation`.
 
-``Prediction.score`` means different things for easy and hard samples:
+``Prediction.score`` is a confidence in [0, 1] with one meaning for every record: the softmax of
+the text's final scores, taken at the chosen label (:func:`lrsl_rt.fusion.confidence`). The final
+scores are the classifier's logits for an easy sample and the fused scores for a hard one (labels
+outside a ``topk`` fusion scope count as probability 0). For an easy sample it equals
+``classifier_prob``. A client can threshold it the same way for easy and hard samples.
 
-- easy (``hard`` False, the classifier's answer stands): the classifier's softmax probability of
-  ``label``, in [0, 1];
-- hard (``hard`` True): the fused score of ``label`` under the bundle's fusion rule --
-  ``logit * cos^p`` for ``logits_cos`` (any real number, not a probability) or
-  ``softmax(logit) * cos^p`` for ``softmax_cos``. It ranks the labels of this one text; do not
-  compare it with the score of an easy sample or of another bundle.
+The raw values keep names that say what they are:
+
+- ``classifier_prob``: the classifier's softmax probability of ``classifier_label``;
+- ``fused_score``: the fused score of ``label`` under the bundle's fusion rule (``logit * cos^p``
+  for ``logits_cos`` -- any real number --, ``softmax(logit) * cos^p`` for ``softmax_cos``), None for
+  an easy sample (the embedder does not run on it). It ranks the labels of this one text only.
+
+Schema change (lrsl-rt 0.1 output): ``score`` of a hard sample used to be the raw fused value; that
+value is now ``fused_score``, and the explanation's ``topk_after`` entries name it ``fused_score``.
 
 ``reranked`` is True when LRSL changed the classifier's answer (``label != classifier_label``);
 a hard sample whose fusion agrees with the classifier has ``hard`` True and ``reranked`` False.
@@ -23,7 +30,7 @@ class Explanation:
     """Why a sample got its label.
 
     ``topk_before``: the classifier's top-k labels with their logits, best first.
-    ``topk_after``: the k best labels by fused score, best first -- None for an easy sample, because the
+    ``topk_after``: the k best labels with their fused scores, best first -- None for an easy sample, because the
     embedder only runs on hard samples. ``similarities``: cosine similarity of the text with each of
     the classifier's top-k labels (same order as ``topk_before``), None for an easy sample.
     ``variance``: population variance of the top-k logits; the sample is hard when it is <= ``threshold``.
@@ -45,7 +52,7 @@ class Explanation:
             "threshold": self.threshold,
             "k": self.k,
             "topk_before": pairs(self.topk_before, "logit"),
-            "topk_after": pairs(self.topk_after, "score"),
+            "topk_after": pairs(self.topk_after, "fused_score"),
             "similarities": pairs(self.similarities, "cos"),
         }
 
@@ -60,6 +67,8 @@ class Prediction:
     hard: bool
     classifier_label: str
     classifier_label_id: int
+    classifier_prob: float
+    fused_score: float | None
     explanation: Explanation | None = None
 
     @property
@@ -75,6 +84,8 @@ class Prediction:
             "hard": self.hard,
             "classifier_label": self.classifier_label,
             "classifier_label_id": self.classifier_label_id,
+            "classifier_prob": self.classifier_prob,
+            "fused_score": self.fused_score,
             "reranked": self.reranked,
         }
         if self.explanation is not None:

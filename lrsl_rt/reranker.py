@@ -32,7 +32,7 @@ import numpy as np
 from .bundle import load_label_embeddings, open_model
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
-from .fusion import softmax
+from .fusion import confidence
 from .gate import topk_indices
 from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
@@ -199,8 +199,12 @@ class Reranker:
             self.k,
         )
         n = len(texts)
-        scores = softmax(logits)[np.arange(n), d.classifier_labels]
-        scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
+        classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
+        scores = classifier_prob.copy()
+        fused_scores = np.full(n, np.nan)
+        if d.hard_idx.size:
+            scores[d.hard_idx] = confidence(d.fused)
+            fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
         explanations = self._explain(logits, d) if explain else [None] * n
         labels = self.labels
         return [
@@ -211,6 +215,8 @@ class Reranker:
                 hard=bool(d.hard[i]),
                 classifier_label=labels[d.classifier_labels[i]],
                 classifier_label_id=int(d.classifier_labels[i]),
+                classifier_prob=float(classifier_prob[i]),
+                fused_score=float(fused_scores[i]) if d.hard[i] else None,
                 explanation=explanations[i],
             )
             for i in range(n)

@@ -139,3 +139,24 @@ def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
         and " ms, " in proc.stdout
         and (tmp_path / "work" / "raw_s8rr_ffn2.onnx").is_file()
     )
+
+
+def test_serve_quick(tmp_path, tiny_bundle):
+    out = tmp_path / "serve.json"
+    proc = _run(
+        "serve.py", "--quick", "--bundle", tiny_bundle, "--texts", _texts_file(tmp_path), "--threads", "1",
+        "--concurrency", "1,4", "--requests", "12", "--warmup", "2", "--out", out,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["inprocess"]["qps"] > 0 and result["inprocess"]["b1"]["p50_ms"] > 0
+    for key, batch in (("served", 32), ("served_batching_off", 1)):
+        assert result[key]["max_batch_texts"] == batch and set(result[key]["levels"]) == {"1", "4"}
+        for level in result[key]["levels"].values():
+            assert level["requests"] == 12 and level["n_failures"] == 0 and level["qps"] > 0
+            assert 0 <= level["label_differs_from_alone"] <= 1 and level["mean_batch_texts"] >= 1
+    assert result["served_batching_off"]["levels"]["4"]["mean_batch_texts"] == 1
+    assert set(result["targets"]) == {"c1_p50_gap_ms"}  # no concurrency 32 in this run
+    assert (
+        "| served, concurrency 4 |" in proc.stdout
+        and "| served, batching off, concurrency 4 |" in proc.stdout
+    )

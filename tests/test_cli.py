@@ -73,6 +73,8 @@ def test_predict_arguments(capsys, tiny_bundle, r):
         "hard",
         "classifier_label",
         "classifier_label_id",
+        "classifier_prob",
+        "fused_score",
         "reranked",
     }
 

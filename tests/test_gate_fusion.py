@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from lrsl_rt.calibrate import choose_fusion
-from lrsl_rt.fusion import Fusion, fuse, parse_fusion, rerank, softmax
+from lrsl_rt.fusion import Fusion, confidence, fuse, parse_fusion, rerank, softmax
 from lrsl_rt.gate import is_hard, topk_indices, topk_variance
 
 LOGITS = np.array([[2.0, 1.5, 1.0], [3.0, 0.0, -1.0]])
@@ -72,6 +72,17 @@ def test_fusion_worked_example(rule, scope, scores, label):
 
 def test_softmax_worked_example():
     np.testing.assert_allclose(softmax(LOGITS[:1])[0], [0.506480, 0.307196, 0.186324], atol=1e-6)
+
+
+def test_confidence_worked_example():
+    """The score of a record: softmax of its final scores at the best one; -inf (outside a top-k scope) is 0.
+
+    Easy sample 2, logits [3, 0, -1]: e^0 / (e^0 + e^-3 + e^-4) = 0.936240.
+    Hard sample 1, logits_cos topk fused [0.125, 0.375, -inf]: e^0.375 / (e^0.125 + e^0.375) = 0.562177.
+    """
+    np.testing.assert_allclose(confidence(LOGITS[1:]), [0.936240], atol=1e-6)
+    fused = fuse(LOGITS[:1], COS[:1], Fusion("logits_cos", 2, "topk"), K)
+    np.testing.assert_allclose(confidence(fused), [0.562177], atol=1e-6)
 
 
 @pytest.mark.parametrize("rule", ["logits_cos", "softmax_cos"])
@@ -253,3 +264,14 @@ def test_easy_samples_keep_the_classifier_label(tiny_bundle):
     assert not any(p.reranked for p in np.array(preds, dtype=object)[~hard])
     sims = r.similarities([t for t, h in zip(texts, hard, strict=True) if h])
     np.testing.assert_array_equal(labels[hard], np.argmax(fuse(logits[hard], sims, r.fusion, r.k), axis=1))
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems(), fusions)
+def test_confidence_is_a_probability_of_the_chosen_label(problem, fusion):
+    logits, cos, k = problem
+    scores = fuse(logits, cos, fusion, k)
+    conf = confidence(scores)
+    assert ((conf > 0) & (conf <= 1)).all()
+    rows = np.arange(len(scores))
+    np.testing.assert_allclose(conf, softmax(scores)[rows, np.argmax(scores, axis=1)])

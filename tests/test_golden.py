@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from lrsl_rt import Reranker
 from lrsl_rt.fusion import Fusion
@@ -45,6 +46,11 @@ GOLDEN_HARD = [False, False, True, True]
 # [0.8057, 0.8416, 0.8172] = [0.2038, 0.2107, 0.2032] -> lost_card; text 3 keeps card_arrival (its highest cos too)
 GOLDEN_FUSION = Fusion("softmax_cos", 2, "topk")
 GOLDEN_LABELS = ["card_arrival", "card_arrival", "lost_card", "card_arrival"]
+# score: softmax of the final scores at the label -- the logits of the easy texts (their classifier_prob);
+# for the hard ones the fused scores of the top 3 (the other label is -inf, probability 0), nearly equal: ~1/3
+GOLDEN_SCORES = [0.253036, 0.253047, 0.334914, 0.33651]
+GOLDEN_CLASSIFIER_PROB = [0.253036, 0.253047, 0.253039, 0.253033]
+GOLDEN_FUSED_SCORES = [None, None, 0.210608, 0.21976]
 
 
 def _reranker(bundle, threshold=None, fusion=None) -> Reranker:
@@ -67,3 +73,7 @@ def test_golden_predictions(tiny_bundle_fp32):
     preds = r.predict(TEXTS)
     assert [p.hard for p in preds] == GOLDEN_HARD
     assert [p.label for p in preds] == GOLDEN_LABELS
+    assert [p.score for p in preds] == pytest.approx(GOLDEN_SCORES, abs=2e-6)
+    assert [p.classifier_prob for p in preds] == pytest.approx(GOLDEN_CLASSIFIER_PROB, abs=2e-6)
+    assert [p.fused_score is None for p in preds] == [f is None for f in GOLDEN_FUSED_SCORES]
+    assert [p.fused_score for p in preds[2:]] == pytest.approx(GOLDEN_FUSED_SCORES[2:], abs=2e-6)

@@ -15,6 +15,7 @@ import textwrap
 from conftest import ROOT
 
 FORBIDDEN = ("torch", "transformers", "onnx", "sklearn", "sentence_transformers", "optimum")
+SERVER_STACK = ("starlette", "uvicorn", "prometheus_client", "httpx", "ray")
 MODULES = (
     "cli",
     "errors",
@@ -33,6 +34,13 @@ MODULES = (
     "bundle",
     "output",
     "signals",
+    "serve",
+    "serve.settings",
+    "serve.schema",
+    "serve.batcher",
+    "serve.metrics",
+    "serve.app",
+    "serve.main",
 )
 
 BLOCK_ORT = """
@@ -64,7 +72,7 @@ def loaded_after(code: str) -> set[str]:
 
 def test_bare_import_is_light():
     loaded = loaded_after("import lrsl_rt")
-    assert not loaded & {*FORBIDDEN, "onnxruntime", "numpy", "tokenizers", "matplotlib"}
+    assert not loaded & {*FORBIDDEN, *SERVER_STACK, "onnxruntime", "numpy", "tokenizers", "matplotlib"}
 
 
 def test_full_runtime_never_imports_training_stack():
@@ -72,12 +80,14 @@ def test_full_runtime_never_imports_training_stack():
     loaded = loaded_after(f"{imports}\nfrom lrsl_rt import Reranker, Prediction, Fusion, __version__")
     assert not loaded & set(FORBIDDEN), sorted(loaded & set(FORBIDDEN))
     assert "onnxruntime" not in loaded and "matplotlib" not in loaded
+    assert not loaded & set(SERVER_STACK), sorted(loaded & set(SERVER_STACK))  # only a server loads them
     assert "numpy" in loaded  # the modules did load
 
 
 def test_cli_help_is_light():
-    loaded = loaded_after("from lrsl_rt.cli import main\nassert main(['predict', '--help']) == 0")
-    assert not loaded & {*FORBIDDEN, "onnxruntime", "numpy", "tokenizers"}
+    for command in ("predict", "serve"):
+        loaded = loaded_after(f"from lrsl_rt.cli import main\nassert main(['{command}', '--help']) == 0")
+        assert not loaded & {*FORBIDDEN, *SERVER_STACK, "onnxruntime", "numpy", "tokenizers"}
 
 
 def test_public_api():

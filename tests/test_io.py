@@ -152,6 +152,8 @@ PRED = {
     "hard": True,
     "classifier_label": "a",
     "classifier_label_id": 0,
+    "classifier_prob": 0.4,
+    "fused_score": 2.5,
     "reranked": True,
 }
 

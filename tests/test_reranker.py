@@ -107,16 +107,23 @@ def test_predict_matches_numpy_reference(request, which, texts):
     hard = is_hard(logits, r.k, r.threshold)
     assert 0 < hard.sum() < len(texts)
     base = np.argmax(logits, axis=1)
-    label, score = base.copy(), softmax(logits)[np.arange(len(texts)), base]
+    prob = softmax(logits)[np.arange(len(texts)), base]
+    label, score, fused_score = base.copy(), prob.copy(), np.full(len(texts), np.nan)
     hard_idx = np.flatnonzero(hard)
     fused = fuse(logits[hard_idx], r.similarities([texts[i] for i in hard_idx]), r.fusion, r.k)
     label[hard_idx] = np.argmax(fused, axis=1)
-    score[hard_idx] = fused.max(axis=1)
+    score[hard_idx] = softmax(fused).max(axis=1)  # the confidence: softmax of the final scores
+    fused_score[hard_idx] = fused.max(axis=1)
     assert [p.hard for p in preds] == hard.tolist()
     assert [p.classifier_label_id for p in preds] == base.tolist()
     assert [p.label_id for p in preds] == label.tolist()
     assert [p.label for p in preds] == [r.labels[i] for i in label]
     np.testing.assert_array_equal([p.score for p in preds], score)
+    np.testing.assert_array_equal([p.classifier_prob for p in preds], prob)
+    np.testing.assert_array_equal(
+        [np.nan if p.fused_score is None else p.fused_score for p in preds], fused_score
+    )
+    assert all(0.0 <= p.score <= 1.0 for p in preds)
     assert all(p.reranked == (p.label_id != p.classifier_label_id) for p in preds)
 
 
@@ -223,12 +230,13 @@ def test_explain_fields(r_int8, texts):
         assert [lab for lab, _ in ex.topk_before] == [r.labels[j] for j in top[i]]
         assert [v for _, v in ex.topk_before] == pytest.approx(logits[i, top[i]].tolist())
         if p.hard:
-            assert len(ex.topk_after) == r.k and ex.topk_after[0] == (p.label, pytest.approx(p.score))
+            assert len(ex.topk_after) == r.k and ex.topk_after[0] == (p.label, pytest.approx(p.fused_score))
             assert [lab for lab, _ in ex.similarities] == [lab for lab, _ in ex.topk_before]
             assert all(-1.0 - 1e-5 <= c <= 1.0 + 1e-5 for _, c in ex.similarities)
         else:
             assert ex.topk_after is None and ex.similarities is None
             assert p.score == pytest.approx(softmax(logits[i : i + 1])[0, p.label_id])
+            assert p.classifier_prob == p.score and p.fused_score is None
         d = p.to_dict()
         json.dumps(d)
         assert set(d) == {
@@ -238,6 +246,8 @@ def test_explain_fields(r_int8, texts):
             "hard",
             "classifier_label",
             "classifier_label_id",
+            "classifier_prob",
+            "fused_score",
             "reranked",
             "explanation",
         }

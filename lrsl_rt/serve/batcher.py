@@ -1,0 +1,232 @@
+"""The micro-batcher: texts of concurrent requests gathered into model calls.
+
+Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
+
+- ``submit(texts, tokens, explain)`` puts a request's texts at the end of one FIFO queue and awaits
+  its own results. The queue is bounded in texts (``max_queue``): a request that does not fit is
+  refused at once with :class:`QueueFull` (the HTTP layer answers 429), never parked.
+- One batch loop (an asyncio task) takes texts from the head of the queue into a batch of at most
+  ``max_texts`` texts and ``max_tokens`` tokens (unpadded token counts; a single longer text still
+  runs, alone). A request may be split over consecutive batches; its texts keep their order.
+- When the model is idle, a partial batch waits for company at most ``max_wait`` seconds after its
+  oldest text arrived, and runs at once when full. While a batch runs, new texts queue and form the
+  next batch, so under load batches fill without any wait.
+- The model call (``predict(texts, explain)``, one call per batch) runs in a single worker thread via
+  ``run_in_executor``: the event loop stays free, and the models never run concurrently with
+  themselves. A batch that wants explanations for any request computes them for all and strips them
+  from the others.
+- Each request has its own future and result slots: results go back exactly to their request, in
+  order. A failed model call fails the requests of that batch only (:class:`BatchFailed`); their
+  texts still queued are dropped. A request whose awaiting task is cancelled (its client went away)
+  takes its queued texts out of the queue; results of its texts already in a running batch are
+  dropped -- it costs no more than its own texts.
+- ``drain()`` stops new submissions (:class:`Draining`), runs what is queued without waiting for
+  company, and returns once the queue is empty and no batch runs.
+
+The batcher knows nothing of HTTP or Prometheus: an optional ``observer`` gets ``queue(n)``,
+``batch(texts, tokens, seconds, predictions)``, ``cancelled(n)`` and ``failed()`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+
+class QueueFull(Exception):
+    """The queue cannot take the request's texts now."""
+
+
+class Draining(Exception):
+    """The server is shutting down and takes no new work."""
+
+
+class BatchFailed(Exception):
+    """The model call of a batch holding this request's texts raised; the cause is chained."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Request:
+    texts: list[str]
+    tokens: list[int]
+    explain: bool
+    future: asyncio.Future
+    arrived: float
+    results: list = dataclasses.field(default_factory=list)
+    taken: int = 0  # texts already put into a batch
+    answered: int = 0
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.texts)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchLimits:
+    max_texts: int
+    max_tokens: int
+    max_wait: float  # seconds
+    max_queue: int
+
+
+class MicroBatcher:
+    def __init__(self, predict: Callable[[list[str], bool], list], limits: BatchLimits, observer=None):
+        self._predict = predict
+        self.limits = limits
+        self._observer = observer
+        self._queue: deque[_Request] = deque()
+        self.queued_texts = 0
+        self._queued_tokens = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsl-model")
+        self._running = False
+        self._closing = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._batch_loop())
+
+    # ---- the request side ------------------------------------------------------------------------
+    async def submit(self, texts: list[str], tokens: list[int], explain: bool = False) -> list:
+        """The predictions of ``texts`` in order; QueueFull, Draining or BatchFailed otherwise."""
+        if self._closing:
+            raise Draining("the server is shutting down")
+        if self.queued_texts + len(texts) > self.limits.max_queue:
+            raise QueueFull(
+                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(list(texts), list(tokens), explain, loop.create_future(), loop.time())
+        self._queue.append(req)
+        self._count_queued(len(texts), sum(tokens))
+        self._wake.set()
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            self._drop(req)
+            if self._observer:
+                self._observer.cancelled(len(req.texts) - req.answered)
+            raise
+
+    def _drop(self, req: _Request) -> None:
+        """Take a request's texts that are still queued out of the queue."""
+        if req in self._queue:  # a request leaves the queue when its last text is taken
+            self._queue.remove(req)
+            self._count_queued(req.taken - len(req.texts), -sum(req.tokens[req.taken :]))
+        req.taken = len(req.texts)
+
+    def _count_queued(self, texts: int, tokens: int) -> None:
+        self.queued_texts += texts
+        self._queued_tokens += tokens
+        if self._observer:
+            self._observer.queue(self.queued_texts)
+
+    # ---- the batch side --------------------------------------------------------------------------
+    async def _batch_loop(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._wait_for_company()
+            parts = self._take_batch()
+            if parts:
+                self._running = True
+                try:
+                    await self._run_batch(parts)
+                finally:
+                    self._running = False
+
+    def _full(self) -> bool:
+        return self.queued_texts >= self.limits.max_texts or self._queued_tokens >= self.limits.max_tokens
+
+    async def _wait_for_company(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = self._queue[0].arrived + self.limits.max_wait
+        while self._queue and not self._closing and not self._full():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take_batch(self) -> list[tuple[_Request, int, int]]:
+        """(request, start, end) slices from the head of the queue, within the batch limits."""
+        parts, n, tokens = [], 0, 0
+        while self._queue and n < self.limits.max_texts:
+            req = self._queue[0]
+            start = end = req.taken
+            while end < len(req.texts) and n < self.limits.max_texts:
+                if n and tokens + req.tokens[end] > self.limits.max_tokens:
+                    break
+                tokens += req.tokens[end]
+                n += 1
+                end += 1
+            if end > start:
+                parts.append((req, start, end))
+                req.taken = end
+            if end < len(req.texts):
+                break  # the batch is full; the rest of this request goes first in the next one
+            self._queue.popleft()
+        self._count_queued(-n, -tokens)
+        return parts
+
+    async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
+        texts = [t for req, s, e in parts for t in req.texts[s:e]]
+        explain = any(req.explain for req, _, _ in parts)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            preds = await loop.run_in_executor(self._executor, self._predict, texts, explain)
+        except Exception as e:  # the model failed: only this batch's requests fail
+            if self._observer:
+                self._observer.failed()
+            for req, _, _ in parts:
+                self._drop(req)
+                if not req.future.done():
+                    err = BatchFailed(f"{type(e).__name__}: {e}")
+                    err.__cause__ = e
+                    req.future.set_exception(err)
+            return
+        if self._observer:
+            tokens = sum(sum(req.tokens[s:e]) for req, s, e in parts)
+            self._observer.batch(len(texts), tokens, time.perf_counter() - start, preds)
+        self._deliver(parts, preds, explain)
+
+    @staticmethod
+    def _deliver(parts, preds, explained: bool) -> None:
+        offset = 0
+        for req, s, e in parts:
+            chunk = preds[offset : offset + e - s]
+            offset += e - s
+            if req.future.done():  # cancelled (client gone) or failed in an earlier batch
+                continue
+            if explained and not req.explain:
+                chunk = [dataclasses.replace(p, explanation=None) for p in chunk]
+            req.results[s:e] = chunk
+            req.answered += e - s
+            if req.answered == len(req.texts):
+                req.future.set_result(req.results)
+
+    # ---- shutdown --------------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return not self._queue and not self._running
+
+    async def drain(self, poll: float = 0.01) -> None:
+        """Refuse new work, run every queued text now, return when nothing is queued or running."""
+        self._closing = True
+        self._wake.set()
+        while not self.idle:
+            await asyncio.sleep(poll)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._executor.shutdown(wait=True)

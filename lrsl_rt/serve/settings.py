@@ -1,0 +1,185 @@
+"""The settings of ``lrsl-rt serve``: its flags, checked once into a frozen :class:`ServeSettings`.
+
+This module imports nothing of the server stack, so ``lrsl-rt --help`` and ``lrsl-rt serve --help``
+stay instant and work without the ``serve`` extra. How to choose each setting is in the user guide
+(docs/guide/serve.md); the help texts say what each one trades.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from ..errors import UsageError
+
+SETTINGS_ENV = "LRSL_RT_SERVE_SETTINGS"  # how a --workers parent hands the settings to its workers
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything one server process needs; ``threads`` is already resolved (never None)."""
+
+    bundle: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_batch_texts: int = 32
+    max_batch_tokens: int = 8192
+    max_wait_ms: float = 0.0
+    max_queue_texts: int = 1024
+    max_request_texts: int = 64
+    max_text_chars: int = 4000
+    workers: int = 1
+    threads: int = 1
+    thread_pool: str = "session"
+    provider: str = "cpu"
+    batch_size: int | None = None
+    drain_timeout: float = 30.0
+    drain_delay: float = 0.0
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body accepted: the largest valid request, every character escaped as \\uXXXX."""
+        return self.max_request_texts * (6 * self.max_text_chars + 8) + 1024
+
+    def batching(self) -> dict:
+        keys = (
+            "max_batch_texts",
+            "max_batch_tokens",
+            "max_wait_ms",
+            "max_queue_texts",
+            "max_request_texts",
+            "max_text_chars",
+            "workers",
+            "threads",
+            "thread_pool",
+            "provider",
+            "batch_size",
+        )
+        return {k: getattr(self, k) for k in keys} | {"max_body_bytes": self.max_body_bytes}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        return cls(**json.loads(text))
+
+
+def _non_negative(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
+    return x
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
+    return int(value)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
+    """The flags of ``lrsl-rt serve`` beyond --bundle and the runtime's --batch-size/--provider/--threads/--thread-pool."""
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--max-batch-texts",
+        type=positive_int,
+        default=32,
+        help="most texts per model call: larger batches raise throughput under load, and the wait of each text",
+    )
+    p.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        default=8192,
+        help="most tokens (before padding) per model call: bounds the memory and time of a batch of long texts",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=_non_negative,
+        default=0.0,
+        help="how long a partial batch waits for more texts while the model is idle (default 0: never; "
+        "texts that arrive while a batch runs join the next one anyway). More wait, fuller batches, slower answers",
+    )
+    p.add_argument(
+        "--max-queue-texts",
+        type=positive_int,
+        default=1024,
+        help="texts allowed to wait for a batch; beyond it requests get 429. Smaller: overload shows sooner, "
+        "with shorter waits",
+    )
+    p.add_argument(
+        "--max-request-texts", type=positive_int, default=64, help="most texts in one request (else 413)"
+    )
+    p.add_argument(
+        "--max-text-chars",
+        type=positive_int,
+        default=4000,
+        help="most characters per text (else 413); texts are truncated to the bundle's max length in tokens anyway",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="server processes on the same port, each with its own bundle copy (default 1)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_non_negative,
+        default=30.0,
+        help="on SIGTERM/SIGINT, seconds allowed to finish the accepted requests (default 30)",
+    )
+    p.add_argument(
+        "--drain-delay",
+        type=_non_negative,
+        default=0.0,
+        help="on SIGTERM/SIGINT, seconds to keep answering 503 before closing the port, so a load balancer "
+        "sees /health fail first (default 0)",
+    )
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def settings_from_args(args) -> ServeSettings:
+    """Check the flags together and resolve the thread count: --threads, else the cores divided among the workers."""
+    if args.max_request_texts > args.max_queue_texts:
+        raise UsageError(
+            f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
+            f"{args.max_queue_texts}: such a request could never be queued"
+        )
+    from ..cli import resolve_bundle
+
+    path, how = resolve_bundle(args.bundle)
+    if not path.is_dir():
+        raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR")
+    threads = args.threads or max(1, usable_cpus() // args.workers)
+    return ServeSettings(
+        bundle=str(path),
+        host=args.host,
+        port=args.port,
+        max_batch_texts=args.max_batch_texts,
+        max_batch_tokens=args.max_batch_tokens,
+        max_wait_ms=args.max_wait_ms,
+        max_queue_texts=args.max_queue_texts,
+        max_request_texts=args.max_request_texts,
+        max_text_chars=args.max_text_chars,
+        workers=args.workers,
+        threads=threads,
+        thread_pool=args.thread_pool,
+        provider=args.provider,
+        batch_size=args.batch_size,
+        drain_timeout=args.drain_timeout,
+        drain_delay=args.drain_delay,
+    )

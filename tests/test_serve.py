@@ -1,0 +1,462 @@
+"""``lrsl-rt serve`` tested as users meet it: the real CLI in a subprocess on a loopback port, a real HTTP client.
+
+Servers start with ``--port 0`` and print the port they bound; every request goes to 127.0.0.1.
+Parity is exact: the server's model is the same fp32 tiny bundle with the same thread count as the
+reference Reranker in this process, and a request sent alone (``--max-wait-ms 0``) forms a batch of
+exactly its own texts, so both compute on the same batches. Load loops are bounded in count, and
+every wait is bounded by a deadline; no assertion depends on timing.
+
+The model-failure rule (a failing batch fails only its own requests) is tested on the batcher in
+this process, with the real Reranker behind a predict function that fails for one batch: a real
+bundle cannot be made to fail on demand inside a running server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import ROOT
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+prom_parser = pytest.importorskip("prometheus_client.parser")
+
+TEXTS = [
+    "my card is still not here",
+    "exchange rate euro dollar",
+    "why did my top up fail",
+    "i lost my card please block it",
+    "how do i convert currency",
+    "",
+    "the money is missing, can you help?",
+    "card delivery waiting",
+]
+START_TIMEOUT = 60.0
+
+
+# ---- the server process ----------------------------------------------------------------------------
+class Server:
+    """``python -m lrsl_rt serve ... --port 0`` in a subprocess; its stderr is collected by a thread."""
+
+    def __init__(self, bundle, *flags: str) -> None:
+        cmd = [sys.executable, "-m", "lrsl_rt", "serve", "--bundle", str(bundle), "--port", "0"]
+        cmd += ["--threads", "1", *flags]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._port_line = threading.Event()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        if not self._port_line.wait(START_TIMEOUT):
+            self.kill()
+            raise AssertionError(f"server printed no port line:\n{self.log}")
+        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log).group(1)
+        self.url = f"http://127.0.0.1:{port}"
+        self.health_seen: list[tuple[int, dict]] = []
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "listening on" in line:
+                self._port_line.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_ready(self) -> None:
+        """Poll /health until 200, recording every answer (503 while the bundle loads)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            while time.monotonic() < deadline:
+                r = c.get("/health")
+                self.health_seen.append((r.status_code, r.json()))
+                if r.status_code == 200:
+                    return
+                time.sleep(0.02)
+        raise AssertionError(
+            f"server not ready in {START_TIMEOUT} s; health: {self.health_seen[-3:]}\n{self.log}"
+        )
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_bundle_fp32):
+    from lrsl_rt import Reranker
+
+    return Reranker.from_bundle(tiny_bundle_fp32, threads=1)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle_fp32):
+    s = Server(
+        tiny_bundle_fp32,
+        "--max-request-texts",
+        "8",
+        "--max-text-chars",
+        "200",
+        "--max-batch-texts",
+        "16",
+        "--max-queue-texts",
+        "64",
+    )
+    try:
+        s.wait_ready()
+        yield s
+    finally:
+        code = s.stop()
+        assert code == 0, s.log
+
+
+def records(reranker, texts, explain=False):
+    """What the server must answer: the records of Reranker.predict, through JSON as the server sends them."""
+    return json.loads(json.dumps([p.to_dict() for p in reranker.predict(texts, explain=explain)]))
+
+
+def assert_same_record(got: dict, want: dict) -> None:
+    """Equal up to the last bits of the floats: fp32 kernels round differently in a batch of other texts."""
+    assert {k: v for k, v in got.items() if not isinstance(v, float)} == {
+        k: v for k, v in want.items() if not isinstance(v, float)
+    }
+    assert {k: v for k, v in got.items() if isinstance(v, float)} == pytest.approx(
+        {k: v for k, v in want.items() if isinstance(v, float)}, abs=1e-5
+    )
+
+
+def metric_values(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics as {(name, sorted labels): value}, parsed by prometheus_client."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    out = {}
+    for family in prom_parser.text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(m: dict, name: str, **labels) -> float:
+    return m.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def wait_for_metric(url: str, name: str, want: float, timeout: float = 20.0, **labels) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value(metric_values(url), name, **labels) == want:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{name}{labels} never reached {want}")
+
+
+# ---- predictions ------------------------------------------------------------------------------------
+def test_health_went_from_loading_to_ready(server):
+    codes = [c for c, _ in server.health_seen]
+    assert codes[-1] == 200 and server.health_seen[-1][1] == {"status": "ready"}
+    assert set(codes[:-1]) <= {503}  # never ready and then not
+    for _, body in server.health_seen[:-1]:
+        assert body["status"] == "loading" and "loading the bundle" in body["error"]
+
+
+def test_predict_single_and_list_match_the_reranker(server, reference):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for text in TEXTS[:3]:
+            r = c.post("/predict", json={"inputs": text})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            assert r.json() == records(reference, [text])
+        r = c.post("/predict", json={"inputs": TEXTS})
+        assert r.status_code == 200 and r.json() == records(reference, TEXTS)
+        r = c.post("/predict", json={"inputs": TEXTS[:4], "explain": True})
+        assert r.json() == records(reference, TEXTS[:4], explain=True)
+    for rec in r.json():
+        assert 0.0 <= rec["score"] <= 1.0
+        assert (rec["fused_score"] is None) == (not rec["hard"])
+
+
+def test_concurrent_clients_get_their_own_records_in_order(server, reference):
+    alone = {t: records(reference, [t])[0] for t in TEXTS}
+    n_clients, rounds = 12, 3
+
+    async def client(i: int, c) -> list:
+        got = []
+        for j in range(rounds):
+            texts = [TEXTS[(i + j + k) % len(TEXTS)] for k in range(1 + (i + j) % 4)]
+            r = await c.post("/predict", json={"inputs": texts})
+            got.append((texts, r.status_code, r.json()))
+        return got
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+            return await asyncio.gather(*(client(i, c) for i in range(n_clients)))
+
+    for got in asyncio.run(main()):
+        for texts, status, recs in got:
+            assert status == 200 and len(recs) == len(texts)
+            for text, rec in zip(texts, recs, strict=True):
+                assert_same_record(rec, alone[text])
+
+
+BAD_REQUESTS = [
+    ("POST", "/predict", b'{"inputs": ["a", }', 422, r"not valid JSON: .* line 1 column"),
+    ("POST", "/predict", b"[1, 2]", 422, r'JSON object with an "inputs" field, got an array'),
+    ("POST", "/predict", b'{"text": "a"}', 422, r"unknown field\(s\) \['text'\]"),
+    ("POST", "/predict", b'{"explain": true}', 422, r'missing field "inputs"'),
+    ("POST", "/predict", b'{"inputs": ["ok", 7]}', 422, r"inputs\[1\]: expected a string, got a number 7"),
+    ("POST", "/predict", b'{"inputs": 3}', 422, r'"inputs" must be a string or a list of strings'),
+    ("POST", "/predict", b'{"inputs": []}', 422, r'"inputs" is an empty list'),
+    ("POST", "/predict", b'{"inputs": "a", "explain": "yes"}', 422, r'"explain" must be true or false'),
+    ("POST", "/predict", json.dumps({"inputs": ["a"] * 9}).encode(), 413, r"9 texts .* limit is 8"),
+    ("POST", "/predict", json.dumps({"inputs": ["x" * 201]}).encode(), 413, r"inputs\[0\]: 201 characters"),
+    ("POST", "/predict", b" " * 20_000, 413, r"body of 20000 bytes; the limit is 10688 bytes"),
+    ("GET", "/predict", None, 405, r"method GET not allowed on /predict; use POST"),
+    ("POST", "/health", b"{}", 405, r"method POST not allowed on /health"),
+    ("GET", "/nope", None, 404, r"no endpoint GET /nope"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD_REQUESTS)
+def test_bad_request(server, reference, method, path, body, status, message):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.request(method, path, content=body)
+        assert r.status_code == status, r.text
+        assert set(r.json()) == {"error"} and re.search(message, r.json()["error"]), r.json()
+        ok = c.post("/predict", json={"inputs": TEXTS[0]})  # and the server keeps serving
+        assert ok.status_code == 200 and ok.json() == records(reference, TEXTS[:1])
+
+
+def test_metrics_counters_move_by_the_right_amounts(server):
+    before = metric_values(server.url)
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        answers = [c.post("/predict", json={"inputs": TEXTS[:n]}).json() for n in (1, 3, 5)]
+        assert c.post("/predict", content=b"nope").status_code == 422
+        assert c.get("/health").status_code == 200
+        assert c.get("/missing").status_code == 404
+    after = metric_values(server.url)
+
+    def moved(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    recs = [rec for a in answers for rec in a]
+    assert moved("lrsl_http_requests_total", endpoint="/predict", status="200") == 3
+    assert moved("lrsl_http_requests_total", endpoint="/predict", status="422") == 1
+    assert moved("lrsl_http_requests_total", endpoint="/health", status="200") == 1
+    assert moved("lrsl_http_requests_total", endpoint="other", status="404") == 1
+    assert moved("lrsl_http_requests_total", endpoint="/metrics", status="200") == 1  # the first scrape
+    assert moved("lrsl_http_request_duration_seconds_count", endpoint="/predict") == 4
+    assert moved("lrsl_texts_predicted_total") == 9
+    assert moved("lrsl_hard_texts_total") == sum(r["hard"] for r in recs)
+    assert moved("lrsl_reranked_texts_total") == sum(r["reranked"] for r in recs)
+    assert moved("lrsl_batch_texts_count") == 3 and moved("lrsl_batch_texts_sum") == 9
+    assert moved("lrsl_batch_tokens_count") == 3 and moved("lrsl_batch_tokens_sum") > 9
+    assert moved("lrsl_model_run_seconds_count", stage="classifier") >= 3
+    assert moved("lrsl_model_run_seconds_count", stage="embedder") >= (
+        1 if any(r["hard"] for r in recs) else 0
+    )
+    assert value(after, "lrsl_queue_texts") == 0
+    assert 0 <= value(after, "lrsl_hard_share") <= 1
+
+
+def test_info(server, reference):
+    info = httpx.get(f"{server.url}/info", timeout=10).json()
+    assert info["phase"] == "ready"
+    assert info["bundle"]["labels"] == list(reference.labels)
+    assert info["bundle"]["threshold"] == reference.threshold
+    assert info["bundle"]["fusion"] == reference.fusion.to_dict()
+    assert info["batching"]["max_request_texts"] == 8 and info["batching"]["threads"] == 1
+    assert info["environment"]["lrsl-rt"]
+
+
+# ---- overload, disconnects, shutdown -------------------------------------------------------------------
+def test_overload_gives_429_and_loses_no_accepted_request(tiny_bundle_fp32, reference):
+    s = Server(
+        tiny_bundle_fp32, "--max-batch-texts", "1", "--max-queue-texts", "4", "--max-request-texts", "4"
+    )
+    try:
+        s.wait_ready()
+        n = 40
+        texts = [[TEXTS[(i + k) % len(TEXTS)] for k in range(4)] for i in range(n)]
+
+        async def main():
+            async with httpx.AsyncClient(base_url=s.url, timeout=60) as c:
+                return await asyncio.gather(*(c.post("/predict", json={"inputs": t}) for t in texts))
+
+        answers = asyncio.run(main())
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
+        for t, r in zip(texts, answers, strict=True):
+            if r.status_code == 429:
+                assert r.headers["Retry-After"].isdigit() and "queue full" in r.json()["error"]
+            else:  # batches of one text: exactly the reranker's answer for each text alone
+                assert r.json() == [records(reference, [x])[0] for x in t]
+        m = metric_values(s.url)
+        assert value(m, "lrsl_http_requests_total", endpoint="/predict", status="200") == codes.count(200)
+        assert value(m, "lrsl_http_requests_total", endpoint="/predict", status="429") == codes.count(429)
+        assert value(m, "lrsl_texts_predicted_total") == 4 * codes.count(200)
+        assert value(m, "lrsl_batch_texts_bucket", le="1.0") == value(m, "lrsl_batch_texts_count")
+    finally:
+        assert s.stop() == 0, s.log
+
+
+def test_disconnect_then_sigterm_drains_every_accepted_request(tiny_bundle_fp32, reference):
+    """Texts wait for company up to 10 s: a client that gives up leaves the queue; SIGTERM runs the rest now."""
+    s = Server(tiny_bundle_fp32, "--max-wait-ms", "10000", "--max-batch-texts", "64", "--drain-delay", "3")
+    try:
+        s.wait_ready()
+        with pytest.raises(httpx.ReadTimeout), httpx.Client(base_url=s.url, timeout=2) as c:
+            c.post("/predict", json={"inputs": TEXTS[:3]})
+        wait_for_metric(s.url, "lrsl_cancelled_texts_total", 3)
+        wait_for_metric(s.url, "lrsl_queue_texts", 0)
+
+        async def main():
+            async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
+                pending = [asyncio.ensure_future(c.post("/predict", json={"inputs": [t]})) for t in TEXTS[:6]]
+                for _ in range(500):  # until all six wait in the queue
+                    if value(metric_values(s.url), "lrsl_queue_texts") == 6:
+                        break
+                    await asyncio.sleep(0.02)
+                s.proc.send_signal(signal.SIGTERM)
+                answers = await asyncio.gather(*pending)
+                health = await c.get("/health")
+                late = await c.post("/predict", json={"inputs": "too late"})
+                return answers, health, late
+
+        answers, health, late = asyncio.run(main())
+        assert [r.status_code for r in answers] == [200] * 6
+        for r, text in zip(answers, TEXTS[:6], strict=True):
+            assert_same_record(r.json()[0], records(reference, [text])[0])
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        assert late.status_code == 503 and "draining" in late.json()["error"]
+        assert s.proc.wait(30) == 0, s.log
+        assert "draining: 6 request(s) in flight" in s.log
+        assert "Traceback" not in s.log
+    finally:
+        s.kill()
+
+
+def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference):
+    psutil = pytest.importorskip("psutil")
+    s = Server(tiny_bundle_fp32, "--workers", "2")
+    try:
+        s.wait_ready()
+        deadline = time.monotonic() + START_TIMEOUT
+        while s.log.count("ready: Reranker(") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # each worker logs when its own bundle is loaded
+        assert s.log.count("ready: Reranker(") == 2, s.log
+        workers = psutil.Process(s.proc.pid).children()
+        assert len(workers) == 2 and all("lrsl_rt.serve.main" in " ".join(w.cmdline()) for w in workers)
+        with httpx.Client(base_url=s.url, timeout=30) as c:
+            for text in TEXTS[:4]:
+                assert c.post("/predict", json={"inputs": text}).json() == records(reference, [text])
+            batching = c.get("/info").json()["batching"]
+        assert batching["workers"] == 2 and batching["threads"] == 1
+        assert s.stop() == 0, s.log
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    finally:
+        s.kill()
+
+
+# ---- the command line -------------------------------------------------------------------------------
+def test_serve_usage_errors(capsys, tiny_bundle_fp32, tmp_path):
+    from lrsl_rt.cli import main
+
+    flags = ["--max-request-texts", "10", "--max-queue-texts", "5"]
+    assert main(["serve", "--bundle", str(tiny_bundle_fp32), *flags]) == 2
+    assert "--max-request-texts 10 is larger than --max-queue-texts 5" in capsys.readouterr().err
+    assert main(["serve", "--bundle", str(tmp_path / "none")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["serve", "--bundle", str(tiny_bundle_fp32), "--max-wait-ms", "-1"]) == 2
+    assert "expected a number >= 0" in capsys.readouterr().err
+
+
+def test_serve_without_the_extra_names_it(tiny_bundle_fp32):
+    block = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("starlette", "uvicorn"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _Block())
+from lrsl_rt.cli import main
+raise SystemExit(main(["serve", "--bundle", sys.argv[1]]))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", block, str(tiny_bundle_fp32)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip() == "Error: `lrsl-rt serve` needs starlette, uvicorn: pip install 'lrsl-rt[serve]'"
+    )
+
+
+# ---- the batcher in this process ------------------------------------------------------------------------
+def _batcher_run(reference, limits, requests, fail_on=None):
+    """Submit ``requests`` (lists of texts) at once; (answers or exceptions, the batches the model saw)."""
+    from lrsl_rt.errors import RuntimeBackendError
+    from lrsl_rt.serve.batcher import MicroBatcher
+
+    seen = []
+
+    def predict(texts, explain):
+        seen.append(list(texts))
+        if fail_on is not None and fail_on in texts:
+            raise RuntimeBackendError("the model failed on this batch")
+        return reference.predict(texts, explain=explain)
+
+    async def main():
+        b = MicroBatcher(predict, limits)
+        b.start()
+        try:
+            tasks = [b.submit(t, [len(x) for x in reference.tokenizer.tokenize(t)]) for t in requests]
+            return await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await b.close()
+
+    return asyncio.run(main()), seen
+
+
+def test_batcher_respects_its_limits_and_returns_each_request_its_own(reference):
+    from lrsl_rt.serve.batcher import BatchLimits
+
+    requests = [TEXTS[i : i + n] for i, n in ((0, 3), (2, 5), (1, 1), (4, 4), (0, 8))]
+    limits = BatchLimits(max_texts=4, max_tokens=30, max_wait=0.05, max_queue=100)
+    answers, seen = _batcher_run(reference, limits, requests)
+    for texts, got in zip(requests, answers, strict=True):
+        assert [p.to_dict()["label"] for p in got] == [r["label"] for r in records(reference, texts)]
+    assert [t for batch in seen for t in batch] == [t for r in requests for t in r]  # FIFO, each text once
+    for batch in seen:
+        tokens = sum(len(x) for x in reference.tokenizer.tokenize(batch))
+        assert len(batch) <= 4 and (tokens <= 30 or len(batch) == 1)
+
+
+def test_batcher_model_failure_fails_only_that_batch(reference):
+    from lrsl_rt.serve.batcher import BatchFailed, BatchLimits, QueueFull
+
+    requests = [["a card"], ["BOOM"], ["rate"], ["top up"], ["lost card"]]
+    limits = BatchLimits(max_texts=2, max_tokens=1000, max_wait=0.05, max_queue=100)
+    answers, seen = _batcher_run(reference, limits, requests, fail_on="BOOM")
+    assert seen[0] == ["a card", "BOOM"]
+    assert all(isinstance(a, BatchFailed) and "model failed" in str(a) for a in answers[:2])
+    assert [[p.label for p in a] for a in answers[2:]] == [
+        [p.label for p in reference.predict(r)] for r in requests[2:]
+    ]
+    answers, _ = _batcher_run(reference, BatchLimits(1, 1000, 0.0, 2), [["a", "b"], ["c"]])
+    assert isinstance(answers[1], QueueFull)
