@@ -45,6 +45,7 @@ from .bundle import (
     utc_now,
     write_bundle_manifest,
 )
+from .calibration import calibration_feeds, quantization_plan
 from .errors import ExportError
 from .evaluate import PARITY_ATOL, calibrate, check_gate, cosine_stats, predictions_report, top1_agreement
 from .optimize import convert, graph_summary, model_file_name, optimize_graph, resolve_precision
@@ -89,6 +90,7 @@ def build_bundle(
     threads: int | None = None,
     parity_atol: float | None = None,
     fusion: str | None = None,
+    calibration_texts: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
@@ -101,6 +103,8 @@ def build_bundle(
     ``providers``/``threads``: ONNX Runtime settings for evaluating the bundle. ``fusion``: None
     follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
     dev with the exported models); "auto" always chooses again; ``RULE:P[:SCOPE]`` fixes it.
+    ``calibration_texts``: training texts for the static int8 presets (:mod:`export.calibration`;
+    None: the checkpoint's calib.jsonl).
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
     """
@@ -123,6 +127,7 @@ def build_bundle(
         ckpt = load_checkpoint(ckpt_dir)
         info, dev, test, ev = ckpt.info, ckpt.dev, ckpt.test, ckpt.eval_split
         fixed_fusion = user_fusion or (info.fusion_rule if fusion is None and info.fusion_fixed else None)
+        calib_texts, quantization = quantization_plan(ckpt, preset, calibration_texts)
         log(
             f"      {len(info.labels)} labels, k={info.k}, max_length={info.max_length}, dev {len(dev.texts)}"
             f"{f', test {len(test.texts)}' if test else ''}; target {precision}{f' ({preset})' if preset else ''}"
@@ -165,8 +170,9 @@ def build_bundle(
         files = {role: model_file_name(role, precision, preset) for role in ROLES}
         graphs = {}
         with step("convert", f"convert to {precision}{f' (preset {preset})' if preset else ''}"):
+            feeds = calibration_feeds(tok, calib_texts, names, info.max_length) if calib_texts else None
             for role in ROLES:
-                shipped = convert(fp32[role], stage / files[role], precision, preset)
+                shipped = convert(fp32[role], stage / files[role], precision, preset, feeds)
                 g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
                 if precision == "int8" and g["quantized_linear"] == 0:
                     raise ExportError(
@@ -263,6 +269,7 @@ def build_bundle(
                 "pytorch": {"split": ev.name, **ref.pytorch},
                 "bundle": reports,
                 "graphs": graphs,
+                **({"quantization": quantization} if quantization else {}),
                 "export_settings": {
                     "optimize": optimize,
                     "opset": ox.OPSET,

@@ -22,7 +22,7 @@ from lrsl_rt.gate import is_hard, topk_variance
 from lrsl_rt.metrics import format_report, lrsl_report
 
 from . import data as D
-from .checkpoint import CheckpointInfo, write_info, write_jsonl
+from .checkpoint import CheckpointInfo, calibration_sample, write_info, write_jsonl
 from .classifier import ClassifierConfig, predict_logits, seed_everything, train_classifier
 from .embedder import EmbedderConfig, label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
 from .models import default_base_model
@@ -242,6 +242,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
     tok.save_pretrained(tmp / "classifier")
     emb.save(str(tmp / "embedder"))
     write_jsonl(tmp / "dev.jsonl", dev.texts, dev.labels)
+    write_jsonl(tmp / "calib.jsonl", *calibration_sample(train, cfg.seed))
     if test:
         write_jsonl(tmp / "test.jsonl", test.texts, test.labels)
     write_info(
