@@ -15,7 +15,7 @@ from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 
 # export.optimize.PRESETS, without importing it for --help
-PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64")
+PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64", "static_avx512_vnni", "static_avx2_s8rr")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +38,16 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="int8 quantization preset; default: detected from this CPU "
         "(avx512_vnni if the CPU has it, arm64 on aarch64, else avx2_s8rr); avx2: optimum's AVX2 recipe "
-        "(uint8 weights, slower)",
+        "(uint8 weights, slower); static_*: the same int8 graphs with activation scales calibrated on "
+        "training texts, so a text gets the same result in any batch (docs/guide/quantization.md)",
+    )
+    p.add_argument(
+        "--calibration-texts",
+        default=None,
+        metavar="FILE",
+        help="training texts for the static_* presets: .jsonl (text field), .csv (text column) or .txt "
+        "(one per line), e.g. the data set's train.csv; dev and test texts are left out; default: "
+        "CHECKPOINT/calib.jsonl",
     )
     p.add_argument(
         "--max-accuracy-drop",
@@ -112,6 +121,7 @@ def _main(argv: list[str] | None) -> int:
         threads=args.threads,
         parity_atol=args.parity_atol,
         fusion=args.fusion,
+        calibration_texts=args.calibration_texts,
     )
     print(out)
     return 0

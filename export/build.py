@@ -48,6 +48,7 @@ from .bundle import (
     utc_now,
     write_bundle_manifest,
 )
+from .calibration import calibration_feeds, quantization_plan
 from .errors import ExportError
 from .evaluate import PARITY_ATOL, calibrate, check_gate, cosine_stats, predictions_report, top1_agreement
 from .optimize import convert, graph_summary, model_file_name, optimize_graph, resolve_precision
@@ -75,6 +76,7 @@ class Settings:
     atol: dict
     fusion_arg: str | None
     user_fusion: Fusion | None
+    calibration_texts: str | Path | None = None
 
 
 def build_bundle(
@@ -91,6 +93,7 @@ def build_bundle(
     threads: int | None = None,
     parity_atol: float | None = None,
     fusion: str | None = None,
+    calibration_texts: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
@@ -103,18 +106,22 @@ def build_bundle(
     ``providers``/``threads``: ONNX Runtime settings for evaluating the bundle. ``fusion``: None
     follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
     dev with the exported models); "auto" always chooses again; ``RULE:P[:SCOPE]`` fixes it.
+    ``calibration_texts``: training texts for the static int8 presets (:mod:`export.calibration`;
+    None: the checkpoint's calib.jsonl).
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
     """
     s = check_settings(
         precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
     )
+    s = replace(s, calibration_texts=calibration_texts)
     log = log or _stderr
     out = Path(out_dir)
     step = Steps(log, total=9)
     with step("read", f"read checkpoint {ckpt_dir}"):
         check_target(out, force)
         ckpt = load_checkpoint(ckpt_dir)
+        calib_texts, quantization = quantization_plan(ckpt, s.preset, s.calibration_texts)
         _log_checkpoint(ckpt, s, log)
     with staged_bundle(out, force) as stage:
         work = stage / "_work"
@@ -131,7 +138,12 @@ def build_bundle(
             del torch_models
             gc.collect()
         with step("convert", f"convert to {s.precision}{f' (preset {s.preset})' if s.preset else ''}"):
-            files, graphs = convert_graphs(stage, raw, fp32, fused, s, log)
+            feeds = (
+                calibration_feeds(tok, calib_texts, input_names, ckpt.info.max_length)
+                if calib_texts
+                else None
+            )
+            files, graphs = convert_graphs(stage, raw, fp32, fused, s, log, feeds)
         bundle = _Bundle(stage, ckpt, s, files, ref.embedding_dim, tok, input_names)
         with step("label_embeddings", "label embeddings with the exported embedder"):
             r = bundle.first_load()
@@ -140,6 +152,8 @@ def build_bundle(
         with step("evaluate", "evaluate the bundle and apply the accuracy gate"):
             metrics = evaluate_bundle(_with(r, cal), ckpt, ref, cal, s, log)
             metrics["graphs"] = graphs
+            if quantization:
+                metrics["quantization"] = quantization
         with step("write", "write manifest, verify, move into place"):
             shutil.rmtree(work)
             metrics["timings_s"] = dict(step.timings)
@@ -222,12 +236,13 @@ def reference(ckpt, torch_models, tok, fp32: dict, s: Settings, log):
     return ref
 
 
-def convert_graphs(stage: Path, raw: dict, fp32: dict, fused: dict, s: Settings, log):
-    """({file role: name in the bundle}, {model role: graph summary}) after converting both models."""
+def convert_graphs(stage: Path, raw: dict, fp32: dict, fused: dict, s: Settings, log, feeds=None):
+    """({file role: name in the bundle}, {model role: graph summary}) after converting both models;
+    ``feeds``: tokenized calibration texts for the static int8 presets."""
     files = {role: model_file_name(role, s.precision, s.preset) for role in MODEL_ROLES}
     graphs = {}
     for role in MODEL_ROLES:
-        shipped = convert(fp32[role], stage / files[role], s.precision, s.preset)
+        shipped = convert(fp32[role], stage / files[role], s.precision, s.preset, feeds)
         g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
         if s.precision == "int8" and g["quantized_linear"] == 0:
             raise ExportError(f"{shipped.name}: int8 quantization left no quantized MatMul in the {role}")

@@ -25,6 +25,12 @@
 
   ``DefaultTensorType=FLOAT`` lets the quantizer type the outputs of the fused com.microsoft ops,
   which ONNX shape inference cannot.
+
+  ``static_avx512_vnni`` and ``static_avx2_s8rr`` are the same int8 graphs with *static* activation
+  scales calibrated on training texts (:mod:`export.static_quant`): a text's logits do not depend on
+  the other texts of its batch (``QuantPreset.batch_invariant``; dynamic scales are computed over
+  the whole batch tensor, padding included). They need calibration texts
+  (:mod:`export.calibration`). Which preset a CPU gets when none is named: :data:`DEFAULT_PRESETS`.
 - :func:`to_fp16`: fp16 weights and compute for GPUs, inputs and outputs kept as they were (logits
   and embeddings stay float32).
 
@@ -39,7 +45,7 @@ import platform
 import shutil
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lrsl_rt.errors import UsageError
@@ -57,6 +63,13 @@ class QuantPreset:
     weight_type: str  # "QInt8" or "QUInt8" (onnxruntime.quantization.QuantType member)
     per_channel: bool
     reduce_range: bool
+    activations: str = "dynamic"  # "dynamic": scaled per batch at run time; "static": calibrated once
+    calibration: str | None = None  # static only: minmax, percentile or entropy (export.static_quant)
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's result is independent of the other texts in its batch."""
+        return self.activations == "static"
 
 
 PRESETS = {
@@ -64,12 +77,21 @@ PRESETS = {
     "avx2": QuantPreset("avx2", "QUInt8", per_channel=True, reduce_range=False),
     "avx2_s8rr": QuantPreset("avx2_s8rr", "QInt8", per_channel=True, reduce_range=True),
     "arm64": QuantPreset("arm64", "QInt8", per_channel=True, reduce_range=False),
+    "static_avx512_vnni": QuantPreset(
+        "static_avx512_vnni", "QInt8", True, False, activations="static", calibration="minmax"
+    ),
+    "static_avx2_s8rr": QuantPreset(
+        "static_avx2_s8rr", "QInt8", True, True, activations="static", calibration="minmax"
+    ),
 }
 
+# The preset each CPU family gets when none is named -- the one place to change the default
+# (docs/guide/quantization.md says why these).
+DEFAULT_PRESETS = {"avx512_vnni": "avx512_vnni", "avx2": "avx2_s8rr", "arm64": "arm64"}
 
-def detect_preset(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> str:
-    """The preset for this machine: arm64 on aarch64/arm64, avx512_vnni when the CPU flags have it,
-    else avx2_s8rr."""
+
+def cpu_family(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> str:
+    """arm64 on aarch64/arm64, avx512_vnni when the CPU flags have it, else avx2."""
     machine = (machine or platform.machine()).lower()
     if machine in ("aarch64", "arm64"):
         return "arm64"
@@ -77,7 +99,12 @@ def detect_preset(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = N
         flags = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
     except OSError:
         flags = ""
-    return "avx512_vnni" if "avx512_vnni" in flags.split() else "avx2_s8rr"
+    return "avx512_vnni" if "avx512_vnni" in flags.split() else "avx2"
+
+
+def detect_preset(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> str:
+    """The default preset for this machine: ``DEFAULT_PRESETS[cpu_family()]``."""
+    return DEFAULT_PRESETS[cpu_family(cpuinfo, machine)]
 
 
 def resolve_precision(precision: str, preset: str | None) -> str | None:
@@ -122,13 +149,33 @@ def optimize_graph(src: Path, dst: Path, hf_config, use_gpu: bool = False) -> di
     return stats
 
 
-def quantize_graph(src: Path, dst: Path, preset: str | QuantPreset, nodes_to_exclude=()) -> Path:
-    """Dynamic int8 quantization of ``src`` with a named preset (see the module docstring) or a
-    :class:`QuantPreset` of one's own; ``nodes_to_exclude`` stay fp32 (benchmarks/int8_variants.py)."""
+def quantize_graph(
+    src: Path, dst: Path, preset: str | QuantPreset, nodes_to_exclude=(), calibration_feeds=None
+) -> Path:
+    """int8 quantization of ``src`` with a named preset (see the module docstring) or a
+    :class:`QuantPreset` of one's own; ``nodes_to_exclude`` stay fp32 (benchmarks/int8_variants.py).
+    Static presets need ``calibration_feeds``: model inputs of one text each (export.calibration)."""
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if p.activations == "static":
+        from .static_quant import quantize_static_graph
+
+        if not calibration_feeds:
+            raise ExportError(f"preset {p.name} calibrates activation scales and needs calibration texts")
+        dynamic = replace(p, activations="dynamic", calibration=None)
+        return quantize_static_graph(
+            src,
+            dst,
+            lambda d: quantize_graph(src, d, dynamic, nodes_to_exclude),
+            calibration_feeds,
+            p.calibration,
+        )
+    return _quantize_dynamic(src, dst, p, nodes_to_exclude)
+
+
+def _quantize_dynamic(src: Path, dst: Path, p: QuantPreset, nodes_to_exclude) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    p = PRESETS[preset] if isinstance(preset, str) else preset
     # quantize_dynamic warns on the root logger about optional pre-processing
     with _quiet_logging():
         quantize_dynamic(
@@ -171,10 +218,10 @@ def _quiet_logging():
         logging.disable(previous)
 
 
-def convert(src: Path, dst: Path, precision: str, preset: str | None) -> Path:
+def convert(src: Path, dst: Path, precision: str, preset: str | None, calibration_feeds=None) -> Path:
     """The shipped graph: ``src`` (fp32) quantized, converted to fp16, or copied as is."""
     if precision == "int8":
-        return quantize_graph(src, dst, preset)
+        return quantize_graph(src, dst, preset, calibration_feeds=calibration_feeds)
     if precision == "fp16":
         return to_fp16(src, dst)
     shutil.copyfile(src, dst)

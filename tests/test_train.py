@@ -184,6 +184,9 @@ def test_tiny_pipeline_writes_a_complete_checkpoint(tmp_path, tiny_base, tiny_da
     assert info.labels == sorted(set(ty)) and info.k == 3 and info.max_length == 32
     assert info.threshold >= 0
     assert read_jsonl(out / "dev.jsonl") == (dx, dy)
+    calib_x, calib_y = read_jsonl(out / "calib.jsonl")  # the static int8 presets' calibration texts
+    # all of train here: fewer rows than the sample size
+    assert sorted(zip(calib_x, calib_y, strict=True)) == sorted(zip(tx, ty, strict=True))
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["seconds"]) >= {"classifier_training", "embedder_training", "calibration", "total"}
     assert metrics["triplets"]["n"] == len(tx)

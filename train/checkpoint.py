@@ -9,6 +9,8 @@ Layout (format ``lrsl-checkpoint`` version 1)::
       embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
       dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
       test.jsonl      the test split, when one was given (optional)
+      calib.jsonl     a seeded sample of the training texts (not dev, not test): the static int8
+                      presets of the export calibrate their activation scales on it
       metrics.json    everything measured during training
 
 Labels are strings; label ids are positions in ``labels`` and match the classifier's output columns.
@@ -89,3 +91,14 @@ def read_jsonl(path: str | Path) -> tuple[list[str], list[str]]:
                 texts.append(r["text"])
                 labels.append(r["label"])
     return texts, labels
+
+
+CALIBRATION_SAMPLE = 1000
+
+
+def calibration_sample(split, seed: int, n: int = CALIBRATION_SAMPLE) -> tuple[list[str], list[str]]:
+    """(texts, labels) of at most ``n`` rows of ``split`` (train.data.Split), drawn with ``seed``."""
+    import random
+
+    idx = sorted(random.Random(seed).sample(range(len(split.texts)), min(n, len(split.texts))))
+    return [split.texts[i] for i in idx], [split.labels[i] for i in idx]

@@ -27,7 +27,7 @@ from lrsl_rt.rule import decide
 from lrsl_rt.staging import Artifact, check_target, staged_directory
 
 from . import data as D
-from .checkpoint import CheckpointInfo, write_info, write_jsonl
+from .checkpoint import CheckpointInfo, calibration_sample, write_info, write_jsonl
 from .classifier import predict_logits, seed_everything, train_classifier
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig  # noqa: F401 - public here too
 from .embedder import label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
@@ -217,6 +217,7 @@ def write_checkpoint(stage: Path, clf, tok, emb, data: Data, info: CheckpointInf
     tok.save_pretrained(stage / "classifier")
     emb.save(str(stage / "embedder"))
     write_jsonl(stage / "dev.jsonl", data.dev.texts, data.dev.labels)
+    write_jsonl(stage / "calib.jsonl", *calibration_sample(data.train, info.seed))
     if data.test:
         write_jsonl(stage / "test.jsonl", data.test.texts, data.test.labels)
     write_info(stage, info)
