@@ -9,7 +9,8 @@ and labelled by fresh ``lrsl-rt`` processes, as a user would run them:
 - ``ray-1actor``: one actor of one CPU: the per-actor throughput that the scale-out model rests on.
 
 Start-up is measured apart, as the wall time of the same command on a one-row file (process,
-imports, bundle load; for Ray also cluster start and actor start). ``rows/s`` is
+imports, bundle load; for Ray also actor start, and cluster start unless ``--ray-address`` joins a
+running cluster). ``rows/s`` is
 N / (wall - start-up): the steady rate. Each figure is the median of ``--runs`` processes.
 
 Writes ``scaleout.json`` and ``scaleout.md`` (machine, versions, table) into ``--out``.
@@ -47,12 +48,13 @@ def write_rows(path: Path, texts: list[str], n: int) -> Path:
     return path
 
 
-def engine_argv(engine: str, cores: int, actors: int, cpus_per_actor: int) -> list[str]:
+def engine_argv(engine: str, cores: int, actors: int, cpus_per_actor: int, address: str | None) -> list[str]:
     if engine == "inprocess":
         return ["--threads", str(cores)]
+    join = ["--ray-address", address] if address else []
     if engine == "ray-1actor":
-        return ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "1"]
-    return ["--engine", "ray", "--actors", str(actors), "--cpus-per-actor", str(cpus_per_actor)]
+        return ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "1", *join]
+    return ["--engine", "ray", "--actors", str(actors), "--cpus-per-actor", str(cpus_per_actor), *join]
 
 
 def timed_run(cmd: list[str], env: dict, timeout: float) -> float:
@@ -69,7 +71,7 @@ def measure(engine: str, bundle: str, data: Path, work: Path, args, cores: int) 
     cli, _ = cli_command()
     out = work / ("out.jsonl" if engine == "inprocess" else "out")
     cmd = [*cli, "predict", "--bundle", bundle, "--input", str(data), "--output", str(out)]
-    cmd += engine_argv(engine, cores, args.actors or cores, args.cpus_per_actor)
+    cmd += engine_argv(engine, cores, args.actors or cores, args.cpus_per_actor, args.ray_address)
     try:
         return timed_run(cmd, bench_env(), args.timeout)
     finally:
@@ -86,6 +88,7 @@ def run(args) -> dict:
         "actors": args.actors or cores,
         "cpus_per_actor": args.cpus_per_actor,
         "runs": args.runs,
+        "ray_address": args.ray_address,
         "machine": cpu_info(),
         "versions": {**versions(), "ray": _version("ray"), "pyarrow": _version("pyarrow")},
         "rows": [],
@@ -166,6 +169,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--actors", type=int, help="Ray actors (default: one per usable core)")
     p.add_argument("--cpus-per-actor", type=int, default=1, help="CPUs per Ray actor (default 1)")
+    p.add_argument(
+        "--ray-address", help="join this cluster (default: each run starts a local one, counted in start-up)"
+    )
     p.add_argument("--runs", type=int, default=1, help="processes per figure (default 1)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per process")
     p.add_argument("--out", required=True, metavar="DIR", help="write scaleout.json and scaleout.md here")

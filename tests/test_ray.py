@@ -42,15 +42,20 @@ BAD_JSONL_LINES = {5: "not json", 9: '{"text": 3}', 12: '{"other": "x"}'}
 def cluster():
     """One local cluster (2 CPUs) for the module; the CLI joins it instead of starting its own.
 
-    A raylet that does not register within Ray's fixed 30 s (a busy machine) is started again.
+    A raylet that does not register within Ray's fixed 30 s (a busy machine) is started again; with
+    RAY_ADDRESS set, the tests join that cluster instead (it should have 2 CPUs).
     Ray's memory monitor kills workers when the whole machine nears its memory limit, whoever uses
     the memory; on a shared test machine that would kill actors for other processes' sake, so it is off.
     """
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    joining = bool(os.environ.get("RAY_ADDRESS"))  # a cluster started beforehand (`ray start --head`)
     for attempt in range(3):  # a raylet that misses Ray's 30 s start-up window on a loaded machine
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            if joining:
+                ray.init(log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
             break
         except Exception as e:
             if "timed out during startup" not in str(e) or attempt == 2:
@@ -247,7 +252,7 @@ def _predictor_pids() -> set[int]:
     pids = set()
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if cmd.startswith("ray::MapWorker(MapBatches(_Predictor))"):
+        if cmd.startswith("ray::MapWorker(") and "MapBatches(_Predictor)" in cmd:
             pids.add(p.info["pid"])
     return pids
 
@@ -257,21 +262,22 @@ def test_killed_actor_loses_and_repeats_no_row(tiny_bundle_fp32):
     blocks, rows = 40, 10
     source = ray.data.from_items([0], override_num_blocks=1).map_batches(
         _slow_source,
-        fn_kwargs={"blocks": blocks, "rows": rows, "pause": 0.1},
+        fn_kwargs={"blocks": blocks, "rows": rows, "pause": 0.2},
         batch_format="pyarrow",
         num_cpus=0,
     )
     ds = predict_dataset(source, tiny_bundle_fp32, actors=1, batch_size=rows, on_error="record")
-    got, killed, before = [], None, _predictor_pids()  # actors of earlier tests may still be exiting
+    got, killed, restarted = [], None, set()
+    before = _predictor_pids()  # actors of earlier tests may still be exiting
     for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
         got += batch.column("id").to_pylist()
         if killed is None:
             (killed,) = _predictor_pids() - before
             os.kill(killed, signal.SIGKILL)
-            n_at_kill = len(got)
-    assert killed is not None and n_at_kill < blocks * rows  # the kill happened mid-job
+        else:
+            restarted |= _predictor_pids() - before - {killed}
+    assert restarted, "no actor took over after the kill: it did not happen mid-job"
     assert sorted(got) == list(range(blocks * rows))  # every row once: none lost, none repeated
-    assert killed not in _predictor_pids()
 
 
 def test_job_survives_a_killed_actor(capsys, tiny_bundle_fp32, tmp_path):

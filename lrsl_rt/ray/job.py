@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import uuid
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,8 +110,15 @@ def run_job(
     started = _connect(address)
     tmp = out.parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"
     try:
+        cpus = ray.cluster_resources().get("CPU", 1)
         if actors is None:
-            actors = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+            actors = max(1, int(cpus // cpus_per_actor))
+        elif actors * cpus_per_actor > cpus:
+            warnings.warn(
+                f"{actors} actors x {cpus_per_actor} CPUs exceed the cluster's {cpus:g} CPUs: "
+                "the job may wait until the cluster has room for them",
+                stacklevel=2,
+            )
         ds = read_inputs(files, field=field, column=column)
         ds = predict_dataset(
             ds,
