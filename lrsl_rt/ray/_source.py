@@ -19,6 +19,7 @@ errors before any cluster work starts.
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -92,7 +93,8 @@ def parquet_text_column(path: str, column: str) -> None:
 
 def read_inputs(files: list[str], field: str = "text", column: str = "text") -> ray.data.Dataset:
     """A dataset of ``source, line, text, error`` rows, one per input record (one read step per file)."""
-    items = [{"path": f} for f in files]
+    # read by absolute path (a worker's working directory need not be the driver's), named as given
+    items = [{"path": os.path.abspath(f), "source": f} for f in files]
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _read_files,
         fn_kwargs={"field": field, "column": column},
@@ -104,17 +106,19 @@ def read_inputs(files: list[str], field: str = "text", column: str = "text") -> 
 
 
 def _read_files(batch: pa.Table, field: str, column: str):
-    for path in batch.column("path").to_pylist():
+    for path, source in zip(
+        batch.column("path").to_pylist(), batch.column("source").to_pylist(), strict=True
+    ):
         if file_format(path) == "parquet":
-            yield from _parquet_blocks(path, column)
+            yield from _parquet_blocks(path, source, column)
         else:
-            yield from _record_blocks(path, field, column)
+            yield from _record_blocks(path, source, field, column)
 
 
-def _record_blocks(path: str, field: str, column: str):
+def _record_blocks(path: str, source: str, field: str, column: str):
     rows: list[tuple] = []
     for r in RecordReader(path, field=field, column=column):
-        rows.append((r.source, r.line, r.text, r.error))
+        rows.append((source, r.line, r.text, r.error))
         if len(rows) == BLOCK_ROWS:
             yield _block(rows)
             rows = []
@@ -122,13 +126,13 @@ def _record_blocks(path: str, field: str, column: str):
         yield _block(rows)
 
 
-def _parquet_blocks(path: str, column: str):
+def _parquet_blocks(path: str, source: str, column: str):
     parquet_text_column(path, column)
     line = 1
     for batch in pq.ParquetFile(path).iter_batches(batch_size=BLOCK_ROWS, columns=[column]):
         texts = batch.column(0).to_pylist()
         errors = [f"column {column!r}: null" if t is None else None for t in texts]
-        yield _block([(path, line + i, t, e) for i, (t, e) in enumerate(zip(texts, errors, strict=True))])
+        yield _block([(source, line + i, t, e) for i, (t, e) in enumerate(zip(texts, errors, strict=True))])
         line += len(texts)
 
 

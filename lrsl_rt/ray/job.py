@@ -108,7 +108,7 @@ def run_job(
     files = expand_inputs(inputs)
     rows_in = sum(count_rows(f, field=field, column=column) for f in files)
     started = _connect(address)
-    tmp = out.parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"
+    tmp = out.resolve().parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"  # absolute: for the workers
     try:
         cpus = ray.cluster_resources().get("CPU", 1)
         if actors is None:
