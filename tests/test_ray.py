@@ -38,7 +38,7 @@ TEXTS = synthetic_dataset(15, seed=7)[0] + ["Café 😀", "why " * 100, ""]  # 6
 BAD_JSONL_LINES = {5: "not json", 9: '{"text": 3}', 12: '{"other": "x"}'}
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def cluster():
     """One local cluster (2 CPUs) for the module; the CLI joins it instead of starting its own.
 
@@ -106,7 +106,9 @@ def sorted_rows(table) -> list[dict]:
 
 
 # ---- the CLI --------------------------------------------------------------------------------------
-def test_three_formats_match_the_inprocess_cli_row_for_row(capsys, tiny_bundle_fp32, inputs, tmp_path):
+def test_three_formats_match_the_inprocess_cli_row_for_row(
+    capsys, cluster, tiny_bundle_fp32, inputs, tmp_path
+):
     out = tmp_path / "preds"
     code, stdout, err = run(
         capsys,
@@ -142,7 +144,7 @@ def test_three_formats_match_the_inprocess_cli_row_for_row(capsys, tiny_bundle_f
     assert got[4]["error"].startswith("not valid JSON") and got[4]["label"] is None
 
 
-def test_jsonl_output_has_the_cli_record_shape(capsys, tiny_bundle_fp32, inputs, tmp_path):
+def test_jsonl_output_has_the_cli_record_shape(capsys, cluster, tiny_bundle_fp32, inputs, tmp_path):
     out = tmp_path / "preds"
     argv = ["--input", inputs / "c.jsonl", "--on-error", "record", "--explain"]
     code, _, err = run(
@@ -166,7 +168,7 @@ def test_jsonl_output_has_the_cli_record_shape(capsys, tiny_bundle_fp32, inputs,
             )
 
 
-def test_a_bad_row_stops_the_job_and_leaves_no_output(capsys, tiny_bundle_fp32, inputs, tmp_path):
+def test_a_bad_row_stops_the_job_and_leaves_no_output(capsys, cluster, tiny_bundle_fp32, inputs, tmp_path):
     out = tmp_path / "preds"
     code, _, err = run(
         capsys, "predict", "--engine", "ray", "--bundle", tiny_bundle_fp32,
@@ -188,14 +190,15 @@ def test_a_bad_row_stops_the_job_and_leaves_no_output(capsys, tiny_bundle_fp32, 
         (["x", "--output", "{t}/o"], "reads --input files"),
     ],
 )
-def test_usage_errors(capsys, tiny_bundle_fp32, inputs, tmp_path, argv, message):
+def test_usage_errors(capsys, inputs, tmp_path, argv, message):
+    """Refused before any cluster work: no cluster, and the bundle directory is never loaded."""
     argv = [a.format(d=inputs, t=tmp_path) for a in argv]
-    code, _, err = run(capsys, "predict", "--engine", "ray", "--bundle", tiny_bundle_fp32, *argv)
+    code, _, err = run(capsys, "predict", "--engine", "ray", "--bundle", inputs, *argv)
     assert code in (1, 2) and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_ray_flags_need_the_ray_engine(capsys, tiny_bundle_fp32):
-    code, _, err = run(capsys, "predict", "--bundle", tiny_bundle_fp32, "--actors", "2", "card")
+def test_ray_flags_need_the_ray_engine(capsys, tmp_path):
+    code, _, err = run(capsys, "predict", "--bundle", tmp_path, "--actors", "2", "card")
     assert code == 2 and "need --engine ray" in err
 
 
@@ -226,7 +229,7 @@ def test_engine_ray_without_ray_names_the_extra(tmp_path):
 
 
 # ---- the library ----------------------------------------------------------------------------------
-def test_predict_dataset_keeps_columns_and_records_null_texts(tiny_bundle_fp32):
+def test_predict_dataset_keeps_columns_and_records_null_texts(cluster, tiny_bundle_fp32):
     from lrsl_rt import Reranker
 
     items = [{"id": i, "text": t} for i, t in enumerate(TEXTS[:10])] + [{"id": 10, "text": None}]
@@ -257,7 +260,7 @@ def _predictor_pids() -> set[int]:
     return pids
 
 
-def test_killed_actor_loses_and_repeats_no_row(tiny_bundle_fp32):
+def test_killed_actor_loses_and_repeats_no_row(cluster, tiny_bundle_fp32):
     """SIGKILL the only actor after its first output batch; Ray restarts it and retries its batches."""
     blocks, rows = 40, 10
     source = ray.data.from_items([0], override_num_blocks=1).map_batches(
@@ -280,7 +283,7 @@ def test_killed_actor_loses_and_repeats_no_row(tiny_bundle_fp32):
     assert sorted(got) == list(range(blocks * rows))  # every row once: none lost, none repeated
 
 
-def test_job_survives_a_killed_actor(capsys, tiny_bundle_fp32, tmp_path):
+def test_job_survives_a_killed_actor(capsys, cluster, tiny_bundle_fp32, tmp_path):
     """The same fault through the CLI job: the job's own check passes and the output is complete."""
     big = tmp_path / "big.parquet"
     n = 5_000
