@@ -263,6 +263,9 @@ def _predictor_pids() -> set[int]:
 def test_killed_actor_loses_and_repeats_no_row(cluster, tiny_bundle_fp32):
     """SIGKILL the only actor after its first output batch; Ray restarts it and retries its batches."""
     blocks, rows = 40, 10
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this module
     source = ray.data.from_items([0], override_num_blocks=1).map_batches(
         _slow_source,
         fn_kwargs={"blocks": blocks, "rows": rows, "pause": 0.2},

@@ -21,7 +21,9 @@ reaches fails the job with Ray's error rather than retrying forever.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 
 import pyarrow as pa
 import ray.data
@@ -70,6 +72,15 @@ def predict_dataset(
     for name, value in (("actors", actors), ("cpus_per_actor", cpus_per_actor), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    with ray_remote_args_allowed():
+        return _map_predictor(
+            ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+        )
+
+
+def _map_predictor(
+    ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+):
     return ds.map_batches(
         _Predictor,
         fn_constructor_kwargs={
@@ -87,6 +98,15 @@ def predict_dataset(
         max_restarts=MAX_RESTARTS,
         max_task_retries=MAX_TASK_RETRIES,
     )
+
+
+@contextlib.contextmanager
+def ray_remote_args_allowed():
+    """Ray 2.60 deprecates passing remote arguments as ``**kwargs`` but names no parameter for an
+    actor's ``max_restarts``/``max_task_retries`` or a write task's CPUs: silence that one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
+        yield
 
 
 class _Predictor:

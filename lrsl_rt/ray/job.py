@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -32,8 +33,9 @@ import ray
 import ray.data
 from ray.data.datasource import BlockBasedFileDatasink
 
+from .. import errors
 from ..errors import LrslError, UsageError
-from ._predict import predict_dataset
+from ._predict import predict_dataset, ray_remote_args_allowed
 from ._source import IO_CPUS, count_rows, expand_inputs, read_inputs
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
@@ -163,10 +165,11 @@ def _connect(address: str | None) -> bool:
 
 def _write(ds: ray.data.Dataset, path: Path, fmt: str) -> None:
     remote = {"num_cpus": IO_CPUS}
-    if fmt == "parquet":
-        ds.write_parquet(str(path), ray_remote_args=remote)
-    else:
-        ds.write_datasink(_JsonLinesSink(str(path)), ray_remote_args=remote)
+    with ray_remote_args_allowed():
+        if fmt == "parquet":
+            ds.write_parquet(str(path), ray_remote_args=remote)
+        else:
+            ds.write_datasink(_JsonLinesSink(str(path)), ray_remote_args=remote)
 
 
 class _JsonLinesSink(BlockBasedFileDatasink):
@@ -234,5 +237,10 @@ def _as_lrsl_error(e: BaseException) -> BaseException:
         if isinstance(cur, LrslError) and not isinstance(cur, ray.exceptions.RayError):
             return cur
         todo += [cur.__cause__, cur.__context__, getattr(cur, "cause", None)]
+    # Ray does not always keep the cause's type across processes, but its message carries the
+    # worker's traceback, whose last line names our exception: rebuild that one.
+    found = re.findall(r"lrsl_rt\.errors\.(\w+): (.+)", str(e))
+    if found and isinstance(getattr(errors, found[-1][0], None), type):
+        return getattr(errors, found[-1][0])(found[-1][1].strip())
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return LrslError(f"the Ray job failed ({type(e).__name__}: {first}); no output was written")
