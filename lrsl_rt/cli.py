@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bad input record stops the run (default) or gives an error record in its place",
     )
     runtime_opts(p)
+    ray_opts(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -157,6 +158,24 @@ def _add_serve_parser(sub, bundle_opt, runtime_opts) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def ray_opts(p):
+    g = p.add_argument_group("scale-out (--engine ray; docs/guide/ray.md)")
+    g.add_argument(
+        "--engine",
+        choices=("inprocess", "ray"),
+        default="inprocess",
+        help="inprocess (default) or ray: --input is a path or glob, --output a directory",
+    )
+    g.add_argument("--output-format", choices=("parquet", "jsonl"), help="ray output files (default parquet)")
+    g.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
+    g.add_argument(
+        "--actors", type=_positive_int, help="bundle-loaded actors (default: cluster CPUs / --cpus-per-actor)"
+    )
+    g.add_argument(
+        "--cpus-per-actor", type=_positive_int, help="CPUs and ONNX Runtime threads per actor (default 1)"
+    )
+
+
 def resolve_bundle(arg: str | None) -> tuple[Path, str]:
     """The bundle directory and where its name came from."""
     if arg:
@@ -183,6 +202,13 @@ def _load(args):
 
 
 def cmd_predict(args) -> int:
+    if args.engine == "ray":
+        from .ray import run_job  # noqa: F401 - raises a UsageError naming the extra without Ray
+        from .ray.job import run_from_args
+
+        return run_from_args(args)
+    if args.output_format or args.ray_address or args.actors or args.cpus_per_actor:
+        raise UsageError("--output-format, --ray-address, --actors and --cpus-per-actor need --engine ray")
     from .io import RecordReader, Writer, output_format, records_from_args
     from .output import check_not_input, require_stdout
 

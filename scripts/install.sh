@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything lrsl-rt needs into a virtual environment (default .venv), idempotently:
 #   1. the venv itself, 2. the CPU build of torch pinned to 2.13.0 (an unpinned torch would pull a
-#   multi-GB CUDA build), 3. the project in editable mode with its cpu, train, bench, serve and dev extras.
+#   multi-GB CUDA build), 3. the project in editable mode with its cpu, train, bench, serve, ray and dev extras.
 # Re-running is cheap: a stamp records the hash of pyproject.toml and this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-cpu,train,bench,serve,dev}
+EXTRAS=${EXTRAS:-cpu,train,bench,serve,ray,dev}
 
 stamp="$VENV/.lrsl-rt-installed"
 want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1) $EXTRAS"

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from conftest import ROOT
 
 FORBIDDEN = ("torch", "transformers", "onnx", "sklearn", "sentence_transformers", "optimum")
-SERVER_STACK = ("starlette", "uvicorn", "prometheus_client", "httpx", "ray")
+SERVER_STACK = ("starlette", "uvicorn", "prometheus_client", "httpx")
+OPTIONAL = ("ray", "pyarrow", "pandas")  # the ray extra: only lrsl_rt.ray's modules import them
 MODULES = (
     "cli",
     "errors",
@@ -41,6 +43,7 @@ MODULES = (
     "serve.metrics",
     "serve.app",
     "serve.main",
+    "ray",
 )
 
 BLOCK_ORT = """
@@ -72,13 +75,21 @@ def loaded_after(code: str) -> set[str]:
 
 def test_bare_import_is_light():
     loaded = loaded_after("import lrsl_rt")
-    assert not loaded & {*FORBIDDEN, *SERVER_STACK, "onnxruntime", "numpy", "tokenizers", "matplotlib"}
+    assert not loaded & {
+        *FORBIDDEN,
+        *SERVER_STACK,
+        *OPTIONAL,
+        "onnxruntime",
+        "numpy",
+        "tokenizers",
+        "matplotlib",
+    }
 
 
 def test_full_runtime_never_imports_training_stack():
     imports = "\n".join(f"import lrsl_rt.{m}" for m in MODULES)
     loaded = loaded_after(f"{imports}\nfrom lrsl_rt import Reranker, Prediction, Fusion, __version__")
-    assert not loaded & set(FORBIDDEN), sorted(loaded & set(FORBIDDEN))
+    assert not loaded & {*FORBIDDEN, *OPTIONAL}, sorted(loaded & {*FORBIDDEN, *OPTIONAL})
     assert "onnxruntime" not in loaded and "matplotlib" not in loaded
     assert not loaded & set(SERVER_STACK), sorted(loaded & set(SERVER_STACK))  # only a server loads them
     assert "numpy" in loaded  # the modules did load
@@ -87,7 +98,7 @@ def test_full_runtime_never_imports_training_stack():
 def test_cli_help_is_light():
     for command in ("predict", "serve"):
         loaded = loaded_after(f"from lrsl_rt.cli import main\nassert main(['{command}', '--help']) == 0")
-        assert not loaded & {*FORBIDDEN, *SERVER_STACK, "onnxruntime", "numpy", "tokenizers"}
+        assert not loaded & {*FORBIDDEN, *SERVER_STACK, *OPTIONAL, "onnxruntime", "numpy", "tokenizers"}
 
 
 def test_public_api():
@@ -144,3 +155,10 @@ def test_info_works_without_onnxruntime():
     assert proc.returncode == 0, proc.stderr
     env = json.loads(proc.stdout)["environment"]
     assert env["providers"] is None and "lrsl-rt[cpu]" in env["onnxruntime"]
+
+
+def test_ray_modules_import_ray_but_not_the_training_stack():
+    pytest.importorskip("ray.data", reason="the ray extra is not installed")
+    loaded = loaded_after("import lrsl_rt.ray.job\nfrom lrsl_rt.ray import predict_dataset, read_inputs")
+    assert "ray" in loaded and "pyarrow" in loaded
+    assert not loaded & {*FORBIDDEN, "onnxruntime"}, sorted(loaded & {*FORBIDDEN, "onnxruntime"})

@@ -1,0 +1,162 @@
+"""``predict_dataset``: the CLI record's prediction columns added to a Ray dataset, on a pool of actors.
+
+Each actor is one process that loads the bundle once (``_Predictor.__init__``) and labels the
+batches Ray hands it. ONNX Runtime does not read Ray's ``OMP_NUM_THREADS``, so its thread count is
+passed explicitly: the CPUs Ray reserves for the actor. Scale with actors (processes), not threads.
+
+A row is an error row, and gets no prediction, when its ``error`` column (set by
+:func:`lrsl_rt.ray.read_inputs`) is not null or its text is null; with ``on_error="stop"`` the first
+such row an actor meets fails the job instead. Which one that is depends on scheduling: at scale
+"first" has no meaning, only "some bad row".
+
+Every output batch has the same Arrow schema (``OUTPUT_FIELDS``): error rows have null predictions,
+prediction rows a null error, so Parquet files written from different blocks agree. The explanation,
+whose shape varies (no fused scores for easy samples), is a JSON string column.
+
+Fault tolerance: Ray restarts an actor whose process died (``max_restarts``) and resubmits the batch
+it was running (``max_task_retries``); a batch's output exists only once its call returned, so a
+retried batch is neither lost nor doubled. Both are finite, so a batch that kills every actor it
+reaches fails the job with Ray's error rather than retrying forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+
+import pyarrow as pa
+import ray.data
+
+from ..errors import InputError, UsageError
+
+ROWS_PER_CALL = 1024  # the in-process CLI's chunk: same batches, same answers
+MAX_RESTARTS = 3
+MAX_TASK_RETRIES = 3
+OUTPUT_FIELDS = [
+    ("label", pa.string()),
+    ("label_id", pa.int64()),
+    ("score", pa.float64()),
+    ("hard", pa.bool_()),
+    ("classifier_label", pa.string()),
+    ("classifier_label_id", pa.int64()),
+    ("reranked", pa.bool_()),
+    ("error", pa.string()),
+]
+EXPLANATION_FIELD = ("explanation", pa.string())
+
+
+def predict_dataset(
+    ds: ray.data.Dataset,
+    bundle: str,
+    text_column: str = "text",
+    *,
+    actors: int = 1,
+    cpus_per_actor: int = 1,
+    batch_size: int = ROWS_PER_CALL,
+    model_batch_size: int | None = None,
+    on_error: str = "stop",
+    explain: bool = False,
+) -> ray.data.Dataset:
+    """``ds`` with the prediction columns (``OUTPUT_FIELDS``, plus ``explanation`` when asked) added.
+
+    ``actors``: processes, each with the bundle loaded; ``cpus_per_actor``: CPUs Ray reserves for each,
+    and ONNX Runtime's thread count in it. ``batch_size``: rows per call of an actor;
+    ``model_batch_size``: texts per model call inside it (None: the bundle's recorded batch size,
+    as in the CLI). ``on_error``: ``"stop"`` fails the job on a bad row, ``"record"`` keeps it as a
+    row with ``error`` set. The other columns of ``ds`` pass through; the rows come out in no fixed
+    order (carry an id column, as :func:`lrsl_rt.ray.read_inputs` does, to restore it).
+    """
+    if on_error not in ("stop", "record"):
+        raise UsageError(f"on_error must be 'stop' or 'record', got {on_error!r}")
+    for name, value in (("actors", actors), ("cpus_per_actor", cpus_per_actor), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    with ray_remote_args_allowed():
+        return _map_predictor(
+            ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+        )
+
+
+def _map_predictor(
+    ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+):
+    return ds.map_batches(
+        _Predictor,
+        fn_constructor_kwargs={
+            "bundle": str(bundle),
+            "text_column": text_column,
+            "threads": cpus_per_actor,
+            "model_batch_size": model_batch_size,
+            "on_error": on_error,
+            "explain": explain,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=cpus_per_actor,
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_TASK_RETRIES,
+    )
+
+
+@contextlib.contextmanager
+def ray_remote_args_allowed():
+    """Ray 2.60 deprecates passing remote arguments as ``**kwargs`` but names no parameter for an
+    actor's ``max_restarts``/``max_task_retries`` or a write task's CPUs: silence that one warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
+        yield
+
+
+class _Predictor:
+    """One actor: the bundle loaded once, then ``__call__`` per batch (a pyarrow Table in and out)."""
+
+    def __init__(self, bundle, text_column, threads, model_batch_size, on_error, explain):
+        from ..reranker import Reranker
+
+        self.reranker = Reranker.from_bundle(bundle, threads=threads, batch_size=model_batch_size)
+        self.text_column, self.on_error, self.explain = text_column, on_error, explain
+        self.fields = OUTPUT_FIELDS + ([EXPLANATION_FIELD] if explain else [])
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        errors = self._errors(batch)
+        if self.on_error == "stop" and any(e is not None for e in errors):
+            i = next(i for i, e in enumerate(errors) if e is not None)
+            raise InputError(f"{_where(batch, i)}: {errors[i]} (--on-error record keeps it as an error row)")
+        texts = batch.column(self.text_column).to_pylist()
+        good = [t for t, e in zip(texts, errors, strict=True) if e is None]
+        preds = iter(self.reranker.predict(good, explain=self.explain))
+        rows = [{"error": e} if e is not None else next(preds).to_dict() for e in errors]
+        return _with_columns(batch, rows, self.fields)
+
+    def _errors(self, batch: pa.Table) -> list[str | None]:
+        if self.text_column not in batch.column_names:
+            raise InputError(f"no column {self.text_column!r} in the dataset (columns: {batch.column_names})")
+        kind = batch.schema.field(self.text_column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise InputError(f"column {self.text_column!r} has type {kind}, expected strings")
+        upstream = batch.column("error").to_pylist() if "error" in batch.column_names else [None] * len(batch)
+        texts = batch.column(self.text_column).to_pylist()
+        return [
+            e if e is not None else (f"column {self.text_column!r}: null" if t is None else None)
+            for t, e in zip(texts, upstream, strict=True)
+        ]
+
+
+def _with_columns(batch: pa.Table, rows: list[dict], fields: list[tuple]) -> pa.Table:
+    names = {name for name, _ in fields}
+    keep = [c for c in batch.column_names if c not in names]
+    out = batch.select(keep)
+    for name, kind in fields:
+        values = [r.get(name) for r in rows]
+        if name == "explanation":
+            values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+        out = out.append_column(pa.field(name, kind), pa.array(values, type=kind))
+    return out
+
+
+def _where(batch: pa.Table, i: int) -> str:
+    if {"source", "line"} <= set(batch.column_names):
+        return f"{batch.column('source')[i].as_py()}:{batch.column('line')[i].as_py()}"
+    return f"row {i + 1} of a batch"
