@@ -354,8 +354,8 @@ def test_thread_count_bound_in_the_library(tiny_bundle):
 
     with pytest.raises(UsageError, match="is more than"):
         Reranker.from_bundle(tiny_bundle, threads=max_threads() + 1)
-    with pytest.raises(UsageError, match="inter_threads=.* is more than"):
-        OnnxSession(next(tiny_bundle.glob("classifier_*.onnx")), inter_threads=10**9)
+    with pytest.raises(UsageError, match="threads=.* is more than"):
+        OnnxSession(next(tiny_bundle.glob("classifier_*.onnx")), threads=10**9)
 
 
 def test_surrogate_through_the_api(tiny_bundle):

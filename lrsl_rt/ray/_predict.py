@@ -41,6 +41,8 @@ OUTPUT_FIELDS = [
     ("classifier_label", pa.string()),
     ("classifier_label_id", pa.int64()),
     ("reranked", pa.bool_()),
+    ("classifier_prob", pa.float64()),
+    ("fused_score", pa.float64()),
     ("error", pa.string()),
 ]
 EXPLANATION_FIELD = ("explanation", pa.string())

@@ -173,7 +173,9 @@ def _write(ds: ray.data.Dataset, path: Path, fmt: str) -> None:
 
 
 class _JsonLinesSink(BlockBasedFileDatasink):
-    """One JSON object per row, the CLI's record shape: null fields left out, the explanation as an object."""
+    """One JSON object per row, the CLI's record shape: an error row keeps only its non-null fields, a
+    prediction row every prediction field (``fused_score`` is null for an easy text) but ``error``;
+    the explanation as an object."""
 
     def __init__(self, path: str):
         super().__init__(path, file_format="jsonl")
@@ -181,7 +183,10 @@ class _JsonLinesSink(BlockBasedFileDatasink):
     def write_block_to_file(self, block, file) -> None:
         lines = []
         for row in block.to_arrow().to_pylist():
-            rec = {k: v for k, v in row.items() if v is not None}
+            if row.get("error") is not None:
+                rec = {k: v for k, v in row.items() if v is not None}
+            else:
+                rec = {k: v for k, v in row.items() if k != "error"}
             if "explanation" in rec:
                 rec["explanation"] = json.loads(rec["explanation"])
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
