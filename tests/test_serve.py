@@ -460,3 +460,18 @@ def test_batcher_model_failure_fails_only_that_batch(reference):
     ]
     answers, _ = _batcher_run(reference, BatchLimits(1, 1000, 0.0, 2), [["a", "b"], ["c"]])
     assert isinstance(answers[1], QueueFull)
+
+
+def test_accepted_connections_have_nagle_off():
+    """The listening socket hands TCP_NODELAY to each connection it accepts (a real loopback
+    connection): otherwise a keep-alive client waits for its delayed ACK on every response body."""
+    import socket
+
+    from lrsl_rt.serve.main import bind
+
+    listener = bind("127.0.0.1", 0)
+    with listener, socket.create_connection(listener.getsockname()[:2]) as client:
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    del client

@@ -47,10 +47,17 @@ def require_server_stack() -> None:
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, with TCP_NODELAY set so that every accepted connection inherits it.
+
+    asyncio turns Nagle's algorithm off only on sockets whose protocol number is IPPROTO_TCP, and a
+    socket made by ``socket.create_server`` has protocol 0: without this, uvicorn's response body
+    (written after its headers) waits on a keep-alive connection for the client's delayed ACK.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family = infos[0][0]
         sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, IndexError) as e:
         raise UsageError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from e
     return sock
