@@ -470,8 +470,7 @@ def test_accepted_connections_have_nagle_off():
     from lrsl_rt.serve.main import bind
 
     listener = bind("127.0.0.1", 0)
-    with listener, socket.create_connection(listener.getsockname()[:2]) as client:
+    with listener, socket.create_connection(listener.getsockname()[:2]):
         conn, _ = listener.accept()
         with conn:
             assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-    del client
