@@ -110,11 +110,11 @@ def load_arrays(ckpt: Path, cache: Path, train_file, threads, log) -> dict[str, 
     return arrays
 
 
-def _strip(row: dict) -> dict:
+def strip_private(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def _verdicts(rows: dict[str, dict], incumbent: str) -> dict:
+def verdicts(rows: dict[str, dict], incumbent: str) -> dict:
     """rows[split][name]["_ok"] -> McNemar vs the incumbent on each split, and the dev decision."""
     out = {s: E.compare({n: r["_ok"] for n, r in rows[s].items()}, incumbent) for s in SPLITS}
     adopted = [n for n in rows["dev"] if n != incumbent and out["dev"][n]["beats_incumbent"]]
@@ -168,17 +168,17 @@ def evaluate(a: dict[str, np.ndarray], k: int, fusion: Fusion) -> dict:
         "n": {s: len(a[f"{s}_gold"]) for s in SPLITS},
         "accuracy_classifier": classifier,
         "label_representations": {
-            "rows": {s: {n: _strip(r) for n, r in label_rows[s].items()} for s in SPLITS},
-            **_verdicts(label_rows, "label_name"),
+            "rows": {s: {n: strip_private(r) for n, r in label_rows[s].items()} for s in SPLITS},
+            **verdicts(label_rows, "label_name"),
         },
         "hardness_gates": {
             "thresholds": thresholds,
-            "rows": {s: {n: _strip(r) for n, r in gate_rows[s].items()} for s in SPLITS},
-            **_verdicts(gate_rows, "topk_variance"),
+            "rows": {s: {n: strip_private(r) for n, r in gate_rows[s].items()} for s in SPLITS},
+            **verdicts(gate_rows, "topk_variance"),
         },
         "mlp_reranker": {
-            "rows": {s: {n: _strip(r) for n, r in mlp_rows[s].items()} for s in SPLITS},
-            **_verdicts(mlp_rows, "similarity_rule"),
+            "rows": {s: {n: strip_private(r) for n, r in mlp_rows[s].items()} for s in SPLITS},
+            **verdicts(mlp_rows, "similarity_rule"),
         },
     }
 

@@ -89,6 +89,23 @@ def finish_record(record: dict, exit_code: int | None = None) -> dict:
     return record
 
 
+def write_result(
+    out: Path, result: dict, markdown: str, *, kind: str, title: str, run: dict, exit_code: int = 0
+) -> dict:
+    """Write a benchmark's result JSON in the shape ``results_doc.py`` pages (``kind``, ``title``,
+    ``markdown``, ``run``) and its markdown beside it (``out`` with ``.md``); returns the document.
+
+    The markdown opens with the command that produced it, so the file is readable on its own.
+    """
+    doc = {"kind": kind, "title": title, **result, "markdown": markdown, "run": finish_record(run, exit_code)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(
+        f"Command: `{run['command']}`\n\n{markdown.strip()}\n", encoding="utf-8"
+    )
+    return doc
+
+
 def run_and_record(cmd: list[str], out: Path) -> int:
     """Run ``cmd`` (output passes through), then write its record to ``out``; the command's exit status."""
     record = run_record(command=shlex.join(cmd))

@@ -29,7 +29,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .command import CommandParser, run_command
+from .command import CommandParser, positive_int, run_command
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import InputError, RecordStop, UsageError
 
@@ -39,16 +39,6 @@ CHUNK_SIZE = 1024
 
 
 _Parser = CommandParser  # bad flags are UsageErrors; --help shows defaults
-
-
-def _positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     def runtime_opts(p):
         p.add_argument(
             "--batch-size",
-            type=_positive_int,
+            type=positive_int,
             help="texts per model call (default: the batch size the export evaluated the bundle with, "
             f"else {DEFAULT_BATCH_SIZE})",
         )
@@ -77,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--threads",
-            type=_positive_int,
+            type=positive_int,
             help="intra-op threads per model, or in all with --thread-pool shared (default: one per core)",
         )
         p.add_argument(
@@ -154,7 +144,7 @@ def _add_serve_parser(sub, bundle_opt, runtime_opts) -> None:
     )
     bundle_opt(p)
     runtime_opts(p)
-    add_serve_arguments(p, _positive_int)
+    add_serve_arguments(p, positive_int)
     p.set_defaults(func=cmd_serve)
 
 
@@ -169,10 +159,10 @@ def ray_opts(p):
     g.add_argument("--output-format", choices=("parquet", "jsonl"), help="ray output files (default parquet)")
     g.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (default: start a local one)")
     g.add_argument(
-        "--actors", type=_positive_int, help="bundle-loaded actors (default: cluster CPUs / --cpus-per-actor)"
+        "--actors", type=positive_int, help="bundle-loaded actors (default: cluster CPUs / --cpus-per-actor)"
     )
     g.add_argument(
-        "--cpus-per-actor", type=_positive_int, help="CPUs and ONNX Runtime threads per actor (default 1)"
+        "--cpus-per-actor", type=positive_int, help="CPUs and ONNX Runtime threads per actor (default 1)"
     )
 
 

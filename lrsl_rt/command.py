@@ -23,6 +23,17 @@ from .errors import LrslError, UsageError
 from .signals import describe_interrupt, sigterm_as_interrupt
 
 
+def positive_int(value: str) -> int:
+    """argparse ``type`` of a count flag: an integer >= 1, else a usage error naming the value."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def run_command(body: Callable[[], int | None], *, interrupted: str = "interrupted") -> int:
     """Run a command line's ``body`` and return its exit code; errors become one ``Error: ...`` line.
 

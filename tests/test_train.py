@@ -104,6 +104,34 @@ def test_mine_triplets_hand_example():
     assert all(t[2] != t[1] for t in trip)
 
 
+def test_mine_triplets_more_negatives_per_text_in_rank_order():
+    """negatives=2: sample 0 (gold 0, top-3 [1, 0, 2]) -> 1 then 2; sample 1 (gold 2, top-3 [2, 1, 0])
+    -> 1 then 0; sample 2 (gold 0, top-3 [0, 1, 2] by index order of the ties) -> two of 1..3."""
+    logits = np.array([[2.0, 3.0, 1.0, 0.0], [0.5, 1.0, 5.0, -1.0], [9.0, 0.0, 0.0, 0.0]])
+    trip, counts = mine_triplets(
+        ["a", "b", "c"], [0, 2, 0], logits, ["A", "B", "C", "D"], k=3, seed=0, negatives=2
+    )
+    assert [(t[0], t[2]) for t in trip[:4]] == [("a", 1), ("a", 2), ("b", 1), ("b", 0)]
+    assert len(trip) == 6 and counts == {"topk_negative": 6, "random_negative": 0}
+    assert all(t[2] != t[1] for t in trip)
+    # more negatives than the top-k holds: what it holds, no padding with random labels
+    trip, _ = mine_triplets(["a"], [0], logits[:1], ["A", "B", "C", "D"], k=2, seed=0, negatives=5)
+    assert [t[2] for t in trip] == [1]
+    with pytest.raises(ValueError, match="expected >= 1, got 0"):
+        mine_triplets(["a"], [0], logits[:1], ["A", "B", "C", "D"], k=3, seed=0, negatives=0)
+
+
+def test_embedder_negatives_flag_reaches_the_config_and_rejects_zero():
+    from lrsl_rt.errors import UsageError
+    from train.__main__ import config_from_args, parser
+
+    cfg = config_from_args(parser().parse_args(["--embedder-negatives", "2", "--out", "x"]))
+    assert cfg.embedder.negatives == 2
+    assert config_from_args(parser().parse_args(["--out", "x"])).embedder.negatives == 1
+    with pytest.raises(UsageError, match="--embedder-negatives: expected a positive integer, got '0'"):
+        parser().parse_args(["--embedder-negatives", "0", "--out", "x"])
+
+
 def test_distinct_label_batches_cover_everything_once_without_label_clashes():
     rng = random.Random(0)
     trip = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.command import CommandParser, positive_int, run_command
 
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig
 from .data import NAMED
@@ -59,10 +59,10 @@ def parser() -> CommandParser:
         "--dev-fraction", type=float, default=_RUN.dev_fraction, help="share of train carved out as dev"
     )
     src.add_argument("--label-descriptions", help="JSON file mapping every label to its description text")
-    src.add_argument("--limit-classes", type=int, help="keep only the first N classes (smoke runs)")
+    src.add_argument("--limit-classes", type=positive_int, help="keep only the first N classes (smoke runs)")
     src.add_argument(
         "--limit-per-class",
-        type=int,
+        type=positive_int,
         help="keep at most N training rows per class (smoke runs; default: all; --profile quick: 50)",
     )
     m = p.add_argument_group("models")
@@ -73,21 +73,33 @@ def parser() -> CommandParser:
     m.add_argument("--embedder-model", help="local HF or sentence-transformers folder (default: same)")
     h = p.add_argument_group("training")
     h.add_argument("--profile", choices=sorted(PROFILES), default="full", help="preset of the flags below")
-    h.add_argument("--epochs", type=int, help=f"classifier epochs ({_profiled('epochs', _CLF.epochs)})")
+    h.add_argument(
+        "--epochs", type=positive_int, help=f"classifier epochs ({_profiled('epochs', _CLF.epochs)})"
+    )
     h.add_argument("--lr", type=float, help=f"classifier learning rate (default: {_CLF.lr})")
-    h.add_argument("--batch-size", type=int, help=f"classifier batch size (default: {_CLF.batch_size})")
-    h.add_argument("--max-length", type=int, help=f"tokens per text (default: {_CLF.max_length})")
+    h.add_argument(
+        "--batch-size", type=positive_int, help=f"classifier batch size (default: {_CLF.batch_size})"
+    )
+    h.add_argument("--max-length", type=positive_int, help=f"tokens per text (default: {_CLF.max_length})")
     h.add_argument(
         "--patience",
         type=int,
         help=f"epochs without dev improvement before stopping (default: {_CLF.patience})",
     )
     h.add_argument(
-        "--embedder-epochs", type=int, help=f"embedder epochs ({_profiled('embedder_epochs', _EMB.epochs)})"
+        "--embedder-epochs",
+        type=positive_int,
+        help=f"embedder epochs ({_profiled('embedder_epochs', _EMB.epochs)})",
     )
     h.add_argument("--embedder-lr", type=float, help=f"embedder learning rate (default: {_EMB.lr})")
     h.add_argument(
-        "--embedder-batch-size", type=int, help=f"embedder batch size (default: {_EMB.batch_size})"
+        "--embedder-batch-size", type=positive_int, help=f"embedder batch size (default: {_EMB.batch_size})"
+    )
+    h.add_argument(
+        "--embedder-negatives",
+        type=positive_int,
+        help="triplets per training text, one per wrong top-k label in rank order; each one more "
+        f"adds an epoch's worth of steps (default: {_EMB.negatives})",
     )
     h.add_argument("--k", type=int, default=_RUN.k, help="top-k size for the gate and mining")
     h.add_argument(
@@ -99,7 +111,7 @@ def parser() -> CommandParser:
         "with a rule that beats it with McNemar z >= 2; RULE:P[:SCOPE] fixes it; export then keeps it",
     )
     h.add_argument("--seed", type=int, default=_RUN.seed, help="seed of every random choice")
-    h.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    h.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument(
         "--out",
         required=True,
@@ -127,6 +139,7 @@ def config_from_args(a) -> TrainConfig:
         ("epochs", a.embedder_epochs),
         ("lr", a.embedder_lr),
         ("batch_size", a.embedder_batch_size),
+        ("negatives", a.embedder_negatives),
     ):
         if pick(flag, "embedder_" + key) is not None:
             setattr(emb, key, pick(flag, "embedder_" + key))

@@ -28,6 +28,9 @@ class EmbedderConfig:
     lr: float = 5e-5
     batch_size: int = 32
     warmup_ratio: float = 0.1
+    # triplets per training text, one per wrong label of its top-k in rank order (1: the paper's
+    # single confusable label; more triplets per epoch cost proportionally more training time)
+    negatives: int = 1
     seed: int = 42
     # texts taken in pools of group_size * batch_size sorted by length (less padding); 0 = plain shuffle
     group_size: int = 50

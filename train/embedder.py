@@ -2,7 +2,8 @@
 
 A triplet is (text, gold label text, wrong label text). The wrong label is the classifier's
 highest-ranked wrong label within its top-k on that text -- the label it would confuse the text
-with -- or, when its top-k holds no wrong label, a random other label. MultipleNegativesRankingLoss
+with -- or, when its top-k holds no wrong label, a random other label. ``negatives`` > 1 makes one
+triplet per text for each of its highest-ranked wrong labels, up to that many. MultipleNegativesRankingLoss
 then pulls the text towards its gold label text and away from that negative and from the other
 label texts of the batch. Batches never hold the same gold label twice, so in-batch negatives are
 true negatives (sentence-transformers' NO_DUPLICATES sampler idea, written out here to avoid the
@@ -23,21 +24,23 @@ from .config import EmbedderConfig
 from .loop import Optimizer
 
 
-def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int):
-    """(triplets, counts): negatives from the top-k wrong labels, else a random other label."""
+def mine_triplets(texts, gold, logits, label_texts, k: int, seed: int, negatives: int = 1):
+    """(triplets, counts): per text, its ``negatives`` highest-ranked wrong labels of the top-k (fewer when
+    the top-k holds fewer), or one random other label when the top-k holds no wrong label."""
+    if negatives < 1:
+        raise ValueError(f"negatives per text: expected >= 1, got {negatives}")
     rng = random.Random(seed)
     top = topk_indices(logits, k)
     n_labels = len(label_texts)
     triplets, counts = [], {"topk_negative": 0, "random_negative": 0}
     for text, y, cand in zip(texts, gold, top, strict=True):
-        wrong = [int(c) for c in cand if c != y]
+        wrong = [int(c) for c in cand if c != y][:negatives]
         if wrong:
-            neg = wrong[0]
-            counts["topk_negative"] += 1
+            counts["topk_negative"] += len(wrong)
         else:
-            neg = rng.choice([j for j in range(n_labels) if j != y])
+            wrong = [rng.choice([j for j in range(n_labels) if j != y])]
             counts["random_negative"] += 1
-        triplets.append((text, int(y), neg))
+        triplets.extend((text, int(y), neg) for neg in wrong)
     return triplets, counts
 
 

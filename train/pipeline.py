@@ -154,7 +154,13 @@ def mine(cfg: TrainConfig, data: Data, clf, tok, log):
     logits = {name: predict_logits(clf, tok, t, max_len, desc=f"logits {name}") for name, t in texts.items()}
     logits.setdefault("test", None)
     triplets, negatives = mine_triplets(
-        data.train.texts, data.y["train"], logits["train"], data.label_texts, cfg.k, cfg.seed
+        data.train.texts,
+        data.y["train"],
+        logits["train"],
+        data.label_texts,
+        cfg.k,
+        cfg.seed,
+        negatives=cfg.embedder.negatives,
     )
     log(
         f"triplets: {len(triplets)} ({negatives['topk_negative']} top-k negatives, "
