@@ -60,9 +60,10 @@ accuracy: install $(ART)/bundle-fp32/manifest.json
 results: install
 	$(PY) benchmarks/results_doc.py artifacts --out docs/results
 
-## Multi-data-set accuracy table from each built data set's metrics (docs/results/datasets.md + .json).
+## Multi-data-set accuracy table from each built data set's metrics (artifacts/datasets.md + .json,
+## with its run record: `make results` pages it).
 table:
-	$(PY) benchmarks/datasets_table.py --artifacts artifacts --out docs/results/datasets
+	$(PY) benchmarks/datasets_table.py --artifacts artifacts --out artifacts/datasets
 
 ## Levers (label representations, hardness gates, MLP reranker) on $(DATASET)'s checkpoint, no retraining.
 levers: $(ART)/checkpoint/lrsl.json

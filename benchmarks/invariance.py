@@ -14,12 +14,14 @@ For each bundle, every text is predicted (``Reranker.predict`` for the LRSL and 
 A text is invariant when its LRSL label and its classifier label are the same in every run; the
 result gives the share of invariant texts and the largest |logit difference| from ``alone``.
 Accuracy-free and not timed: safe to run on a busy machine (``nice``). Default texts: Banking77 test.
+
+``--out FILE.json`` writes the rows (kind ``invariance``, with the run record: ``results_doc.py``
+pages it) and the table to ``--markdown`` (default: ``FILE.md`` beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
+from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
 
 DEFAULT_BATCH_SIZES = (32, 8)
 
@@ -126,9 +129,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", help="write the rows as JSON")
-    p.add_argument("--markdown", help="write the table as markdown")
+    p.add_argument("--out", help="write the rows as JSON, with the run record")
+    p.add_argument("--markdown", help="write the table as markdown (default with --out: its .md beside it)")
     a = p.parse_args(argv)
+    run = script_record(__file__, argv)
     texts = subsample(read_texts(a.texts), a.limit).texts
     sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
     rows = []
@@ -138,14 +142,12 @@ def main(argv=None) -> int:
         print(markdown([row]).splitlines()[-1], flush=True)
     table = markdown(rows)
     print(table)
+    result = {"texts": a.texts, "batch_sizes": sizes, "rows": rows}
     if a.out:
-        Path(a.out).write_text(
-            json.dumps({"texts": a.texts, "batch_sizes": sizes, "rows": rows}, indent=2) + "\n"
-        )
-    if a.markdown:
-        Path(a.markdown).write_text(
-            f"Command: `python benchmarks/invariance.py {' '.join(argv or sys.argv[1:])}`\n\n{table}"
-        )
+        title = "Batch invariance of bundles"
+        write_result(a.out, result, table, kind="invariance", title=title, run=run, markdown_out=a.markdown)
+    elif a.markdown:
+        write_markdown(a.markdown, table, run)
     return 0
 
 

@@ -16,7 +16,8 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
        samples hard as the variance gate does;
    (c) MLP reranker over per-candidate features (:func:`benchmarks.lever_eval.candidate_features`)
        trained on dev, vs the similarity rule, on the variance gate's hard samples.
-3. ``OUT/levers.json`` and ``OUT/levers.md``.
+3. ``OUT/levers.json`` (kind ``levers``, with the run record: ``results_doc.py`` pages it) and
+   ``OUT/levers.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import lever_eval as E  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis  # noqa: E402
 from lrsl_rt.fusion import Fusion  # noqa: E402
 from lrsl_rt.gate import is_hard  # noqa: E402
@@ -240,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", help="arrays cache (default OUT/arrays.npz)")
     p.add_argument("--threads", type=int, help="torch threads for computing the arrays")
     a = p.parse_args(argv)
+    run = script_record(__file__, argv)
     ckpt, out = Path(a.checkpoint), Path(a.out)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -252,10 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {e}", file=sys.stderr)
         return 1
     res["checkpoint"] = str(ckpt)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "levers.json").write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     md = markdown(res, ckpt.parent.name if ckpt.name == "checkpoint" else ckpt.name)
-    (out / "levers.md").write_text(md, encoding="utf-8")
+    write_result(out / "levers.json", res, md, kind="levers", title="Levers without retraining", run=run)
     print(md)
     return 0
 

@@ -12,6 +12,10 @@ first ``--warmup`` runs are dropped; the rest are summed by operator type (``arg
 ``Node`` events): total time, share of the kernel time, calls per model run, and the model runs'
 own total (``model_run`` events), whose excess over the kernels is ONNX Runtime's overhead between
 operators. Time it only on a quiet machine (the profiler's figures are wall-clock).
+
+``--out FILE.json`` writes ``{"bundle", "role", "profiles": [one per call size]}`` (kind
+``profile-ops``, with the run record: ``results_doc.py`` pages it) and the tables to ``--markdown``
+(default: ``FILE.md`` beside it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
+from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
 
 
 def profiled_session(path: Path, threads: int | None, prefix: Path):
@@ -137,19 +142,21 @@ def main(argv=None) -> int:
     p.add_argument("--n-texts", type=int, default=256)
     p.add_argument("--warmup", type=int, default=20, help="model runs left out of the profile")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", help="write the profile as JSON")
-    p.add_argument("--markdown", help="write the tables as markdown")
+    p.add_argument("--out", help="write the profile as JSON, with the run record")
+    p.add_argument("--markdown", help="write the tables as markdown (default with --out: its .md beside it)")
     a = p.parse_args(argv)
+    run = script_record(__file__, argv)
     texts = subsample(read_texts(a.texts), a.n_texts).texts
     calls = [int(c) for c in a.calls.split(",") if c.strip()]
     results = [profile(Path(a.bundle), a.role, c, a.batch_size, texts, a.warmup, a.threads) for c in calls]
     table = markdown(results)
     print(table)
     if a.out:
-        Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
-    if a.markdown:
-        cmd = "python benchmarks/profile_ops.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        Path(a.markdown).write_text(f"Command: `{cmd}`\n{table}")
+        result = {"bundle": a.bundle, "role": a.role, "profiles": results}
+        title = f"Time by operator type of the {a.role} (ONNX Runtime profiler)"
+        write_result(a.out, result, table, kind="profile-ops", title=title, run=run, markdown_out=a.markdown)
+    elif a.markdown:
+        write_markdown(a.markdown, table, run)
     return 0
 
 

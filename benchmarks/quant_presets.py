@@ -19,12 +19,15 @@ and agreement >= 99.0 % on dev and test (the speed condition is the timed run's)
 ``--time``: batch-1 p50 and queries/s at 32 texts per call of the full LRSL path
 (``latency.py``'s ``lrsl_int8`` worker, one process per measurement), bundles alternating in
 ``--repeats`` rounds, medians. Only on a quiet machine; everything else is safe under ``nice``.
+
+``--out FILE.json`` writes the rows (kind ``quant-presets``, ``quant-presets-timed`` with ``--time``;
+with the run record: ``results_doc.py`` pages it) and the table to ``--markdown`` (default:
+``FILE.md`` beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +40,7 @@ elif str(ROOT) not in sys.path:
 
 from benchmarks.common import DEFAULT_TEXTS, median_range, read_texts, subsample  # noqa: E402
 from benchmarks.invariance import batching_runs, compare, describe  # noqa: E402
+from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
 
 DEFAULT_PRESETS = "fp32,avx512_vnni,static_avx512_vnni,avx2_s8rr,static_avx2_s8rr"
 RULE = {"max_lrsl_drop": 0.003, "min_agreement": 0.99}
@@ -171,9 +175,10 @@ def main(argv=None) -> int:
     p.add_argument("--time", action="store_true", help="also time the full path (quiet machine only)")
     p.add_argument("--repeats", type=int, default=3, help="--time: alternating rounds")
     p.add_argument("--n-texts", type=int, default=500, help="--time: evenly spaced Banking77 test texts")
-    p.add_argument("--out", help="write the rows as JSON")
-    p.add_argument("--markdown", help="write the table as markdown")
+    p.add_argument("--out", help="write the rows as JSON, with the run record")
+    p.add_argument("--markdown", help="write the table as markdown (default with --out: its .md beside it)")
     a = p.parse_args(argv)
+    run = script_record(__file__, argv)
     ckpt, work = Path(a.checkpoint), Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     texts = subsample(read_texts(a.invariance_texts), a.invariance_limit).texts
@@ -193,12 +198,12 @@ def main(argv=None) -> int:
     table = markdown(rows)
     print(table)
     if a.out:
-        Path(a.out).write_text(
-            json.dumps({"checkpoint": str(ckpt), "rule": RULE, "rows": rows}, indent=2) + "\n"
-        )
-    if a.markdown:
-        cmd = "python benchmarks/quant_presets.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        Path(a.markdown).write_text(f"Command: `{cmd}`\n\n{table}")
+        kind = "quant-presets-timed" if a.time else "quant-presets"
+        title = "int8 presets side by side" + (", timed" if a.time else "")
+        result = {"checkpoint": str(ckpt), "rule": RULE, "rows": rows}
+        write_result(a.out, result, table, kind=kind, title=title, run=run, markdown_out=a.markdown)
+    elif a.markdown:
+        write_markdown(a.markdown, table, run)
     return 0
 
 

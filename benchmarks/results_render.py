@@ -13,11 +13,18 @@ export         ``python -m export`` (``BUNDLE/manifest.json``)        ``format_v
 any other      any script that writes ``markdown`` or ``tables``      ``markdown`` (a string) or ``tables``
 =============  =====================================================  ===================================
 
+A result that names its ``kind`` and carries ``markdown`` is of that kind whatever else it holds.
 The generic shape, for new benchmarks (a server, a cluster run, a soak test)::
 
     {"kind": "serve", "title": "HTTP serving", "run": run_record(),
      "markdown": "optional text, rendered as it is",
      "tables": [{"title": "...", "header": ["a", "b"], "rows": [[1, 0.5], ...], "note": "..."}]}
+
+``run_record.write_result`` writes this shape, with ``markdown`` and the script's own keys beside.
+The scripts that call it, with their kinds: ``levers.py`` (levers), ``datasets_table.py``
+(datasets), ``invariance.py`` (invariance), ``profile_ops.py`` (profile-ops), ``quant_presets.py``
+(quant-presets; quant-presets-timed with ``--time``), ``scaleout.py`` (scaleout), ``serve.py``
+(serve) and ``soak.py`` (soak).
 
 ``rows`` may also be a list of dicts (the header is then their keys). The latency and accuracy
 pages reuse the scripts' own markdown, so the page shows what the script printed.
@@ -36,6 +43,8 @@ def kind_of(doc) -> str | None:
     """
     if not isinstance(doc, dict):
         return None
+    if isinstance(doc.get("kind"), str) and doc["kind"] and isinstance(doc.get("markdown"), str):
+        return doc["kind"]
     if "contenders" in doc and "method" in doc:
         return "latency"
     if isinstance(doc.get("rows"), dict) and "split" in doc:

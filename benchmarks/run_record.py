@@ -3,9 +3,13 @@
 A result JSON carries this record under ``"run"`` so that ``results_doc.py`` can write the dated
 results page without anything typed by hand. Scripts in ``benchmarks/`` add it themselves::
 
-    run = run_record()                      # when the run starts
+    run = script_record(__file__, argv)     # when the run starts (argv: main's, None for sys.argv)
     ...
-    result["run"] = finish_record(run)      # when the result is written
+    write_result(out, result, markdown, kind="serve", title="HTTP serving", run=run)
+
+``write_result`` writes the JSON in the shape ``results_doc.py`` pages and the markdown beside it
+(``latency.py``, ``accuracy.py`` and ``int8_variants.py`` set ``result["run"] = finish_record(run)``
+in their own JSON instead).
 
 Programs that are not benchmarks (``python -m train``, ``python -m export``) write their own JSON
 (``metrics.json``, ``manifest.json``) and know nothing of the machine's int8 flags; run them through
@@ -57,12 +61,17 @@ def git_commit(cwd: Path = ROOT) -> str | None:
 
 
 def script_command(argv: list[str]) -> str:
-    """The command line of a running script as a user would type it from the checkout.
+    """The command line of a running script as a user would type it from the checkout: ``python -m
+    MODULE`` when this process was started that way on the script, else ``python PATH``.
 
     >>> script_command([str(ROOT / "benchmarks" / "latency.py"), "--out", "a b.json"])
     "python benchmarks/latency.py --out 'a b.json'"
     """
     script = Path(argv[0]).resolve()
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.origin and Path(spec.origin).resolve() == script:
+        module = spec.name.removesuffix(".__main__")
+        return shlex.join(["python", "-m", module, *argv[1:]])
     if script.is_relative_to(ROOT):
         script = script.relative_to(ROOT)
     return shlex.join(["python", str(script), *argv[1:]])
@@ -78,6 +87,12 @@ def run_record(argv: list[str] | None = None, *, command: str | None = None) -> 
     }
 
 
+def script_record(script: str | Path, argv: list[str] | None = None) -> dict:
+    """The record of a script's run with ``argv`` (the arguments its ``main(argv)`` got; None: this
+    process's), so a ``main`` called from a test names its own arguments, not the test runner's."""
+    return run_record([str(script), *(sys.argv[1:] if argv is None else argv)])
+
+
 def finish_record(record: dict, exit_code: int | None = None) -> dict:
     """The record with the run's end time and wall time (whole seconds); call it when the result is written."""
     end = utc_now()
@@ -90,20 +105,36 @@ def finish_record(record: dict, exit_code: int | None = None) -> dict:
 
 
 def write_result(
-    out: Path, result: dict, markdown: str, *, kind: str, title: str, run: dict, exit_code: int = 0
+    out: str | Path,
+    result: dict,
+    markdown: str,
+    *,
+    kind: str,
+    title: str,
+    run: dict,
+    exit_code: int = 0,
+    markdown_out: str | Path | None = None,
 ) -> dict:
     """Write a benchmark's result JSON in the shape ``results_doc.py`` pages (``kind``, ``title``,
-    ``markdown``, ``run``) and its markdown beside it (``out`` with ``.md``); returns the document.
+    ``markdown``, ``run``) and its markdown to ``markdown_out`` (default: beside it, ``out`` with
+    ``.md``); returns the document.
 
     The markdown opens with the command that produced it, so the file is readable on its own.
     """
+    out = Path(out)
     doc = {"kind": kind, "title": title, **result, "markdown": markdown, "run": finish_record(run, exit_code)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(
-        f"Command: `{run['command']}`\n\n{markdown.strip()}\n", encoding="utf-8"
-    )
+    write_markdown(out.with_suffix(".md") if markdown_out is None else markdown_out, markdown, run)
     return doc
+
+
+def write_markdown(path: str | Path, markdown: str, run: dict) -> Path:
+    """``markdown`` in ``path``, opening with the command of ``run``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"Command: `{run['command']}`\n\n{markdown.strip()}\n", encoding="utf-8")
+    return path
 
 
 def run_and_record(cmd: list[str], out: Path) -> int:

@@ -13,7 +13,8 @@ imports, bundle load; for Ray also actor start, and cluster start unless ``--ray
 running cluster). ``rows/s`` is
 N / (wall - start-up): the steady rate. Each figure is the median of ``--runs`` processes.
 
-Writes ``scaleout.json`` and ``scaleout.md`` (machine, versions, table) into ``--out``.
+Writes ``scaleout.json`` (kind ``scaleout``, with the run record: ``results_doc.py`` pages it) and
+``scaleout.md`` (machine, versions, table) into ``--out``.
 
     python -m benchmarks.scaleout --bundle artifacts/banking77/bundle --rows 10000 100000 --out DIR
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.common import DEFAULT_TEXTS, ROOT, bench_env, median_range, read_texts
 from benchmarks.machine import cpu_info, versions
+from benchmarks.run_record import script_record, write_result
 from benchmarks.startup import cli_command
 
 ONE_ROW = 1
@@ -176,11 +177,11 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per process")
     p.add_argument("--out", required=True, metavar="DIR", help="write scaleout.json and scaleout.md here")
     args = p.parse_args(argv)
+    record = script_record(__file__, argv)
     result = run(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scaleout.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (out / "scaleout.md").write_text(markdown(result), encoding="utf-8")
+    title = "Scale-out: Ray Data vs the in-process CLI"
+    write_result(out / "scaleout.json", result, markdown(result), kind="scaleout", title=title, run=record)
     print(f"wrote {out / 'scaleout.json'} and {out / 'scaleout.md'}")
     return 0
 

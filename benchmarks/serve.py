@@ -26,14 +26,14 @@ For each served level the script reports the share of requests whose label diffe
 same text gets alone (the in-process batch-1 run).
 
 ``--quick`` is a smoke run (few texts and requests, concurrency 1 and 8). Output: markdown on stdout
-(``serve_report.py``), JSON with ``--out``.
+(``serve_report.py``); with ``--out FILE.json`` the results (kind ``serve``, with the run record:
+``results_doc.py`` pages it) and the markdown in ``FILE.md`` beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import signal
@@ -62,6 +62,7 @@ from benchmarks.common import (  # noqa: E402
     write_jsonl,
 )
 from benchmarks.machine import cpu_info, versions  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 
 QUICK = {"n_texts": 16, "requests": 40, "warmup": 4, "concurrency": "1,8"}
 DEFAULTS = {"n_texts": 1000, "requests": 2000, "warmup": 100, "concurrency": "1,8,32,128"}
@@ -255,6 +256,7 @@ def main(argv=None) -> int:
     if args.worker:
         emit_result(inprocess_worker(args))
         return 0
+    record = script_record(__file__, argv)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -304,12 +306,11 @@ def main(argv=None) -> int:
         "served_batching_off": off,
     }
     result["targets"] = serve_report.targets(result)
-    print(serve_report.markdown(result))
+    md = serve_report.markdown(result)
+    print(md)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        log(f"wrote {out}")
+        write_result(args.out, result, md, kind="serve", title="HTTP serving (lrsl-rt serve)", run=record)
+        log(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
     return 0
 
 

@@ -12,15 +12,16 @@
 
 Growth = (highest RSS over the last tenth of the samples - RSS at the end of the first tenth, the
 warm-up) / that baseline, in percent. A leak shows as growth that rises with ``--n``; allocator noise
-does not. The JSON holds every sample, the settings and the machine (:mod:`benchmarks.machine`), like
-``benchmarks/latency.py``. Linux only (``/proc``). Not a test: nothing here is asserted.
+does not. The table goes to stdout; ``--out FILE.json`` writes every sample, the settings and the
+machine (:mod:`benchmarks.machine`) with the run record (kind ``soak``: ``results_doc.py`` pages it),
+and the table in ``FILE.md`` beside it. Linux only (``/proc``). Not a test: nothing here is asserted;
+the exit status is 1 when the CLI run failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from pathlib import Path
 
 from .common import DEFAULT_TEXTS, ROOT, read_texts
 from .machine import cpu_info, versions
+from .run_record import script_record, write_result
+
+GROWTH_TARGET_PCT = 5.0  # docs/guide/reliability.md: RSS growth over a soak run of at most 5 %
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -114,8 +118,49 @@ def soak_cli(args, texts: list[str]) -> dict:
     }
 
 
+def _mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.1f}"
+
+
+def markdown(result: dict) -> str:
+    """The growth of each path against the target, and how it is measured."""
+    m = result["method"]
+    lines = [
+        f"# Soak: resident memory over {m['n']:,} predictions",
+        "",
+        f"Bundle `{m['bundle']}`; API: {m['batch']} text(s) per call; ONNX Runtime threads "
+        f"{m['threads'] or 'one per core'}.",
+        "",
+        "| path | predictions | RSS samples | baseline RSS MiB | final RSS MiB | growth | target | met |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for path in ("api", "cli"):
+        r = result.get(path)
+        if r is None:
+            continue
+        done = r["samples"][-1]["predictions"] if path == "api" and r["samples"] else r.get("output_lines")
+        g = r["growth_pct"]
+        met = "-" if g is None else "yes" if g <= GROWTH_TARGET_PCT else "NO"
+        lines.append(
+            f"| {path} | {'-' if done is None else f'{done:,}'} | {len(r['samples'])} | {_mib(r['baseline_kib'])} "
+            f"| {_mib(r['final_kib'])} | {'-' if g is None else f'{g:.2f} %'} | <= {GROWTH_TARGET_PCT:g} % | {met} |"
+        )
+    lines += [
+        "",
+        "Baseline: the RSS at the end of the first tenth of the samples (the CLI's counted from its first "
+        "output records: loading is not growth); final: the highest RSS over the last tenth; growth = "
+        "final / baseline - 1.",
+    ]
+    cli = result.get("cli")
+    if cli and cli["returncode"] != 0:
+        tail = " ".join(cli["stderr"].split())[-300:].replace("`", "'")
+        lines += ["", f"The CLI exited {cli['returncode']}: `{tail}`"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    run = script_record(__file__, argv)
     texts = [t for t in read_texts(args.texts or DEFAULT_TEXTS).texts if t.strip()]
     if not texts:
         print("Error: no texts to soak with", file=sys.stderr)
@@ -134,12 +179,14 @@ def main(argv=None) -> int:
             f"CLI: exit {cli['returncode']}, {cli['output_lines']:,} lines, RSS growth {cli['growth_pct']} %",
             file=sys.stderr,
         )
+    code = 0 if result.get("cli", {}).get("returncode", 0) == 0 else 1
+    md = markdown(result)
+    print(md)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {out}", file=sys.stderr)
-    return 0 if result.get("cli", {}).get("returncode", 0) == 0 else 1
+        title = "Soak: resident memory over many predictions"
+        write_result(args.out, result, md, kind="soak", title=title, run=run, exit_code=code)
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

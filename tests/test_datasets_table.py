@@ -42,7 +42,9 @@ def test_table_figures_are_those_train_and_export_wrote(built, tmp_path, capsys)
     acc = 100 * metrics["results"]["test"]["accuracy_lrsl"]
     assert "| hwu64 | 4 | test (24) | PyTorch | " in md and f"{acc:.2f} %" in md
     assert "DialoGLUE best 93.03 %" in md and "int8" in md
-    assert md.split("\n\n", 2)[2] in capsys.readouterr().out
+    assert md.split("\n\n", 3)[3] in capsys.readouterr().out  # after the command, title and intro
+    assert md.startswith(f"Command: `{table['run']['command']}`\n\n# Accuracy by data set\n")
+    assert table["kind"] == "datasets" and table["markdown"].strip() in md
 
 
 def test_artifacts_folder_is_scanned_and_a_missing_bundle_is_allowed(built, tmp_path):

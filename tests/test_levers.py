@@ -4,6 +4,7 @@ checkpoint (arrays computed once, then read from the cache with the same results
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import signal
 
@@ -99,12 +100,18 @@ def test_levers_script_on_a_tiny_checkpoint(built, tmp_path, capsys):
     assert set(first["mlp_reranker"]["rows"]["test"]) == {"similarity_rule", "mlp"}
     md = (out / "levers.md").read_text()
     assert "## Hardness gates" in md and md.count("Adopted on dev: **") + md.count("Kept: **") == 3
+    # the JSON is a results page of its own: kind, title, the markdown and the run's record
+    assert first["kind"] == "levers" and first["markdown"].strip() in md
+    args = ["--checkpoint", str(built.checkpoint), "--out", str(out)]
+    assert first["run"]["command"] == shlex.join(["python", "benchmarks/levers.py", *args])
+    assert md.startswith(f"Command: `{first['run']['command']}`\n\n# Levers on ")
     capsys.readouterr()
 
     # second run: the arrays come from the cache, the results are identical
     assert levers.main(["--checkpoint", str(built.checkpoint), "--out", str(out)]) == 0
     assert "arrays from the cache" in capsys.readouterr().err
-    assert json.loads((out / "levers.json").read_text()) == first
+    second = json.loads((out / "levers.json").read_text())
+    assert second.pop("run")["command"] == first.pop("run")["command"] and second == first
 
 
 def test_levers_without_training_config_asks_for_train(built, tmp_path, capsys):

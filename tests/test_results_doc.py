@@ -191,3 +191,40 @@ def test_worked_examples_in_the_docstrings_hold():
 
     for module in (results_doc, results_render, run_record):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_write_result_is_paged_with_the_command_of_its_run_record(tmp_path):
+    """What a benchmark writes through ``run_record.write_result`` is a result of its own kind, and its
+    page names the command, the machine and the versions of the run record (nothing "not recorded")."""
+    from benchmarks import results_doc, results_render
+    from benchmarks.run_record import script_record, write_result
+
+    run = script_record(ROOT / "benchmarks" / "soak.py", ["--bundle", "b", "--out", "r/soak.json"])
+    # "rows" with "variant" would read as int8-variants by shape: the named kind wins
+    result = {"rows": [{"variant": "api", "growth_pct": 0.5}], "method": {"n": 10}}
+    out = tmp_path / "r" / "soak.json"
+    doc = write_result(out, result, "# Soak\n\n| path | growth |\n|---|---|\n| api | 0.5 % |\n",
+                       kind="soak", title="Soak: resident memory", run=run, exit_code=1)  # fmt: skip
+    saved = json.loads(out.read_text())
+    assert saved == doc and saved["rows"] == result["rows"] and saved["run"]["exit_code"] == 1
+    assert results_render.kind_of(saved) == "soak"
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("Command: `python benchmarks/soak.py --bundle b --out r/soak.json`\n\n# Soak\n")
+
+    pages = results_doc.generate([out], tmp_path / "docs", log=lambda m: None)
+    assert [p.name for p in pages] == [f"{saved['run']['started_at'][:10]}-{cpu_slug(cpu_info())}-soak.md"]
+    text = pages[0].read_text()
+    assert "# Soak: resident memory: " in text.splitlines()[1]
+    assert "| command | `python benchmarks/soak.py --bundle b --out r/soak.json` |" in text
+    assert "(run record); wall " in text and "exit status 1" in text
+    assert "not recorded" not in text and "| api | 0.5 % |" in text
+
+
+def test_write_result_markdown_elsewhere(tmp_path):
+    from benchmarks.run_record import run_record, write_result
+
+    run = run_record(command="python benchmarks/invariance.py b --out x.json --markdown t.md")
+    write_result(tmp_path / "x.json", {"rows": []}, "| a |\n|---|\n", kind="invariance", title="Invariance",
+                 run=run, markdown_out=tmp_path / "t.md")  # fmt: skip
+    assert not (tmp_path / "x.md").exists()
+    assert (tmp_path / "t.md").read_text() == f"Command: `{run['command']}`\n\n| a |\n|---|\n"
