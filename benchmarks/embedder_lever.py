@@ -34,7 +34,7 @@ elif str(ROOT) not in sys.path:
 
 from benchmarks import lever_eval as E  # noqa: E402
 from benchmarks.levers import SPLITS, strip_private, training_split, verdicts  # noqa: E402
-from benchmarks.run_record import run_record, write_result  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis  # noqa: E402
 from lrsl_rt.gate import is_hard  # noqa: E402
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads")
     a = p.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    record = run_record(None if argv is None else [__file__, *argv])
+    record = script_record(__file__, argv)
     try:
         res, md = run(a, log)
     except (ValueError, FileNotFoundError) as e:
