@@ -160,6 +160,8 @@ def breakdown_medians(r: dict, name: str) -> dict:
         med = {s: float(np.median([x[b]["ms_per_query"][s] for x in rounds])) for s in STAGES}
         measured = [x[b]["predict_ms_per_query"] for x in rounds if x[b]["predict_ms_per_query"]]
         med["predict"] = float(np.median(measured)) if measured else None
+        same = [x[b].get("labels_agree_with_batch1_predict") for x in rounds]
+        med["same_as_alone"] = float(np.median(same)) if None not in same else None
         out[b] = med
     return out
 
@@ -187,7 +189,15 @@ def _breakdown(r: dict) -> list[str]:
     rows.append(
         ["Reranker.predict measured"] + [num(m["predict"]) if m["predict"] else "-" for _, _, m in cols]
     )
-    note = "embedder: averaged over all queries, it runs on the hard ones only; fuse: similarities, fusion, argmax"
+    rows.append(
+        ["LRSL labels same as one text per call"]
+        + ["-" if m.get("same_as_alone") is None else f"{100 * m['same_as_alone']:.2f}%" for _, _, m in cols]
+    )
+    note = (
+        "embedder: averaged over all queries, it runs on the hard ones only; fuse: similarities, fusion, "
+        "argmax. Labels same as one text per call: the share of texts whose LRSL label in these calls "
+        "equals their label predicted alone (batch invariance; below 100% only with a dynamic int8 preset)"
+    )
     return ["", "### Where the LRSL time goes", "", *_table(header, rows), "", note]
 
 

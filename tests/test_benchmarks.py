@@ -74,6 +74,12 @@ def test_latency_quick(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32)
         "### Start-up",
     ):
         assert header in proc.stdout
+    # the fp32 bundle is batch invariant: its labels in calls of 4 are its labels alone
+    same = next(line for line in proc.stdout.splitlines() if line.startswith("| LRSL labels same as one"))
+    cells = [c.strip() for c in same.strip("|").split("|")[1:]]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| stage (ms/query)"))
+    columns = [c.strip() for c in header.strip("|").split("|")[1:]]
+    assert dict(zip(columns, cells, strict=True))["lrsl_fp32 @4"] == "100.00%"
     for name in expected:
         assert f"| {name} |" in proc.stdout
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
