@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 
 import pytest
 from trained_tiny import trained
@@ -15,11 +14,7 @@ from benchmarks import datasets_table as T
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    handler = signal.getsignal(signal.SIGTERM)  # `python -m export` installs its own SIGTERM handler
-    try:
-        return trained("roberta", tmp_path_factory)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    return trained("roberta", tmp_path_factory)
 
 
 def test_table_figures_are_those_train_and_export_wrote(built, tmp_path, capsys):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 from trained_tiny import trained
@@ -11,11 +10,7 @@ from trained_tiny import trained
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    handler = signal.getsignal(signal.SIGTERM)  # `python -m export` installs its own SIGTERM handler
-    try:
-        return trained("bert", tmp_path_factory)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    return trained("bert", tmp_path_factory)
 
 
 def test_parse_variant_rejects_what_is_not_epochs_x_negatives():

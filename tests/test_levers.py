@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -71,11 +70,7 @@ def test_mlp_learns_to_follow_the_cosine():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    handler = signal.getsignal(signal.SIGTERM)  # `python -m export` installs its own SIGTERM handler
-    try:
-        return trained("roberta", tmp_path_factory)
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    return trained("roberta", tmp_path_factory)
 
 
 def test_levers_script_on_a_tiny_checkpoint(built, tmp_path, capsys):

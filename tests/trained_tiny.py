@@ -10,6 +10,7 @@ model-agnostic tests, the data-set table, the levers) shares one build.
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,9 +50,21 @@ def make_base(arch: str, folder: Path) -> Path:
 
 
 def trained(arch: str, tmp_path_factory) -> Trained:
-    """Train and export a tiny ``arch`` model through the CLI entry points (cached per session)."""
+    """Train and export a tiny ``arch`` model through the CLI entry points (cached per session).
+
+    The entry points install their own SIGTERM handler (``lrsl_rt.signals``); the test process's is
+    put back afterwards."""
     if arch in _CACHE:
         return _CACHE[arch]
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        _CACHE[arch] = _train_and_export(arch, tmp_path_factory)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    return _CACHE[arch]
+
+
+def _train_and_export(arch: str, tmp_path_factory) -> Trained:
     from export.__main__ import main as export_main
     from train.__main__ import main as train_main
 
@@ -77,5 +90,4 @@ def trained(arch: str, tmp_path_factory) -> Trained:
             [str(ckpt), str(bundles[precision]), "--precision", precision, "--max-accuracy-drop", "100"]
         )
         assert code == 0, f"python -m export --precision {precision} failed for {arch}"
-    _CACHE[arch] = Trained(arch, base, data, ckpt, bundles["fp32"], bundles["int8"])
-    return _CACHE[arch]
+    return Trained(arch, base, data, ckpt, bundles["fp32"], bundles["int8"])
