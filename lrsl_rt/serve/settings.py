@@ -33,6 +33,7 @@ class ServeSettings:
     workers: int = 1
     threads: int = 1
     thread_pool: str = "session"
+    parallel_batches: int = 1
     provider: str = "cpu"
     batch_size: int | None = None
     drain_timeout: float = 30.0
@@ -54,6 +55,7 @@ class ServeSettings:
             "workers",
             "threads",
             "thread_pool",
+            "parallel_batches",
             "provider",
             "batch_size",
         )
@@ -153,7 +155,8 @@ def usable_cpus() -> int:
 
 
 def settings_from_args(args) -> ServeSettings:
-    """Check the flags together and resolve the thread count: --threads, else the cores divided among the workers."""
+    """Check the flags together and resolve the thread count: --threads, else the cores divided among the
+    workers and their parallel batches."""
     if args.max_request_texts > args.max_queue_texts:
         raise UsageError(
             f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
@@ -164,7 +167,8 @@ def settings_from_args(args) -> ServeSettings:
     path, how = resolve_bundle(args.bundle)
     if not path.is_dir():
         raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR")
-    threads = args.threads or max(1, usable_cpus() // args.workers)
+    parallel = args.parallel_batches
+    threads = args.threads or max(1, usable_cpus() // (args.workers * parallel))
     return ServeSettings(
         bundle=str(path),
         host=args.host,
@@ -178,6 +182,7 @@ def settings_from_args(args) -> ServeSettings:
         workers=args.workers,
         threads=threads,
         thread_pool=args.thread_pool,
+        parallel_batches=parallel,
         provider=args.provider,
         batch_size=args.batch_size,
         drain_timeout=args.drain_timeout,
