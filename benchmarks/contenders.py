@@ -33,8 +33,6 @@ DESCRIPTIONS = {
     "lrsl_int8": "lrsl_rt full LRSL path, int8 bundle (Reranker.predict)",
     "lrsl_fp32": "lrsl_rt full LRSL path, fp32 bundle (Reranker.predict)",
     "lrsl_int8_shared": "lrsl_rt full LRSL path, int8 bundle, thread_pool='shared' (one pool for both models)",
-    "lrsl_int8_parallel": "lrsl_rt full LRSL path, int8 bundle, one thread per batch and as many batches at "
-    "once as the thread budget (threads=1, parallel_batches=N)",
 }
 
 
@@ -128,9 +126,9 @@ class OptimumClassifier(PyTorchClassifier):
 class LrslClassifier:
     """lrsl_rt with the gate off: ``Reranker.logits`` + argmax."""
 
-    def __init__(self, opts, precision, thread_pool="session", parallel=False):
+    def __init__(self, opts, precision, thread_pool="session"):
         self.bundle = opts.bundle if precision == "int8" else opts.bundle_fp32
-        self.opts, self.thread_pool, self.parallel = opts, thread_pool, parallel
+        self.opts, self.thread_pool = opts, thread_pool
 
     def setup(self):
         from lrsl_rt import Reranker
@@ -143,9 +141,7 @@ class LrslClassifier:
         self.r = self.reranker_cls.from_bundle(
             self.bundle,
             providers=o.provider,
-            # parallel: the same thread budget as batches run at once, one thread each
-            threads=1 if self.parallel else o.threads,
-            parallel_batches=o.threads if self.parallel else 1,
+            threads=o.threads,
             # a call of b texts is split into length-sorted batches of the runtime's default size:
             # that bucketing is part of what is measured (the baselines run one padded batch of b)
             batch_size=self.batch_size,
@@ -235,5 +231,4 @@ CONTENDERS = {
     "lrsl_int8": lambda o: LrslFull(o, "int8"),
     "lrsl_fp32": lambda o: LrslFull(o, "fp32"),
     "lrsl_int8_shared": lambda o: LrslFull(o, "int8", thread_pool="shared"),
-    "lrsl_int8_parallel": lambda o: LrslFull(o, "int8", parallel=True),
 }

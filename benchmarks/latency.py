@@ -22,7 +22,6 @@ Method:
   is off (TOKENIZERS_PARALLELISM=false). Thread spinning is each library's default unless
   ``--spinning on|off`` (ONNX Runtime: on; lrsl_rt: on during a run, off after it).
   ``lrsl_int8_shared`` is the full int8 path with ``thread_pool="shared"``: one process-wide pool, whose threads always spin.
-  ``lrsl_int8_parallel`` spends the same budget as ``--threads`` batches of a call at once, one thread each.
 - The same texts in the same order for all: ``--n-texts`` evenly spaced texts of the file (default
   500; Banking77's test split by default), truncated to the bundle's max length.
 - Batch-1 latency is per query, tokenization included, then without it (inputs tokenized beforehand,
@@ -168,7 +167,7 @@ def make_plan(args, log) -> tuple[list[str], dict, dict]:
             names.append("optimum_int8")
         else:
             skipped["optimum_int8"] = "optimum.onnxruntime not importable (pip install optimum-onnx)"
-    names += ["lrsl_clf_int8", "lrsl_int8", "lrsl_int8_parallel", "lrsl_int8_shared"]
+    names += ["lrsl_clf_int8", "lrsl_int8", "lrsl_int8_shared"]
     if args.spinning == "off":
         names.remove("lrsl_int8_shared")
         skipped["lrsl_int8_shared"] = "--spinning off: the shared pool's threads always spin after a run"

@@ -52,7 +52,7 @@ def measure(name: str, opts, texts: list[str], gold: list[str] | None) -> dict:
         "rss_peak_mb": _peak_rss_mb(),
         **_quality(out, gold, c.labels),
     }
-    if isinstance(c, LrslFull) and not c.parallel:  # stages() runs the batches one after the other
+    if isinstance(c, LrslFull):
         result["breakdown"] = _breakdown(c, texts, opts.batch_sizes, out, b1_times, qps)
     return result
 

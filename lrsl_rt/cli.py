@@ -77,13 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
             help="session: each model its own threads, which spin during its runs only (default); "
             "shared: one process-wide pool for both models, whose threads spin briefly after each run (faster)",
         )
-        p.add_argument(
-            "--parallel-batches",
-            type=positive_int,
-            default=1,
-            help="batches of a call run at once, each on --threads threads: for throughput on many texts, "
-            "e.g. --threads 1 --parallel-batches 2 on 2 cores (same answers)",
-        )
 
     p = sub.add_parser(
         "predict", help="label texts", description="Label texts from arguments, --input FILE or stdin."
@@ -195,7 +188,6 @@ def _load(args):
         threads=args.threads,
         batch_size=args.batch_size,
         thread_pool=args.thread_pool,
-        parallel_batches=args.parallel_batches,
     )
 
 

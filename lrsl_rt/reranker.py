@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 
@@ -62,21 +61,14 @@ class Reranker:
         label_embeddings: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
         bundle_dir: str | os.PathLike | None = None,
-        parallel_batches: int = 1,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if parallel_batches is None:
-            raise UsageError("parallel_batches must be a positive integer, got None")
-        check_thread_count("parallel_batches", parallel_batches)
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.classifier = classifier
         self.embedder = embedder
         self.batch_size = batch_size
-        self.parallel_batches = parallel_batches
-        # batches of one call run on these threads (ONNX Runtime releases the GIL during a run)
-        self._pool = ThreadPoolExecutor(parallel_batches, "lrsl-batch") if parallel_batches > 1 else None
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
         want = (len(manifest.labels), manifest.embedding_dim)
         if label_embeddings.shape != want:
@@ -98,7 +90,6 @@ class Reranker:
         *,
         thread_pool: str = "session",
         session_options: dict | None = None,
-        parallel_batches: int = 1,
     ) -> Reranker:
         """Load and validate a bundle directory; ``verify`` checks each file's size and sha256.
 
@@ -108,10 +99,7 @@ class Reranker:
         lrsl-rt). ``session_options`` passes the session's other settings (``graph_optimization``),
         e.g. for benchmarks. ``batch_size`` None: the batch size the export evaluated the bundle with
         (its manifest), so predictions reproduce the export's report; DEFAULT_BATCH_SIZE for a bundle
-        that records none. ``parallel_batches`` > 1 runs that many batches of a call at once, each on
-        ``threads`` threads (so ``threads * parallel_batches`` cores in all): the same batches and
-        outputs, more throughput for calls of many texts when one run's threads leave cores idle
-        between small operators; a one-batch call gains nothing (docs/threads.md).
+        that records none.
         """
         check_thread_count("threads", threads)  # before the checksums: a typo fails at once
         bundle_dir = Path(path)
@@ -139,7 +127,6 @@ class Reranker:
             label_embeddings,
             batch_size=batch_size,
             bundle_dir=bundle_dir,
-            parallel_batches=parallel_batches,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -264,15 +251,10 @@ class Reranker:
             raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
         session = self.classifier if role == "classifier" else self.embedder
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
-        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-
-        def run(idx: list[int]) -> np.ndarray:
-            return np.asarray(session.run(self.tokenizer.pad([rows[i] for i in idx])), dtype=np.float32)
-
-        pool = self._pool if self._pool is not None and len(batches) > 1 else None
-        outputs = pool.map(run, batches) if pool is not None else map(run, batches)
         out = None
-        for idx, y in zip(batches, outputs, strict=True):
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            y = np.asarray(session.run(self.tokenizer.pad([rows[i] for i in idx])), dtype=np.float32)
             if out is None:
                 out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
             out[idx] = y

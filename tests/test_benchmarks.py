@@ -16,7 +16,7 @@ from tiny_models import synthetic_dataset
 
 from benchmarks.optimum_model import optimum_available
 
-LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32", "lrsl_int8_shared", "lrsl_int8_parallel")
+LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32", "lrsl_int8_shared")
 
 
 def _run(script: str, *args) -> subprocess.CompletedProcess:

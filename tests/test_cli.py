@@ -79,18 +79,6 @@ def test_predict_arguments(capsys, tiny_bundle, r):
     }
 
 
-def test_parallel_batches_print_the_same_records(capsys, tiny_bundle):
-    many = TEXTS * 5
-    code, serial, err = run(
-        capsys, "predict", "--bundle", tiny_bundle, "--batch-size", "2", "--threads", "1", *many
-    )
-    assert code == 0, err
-    argv = ["--batch-size", "2", "--threads", "1", "--parallel-batches", "2", *many]
-    code, parallel, err = run(capsys, "predict", "--bundle", tiny_bundle, *argv)
-    assert code == 0, err
-    assert parallel == serial and len(jsonl(parallel)) == len(many)
-
-
 def test_predict_txt_jsonl_csv_files(capsys, tiny_bundle, r, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     (tmp_path / "in.jsonl").write_text(
@@ -182,10 +170,6 @@ def test_non_utf8_input(capsys, tiny_bundle, tmp_path):
             "argument --batch-size: expected a positive integer, got '0'",
         ),
         (["predict", "--provider", "tpu", "x"], "argument --provider: invalid choice"),
-        (
-            ["predict", "--parallel-batches", "0", "x"],
-            "argument --parallel-batches: expected a positive integer, got '0'",
-        ),
         (["predict", "x", "--input", "f.txt"], "give texts as arguments or --input FILE, not both"),
         (["predict", "--input", "missing.txt"], "missing.txt: input file not found"),
         (["predict", "--input", "same.txt", "--output", "./same.txt"], "same.txt: input file not found"),

@@ -404,19 +404,3 @@ def test_shared_thread_pool_gives_the_same_predictions(tiny_bundle, r_int8):
     assert [row[0] for row in shared] == [row[0] for row in alone]
     assert [row[2] for row in shared] == [row[2] for row in alone]
     np.testing.assert_allclose([row[1] for row in shared], [row[1] for row in alone], rtol=1e-5)
-
-
-def test_parallel_batches_give_the_same_outputs_as_serial(tiny_bundle, texts):
-    """parallel_batches runs the same length-sorted batches on worker threads: outputs bit-identical to
-    the serial run with the same threads, in input order, for predict, logits and the embedder."""
-    many = (texts * 6)[:37]  # several batches of 4, the last one short
-    serial = Reranker.from_bundle(tiny_bundle, threads=1, batch_size=4)
-    parallel = Reranker.from_bundle(tiny_bundle, threads=1, batch_size=4, parallel_batches=3)
-    assert parallel._pool is not None and serial._pool is None
-    np.testing.assert_array_equal(parallel.logits(many), serial.logits(many))
-    np.testing.assert_array_equal(parallel.similarities(many), serial.similarities(many))
-    assert parallel.predict(many) == serial.predict(many)
-    assert parallel.predict(many[:1]) == serial.predict(many[:1])  # one batch: run inline
-    for bad in (0, None, True, 1.5):
-        with pytest.raises(UsageError, match="parallel_batches must be a positive integer"):
-            Reranker.from_bundle(tiny_bundle, parallel_batches=bad)

@@ -82,7 +82,6 @@ class ServeState:
             threads=s.threads,
             batch_size=s.batch_size,
             thread_pool=s.thread_pool,
-            parallel_batches=s.parallel_batches,
         )
         r.predict([PROBE_TEXT])  # warm-up before the timing wrappers, so the metrics hold only real work
         r.classifier = self.metrics.timed(r.classifier, "classifier")

@@ -33,7 +33,6 @@ class ServeSettings:
     workers: int = 1
     threads: int = 1
     thread_pool: str = "session"
-    parallel_batches: int = 1
     provider: str = "cpu"
     batch_size: int | None = None
     drain_timeout: float = 30.0
@@ -55,7 +54,6 @@ class ServeSettings:
             "workers",
             "threads",
             "thread_pool",
-            "parallel_batches",
             "provider",
             "batch_size",
         )
@@ -155,8 +153,7 @@ def usable_cpus() -> int:
 
 
 def settings_from_args(args) -> ServeSettings:
-    """Check the flags together and resolve the thread count: --threads, else the cores divided among the
-    workers and their parallel batches."""
+    """Check the flags together and resolve the thread count: --threads, else the cores divided among the workers."""
     if args.max_request_texts > args.max_queue_texts:
         raise UsageError(
             f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
@@ -167,8 +164,7 @@ def settings_from_args(args) -> ServeSettings:
     path, how = resolve_bundle(args.bundle)
     if not path.is_dir():
         raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR")
-    parallel = args.parallel_batches
-    threads = args.threads or max(1, usable_cpus() // (args.workers * parallel))
+    threads = args.threads or max(1, usable_cpus() // args.workers)
     return ServeSettings(
         bundle=str(path),
         host=args.host,
@@ -182,7 +178,6 @@ def settings_from_args(args) -> ServeSettings:
         workers=args.workers,
         threads=threads,
         thread_pool=args.thread_pool,
-        parallel_batches=parallel,
         provider=args.provider,
         batch_size=args.batch_size,
         drain_timeout=args.drain_timeout,
