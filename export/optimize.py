@@ -77,8 +77,9 @@ PRESETS = {
     "avx2": QuantPreset("avx2", "QUInt8", per_channel=True, reduce_range=False),
     "avx2_s8rr": QuantPreset("avx2_s8rr", "QInt8", per_channel=True, reduce_range=True),
     "arm64": QuantPreset("arm64", "QInt8", per_channel=True, reduce_range=False),
+    # entropy rather than min-max: the choice of benchmarks/quant_presets.py (docs/guide/quantization.md)
     "static_avx512_vnni": QuantPreset(
-        "static_avx512_vnni", "QInt8", True, False, activations="static", calibration="minmax"
+        "static_avx512_vnni", "QInt8", True, False, activations="static", calibration="entropy"
     ),
     "static_avx2_s8rr": QuantPreset(
         "static_avx2_s8rr", "QInt8", True, True, activations="static", calibration="minmax"
