@@ -35,7 +35,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 
 DEFAULT_BATCH_SIZES = (32, 8)
 
@@ -143,11 +143,8 @@ def main(argv=None) -> int:
     table = markdown(rows)
     print(table)
     result = {"texts": a.texts, "batch_sizes": sizes, "rows": rows}
-    if a.out:
-        title = "Batch invariance of bundles"
-        write_result(a.out, result, table, kind="invariance", title=title, run=run, markdown_out=a.markdown)
-    elif a.markdown:
-        write_markdown(a.markdown, table, run)
+    title = "Batch invariance of bundles"
+    write_result(a.out, result, table, kind="invariance", title=title, run=run, markdown_out=a.markdown)
     return 0
 
 

@@ -34,7 +34,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 
 
 def profiled_session(path: Path, threads: int | None, prefix: Path):
@@ -151,12 +151,9 @@ def main(argv=None) -> int:
     results = [profile(Path(a.bundle), a.role, c, a.batch_size, texts, a.warmup, a.threads) for c in calls]
     table = markdown(results)
     print(table)
-    if a.out:
-        result = {"bundle": a.bundle, "role": a.role, "profiles": results}
-        title = f"Time by operator type of the {a.role} (ONNX Runtime profiler)"
-        write_result(a.out, result, table, kind="profile-ops", title=title, run=run, markdown_out=a.markdown)
-    elif a.markdown:
-        write_markdown(a.markdown, table, run)
+    result = {"bundle": a.bundle, "role": a.role, "profiles": results}
+    title = f"Time by operator type of the {a.role} (ONNX Runtime profiler)"
+    write_result(a.out, result, table, kind="profile-ops", title=title, run=run, markdown_out=a.markdown)
     return 0
 
 

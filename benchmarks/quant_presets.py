@@ -40,7 +40,7 @@ elif str(ROOT) not in sys.path:
 
 from benchmarks.common import DEFAULT_TEXTS, median_range, read_texts, subsample  # noqa: E402
 from benchmarks.invariance import batching_runs, compare, describe  # noqa: E402
-from benchmarks.run_record import script_record, write_markdown, write_result  # noqa: E402
+from benchmarks.run_record import script_record, write_result  # noqa: E402
 
 DEFAULT_PRESETS = "fp32,avx512_vnni,static_avx512_vnni,avx2_s8rr,static_avx2_s8rr"
 RULE = {"max_lrsl_drop": 0.003, "min_agreement": 0.99}
@@ -197,13 +197,10 @@ def main(argv=None) -> int:
             row["speed"] = speed.get(spec)
     table = markdown(rows)
     print(table)
-    if a.out:
-        kind = "quant-presets-timed" if a.time else "quant-presets"
-        title = "int8 presets side by side" + (", timed" if a.time else "")
-        result = {"checkpoint": str(ckpt), "rule": RULE, "rows": rows}
-        write_result(a.out, result, table, kind=kind, title=title, run=run, markdown_out=a.markdown)
-    elif a.markdown:
-        write_markdown(a.markdown, table, run)
+    kind = "quant-presets-timed" if a.time else "quant-presets"
+    title = "int8 presets side by side" + (", timed" if a.time else "")
+    result = {"checkpoint": str(ckpt), "rule": RULE, "rows": rows}
+    write_result(a.out, result, table, kind=kind, title=title, run=run, markdown_out=a.markdown)
     return 0
 
 

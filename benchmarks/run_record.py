@@ -105,7 +105,7 @@ def finish_record(record: dict, exit_code: int | None = None) -> dict:
 
 
 def write_result(
-    out: str | Path,
+    out: str | Path | None,
     result: dict,
     markdown: str,
     *,
@@ -114,13 +114,18 @@ def write_result(
     run: dict,
     exit_code: int = 0,
     markdown_out: str | Path | None = None,
-) -> dict:
+) -> dict | None:
     """Write a benchmark's result JSON in the shape ``results_doc.py`` pages (``kind``, ``title``,
     ``markdown``, ``run``) and its markdown to ``markdown_out`` (default: beside it, ``out`` with
-    ``.md``); returns the document.
+    ``.md``); returns the document. Without ``out`` only the markdown is written (when
+    ``markdown_out`` names a file) and None is returned, for scripts whose JSON is optional.
 
     The markdown opens with the command that produced it, so the file is readable on its own.
     """
+    if out is None:
+        if markdown_out is not None:
+            write_markdown(markdown_out, markdown, run)
+        return None
     out = Path(out)
     doc = {"kind": kind, "title": title, **result, "markdown": markdown, "run": finish_record(run, exit_code)}
     out.parent.mkdir(parents=True, exist_ok=True)

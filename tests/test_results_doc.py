@@ -228,3 +228,17 @@ def test_write_result_markdown_elsewhere(tmp_path):
                  run=run, markdown_out=tmp_path / "t.md")  # fmt: skip
     assert not (tmp_path / "x.md").exists()
     assert (tmp_path / "t.md").read_text() == f"Command: `{run['command']}`\n\n| a |\n|---|\n"
+
+
+def test_write_result_without_json_writes_only_the_markdown_asked_for(tmp_path, monkeypatch):
+    from benchmarks.run_record import run_record, write_result
+
+    monkeypatch.chdir(tmp_path)
+    run = run_record(command="python benchmarks/profile_ops.py b --markdown t.md")
+    assert (
+        write_result(None, {}, "| a |\n", kind="profile-ops", title="P", run=run, markdown_out="t.md") is None
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.md"]
+    assert (tmp_path / "t.md").read_text() == f"Command: `{run['command']}`\n\n| a |\n"
+    assert write_result(None, {}, "| a |\n", kind="profile-ops", title="P", run=run) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.md"]
