@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import AWKWARD
 from trained_tiny import MAX_LENGTH, make_base, trained, write_data
 
 from lrsl_rt.manifest import read_manifest
@@ -25,18 +26,6 @@ from lrsl_rt.tokenize import BundleTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("roberta", "distilbert")
-AWKWARD = [
-    "",
-    "card",
-    "Café naïve résumé, Ångström and Øre — déjà vu",
-    "emoji 😀🎉👍🏽 in a 🏦 text!",
-    "中文字符 mixed with العربية and русский",
-    "  leading spaces\ttabs\nnewlines\r\nand\u00a0nbsp  ",
-    "UPPER lower MiXeD 12345 3.14 e-mail@x.io",
-    "zero\u200bwidth and combining e\u0301",
-    "why " * 400,  # far longer than max_length: truncation, and the last position embeddings
-    " ".join(["exchange rate"] * 40),
-]
 
 
 @pytest.fixture(scope="module", params=ARCHS)

@@ -15,23 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import AWKWARD
 
 from lrsl_rt.errors import BundleError
 from lrsl_rt.manifest import TokenizerSettings
 from lrsl_rt.tokenize import BundleTokenizer, Tokens
-
-AWKWARD = [
-    "",
-    "card",
-    "Café naïve résumé, Ångström and Øre — déjà vu",
-    "emoji 😀🎉👍🏽 in a 🏦 text!",
-    "中文字符 mixed with العربية and русский",
-    "  leading spaces\ttabs\nnewlines\r\nand\u00a0nbsp  ",
-    "UPPER lower MiXeD 12345 3.14 e-mail@x.io",
-    "zero\u200bwidth and combining e\u0301",
-    "why " * 400,  # far longer than any max_length here
-    " ".join(["exchange rate"] * 40),
-]
 
 
 def default_model_dir() -> Path | None:

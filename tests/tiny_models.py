@@ -22,6 +22,21 @@ TOPICS = {
 FILLER = ["i", "my", "the", "is", "why", "how", "do", "can", "please", "help", "what", "a", "not", "it"]
 
 
+# Texts that stress a tokenizer: accents, emoji, scripts, whitespace, zero-width, far too long.
+AWKWARD = [
+    "",
+    "card",
+    "Café naïve résumé, Ångström and Øre — déjà vu",
+    "emoji 😀🎉👍🏽 in a 🏦 text!",
+    "中文字符 mixed with العربية and русский",
+    "  leading spaces\ttabs\nnewlines\r\nand\u00a0nbsp  ",
+    "UPPER lower MiXeD 12345 3.14 e-mail@x.io",
+    "zero\u200bwidth and combining e\u0301",
+    "why " * 400,  # far longer than any max_length: truncation, the last positions
+    " ".join(["exchange rate"] * 40),
+]
+
+
 def vocabulary() -> list[str]:
     words = sorted({w for ws in TOPICS.values() for w in ws} | set(FILLER))
     words += ["label", "text", "arrival", "failed", "lost"]
