@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,18 @@ def parse_variant(spec: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def incumbent_name(config: dict) -> str:
+def checkpoint_embedder_config(config: dict):
+    """The checkpoint's EmbedderConfig from its metrics.json ``config`` (train's defaults for keys a
+    checkpoint written before them lacks, e.g. ``negatives``)."""
+    from train.config import EmbedderConfig
+
     emb = config.get("embedder", {})
-    return f"{emb.get('epochs', 4)}x{emb.get('negatives', 1)}"
+    return EmbedderConfig(**{k: v for k, v in emb.items() if k in EmbedderConfig.__dataclass_fields__})
+
+
+def incumbent_name(config: dict) -> str:
+    cfg = checkpoint_embedder_config(config)
+    return f"{cfg.epochs}x{cfg.negatives}"
 
 
 def train_logits(ckpt: Path, texts: list[str], cache: Path, log) -> np.ndarray:
@@ -76,20 +86,14 @@ def train_logits(ckpt: Path, texts: list[str], cache: Path, log) -> np.ndarray:
     return logits
 
 
-def train_variant(ckpt: Path, config: dict, epochs: int, negatives: int, mining, log) -> dict:
+def train_variant(c, config: dict, epochs: int, negatives: int, mining, log) -> dict:
     """Fine-tune one variant's embedder; its unit-length dev/test/label embeddings and its cost."""
     from sentence_transformers import SentenceTransformer
 
-    from export.source import load_checkpoint
-    from train.config import EmbedderConfig
     from train.embedder import encode, mine_triplets, train_embedder
     from train.models import default_base_model
 
-    c = load_checkpoint(ckpt)
-    settings = {
-        k: v for k, v in config.get("embedder", {}).items() if k in EmbedderConfig.__dataclass_fields__
-    }
-    cfg = EmbedderConfig(**{**settings, "epochs": epochs, "negatives": negatives})
+    cfg = replace(checkpoint_embedder_config(config), epochs=epochs, negatives=negatives)
     texts, gold, logits = mining
     triplets, counts = mine_triplets(texts, gold, logits, c.info.label_texts, c.info.k, cfg.seed, negatives)
     emb = SentenceTransformer(config.get("embedder_model") or str(default_base_model()), device="cpu")
@@ -184,10 +188,13 @@ def run(a, log) -> tuple[dict, str]:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     mining = (texts, gold, train_logits(ckpt, texts, out.with_name(out.stem + "_train_logits.npz"), log))
+    from export.source import load_checkpoint
+
+    c = load_checkpoint(ckpt)
     variants = {}
     for name, (epochs, negatives) in specs.items():
         log(f"variant {name}: {epochs} epochs, {negatives} negatives per text")
-        variants[name] = train_variant(ckpt, config, epochs, negatives, mining, log)
+        variants[name] = train_variant(c, config, epochs, negatives, mining, log)
     res = {
         "checkpoint": str(ckpt),
         "dataset": ckpt.parent.name if ckpt.name == "checkpoint" else ckpt.name,
