@@ -58,6 +58,19 @@ def parser() -> CommandParser:
     src.add_argument(
         "--dev-fraction", type=float, default=_RUN.dev_fraction, help="share of train carved out as dev"
     )
+    src.add_argument(
+        "--oos-label",
+        metavar="NAME",
+        help="the class of out-of-scope texts: kept out of the labels and of training; its dev texts "
+        "calibrate the export's abstain threshold (default: none)",
+    )
+    src.add_argument(
+        "--unknown-ratio",
+        type=float,
+        default=_RUN.unknown_ratio,
+        help="open-intent evaluation: treat this seeded share of the labels as unknown (their train rows "
+        "are left out, their dev/test rows become out-of-scope texts); the list is written to the checkpoint",
+    )
     src.add_argument("--label-descriptions", help="JSON file mapping every label to its description text")
     src.add_argument("--limit-classes", type=positive_int, help="keep only the first N classes (smoke runs)")
     src.add_argument(
@@ -161,6 +174,8 @@ def config_from_args(a) -> TrainConfig:
         seed=a.seed,
         threads=a.threads,
         limit_classes=a.limit_classes,
+        oos_label=a.oos_label,
+        unknown_ratio=a.unknown_ratio,
         limit_per_class=pick(a.limit_per_class, "limit_per_class"),
         classifier=clf,
         embedder=emb,

@@ -9,6 +9,8 @@ Layout (format ``lrsl-checkpoint`` version 1)::
       embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
       dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
       test.jsonl      the test split, when one was given (optional)
+      dev_oos.jsonl   out-of-scope dev texts with their original label (optional: --oos-label or
+      test_oos.jsonl  --unknown-ratio, :mod:`train.open_intent`); the abstain calibration reads dev_oos
       calib.jsonl     a seeded sample of the training texts (not dev, not test): the static int8
                       presets of the export calibrate their activation scales on it
       metrics.json    everything measured during training
@@ -43,6 +45,7 @@ class CheckpointInfo:
     seed: int
     base_models: dict = field(default_factory=dict)  # {"classifier": path, "embedder": path}
     fusion_fixed: bool = False  # True: the user set the fusion (--fusion); export keeps it
+    out_of_scope: dict = field(default_factory=dict)  # OutOfScope.info(): how the oos rows were chosen
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 

@@ -56,5 +56,7 @@ class TrainConfig:
     threads: int | None = None
     limit_classes: int | None = None  # keep the first N classes (smoke runs)
     limit_per_class: int | None = None  # keep at most N train rows per class (smoke runs)
+    oos_label: str | None = None  # the class of out-of-scope texts (kept out of the labels)
+    unknown_ratio: float = 0.0  # share of labels treated as unknown (open-intent protocol), seeded by seed
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)

@@ -33,7 +33,8 @@ from .config import ClassifierConfig, EmbedderConfig, TrainConfig  # noqa: F401 
 from .embedder import label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
 from .errors import CheckpointError, DataError, ModelError
 from .models import check_max_length, default_base_model
-from .splits import load_splits
+from .open_intent import OutOfScope
+from .splits import load_splits_and_oos
 
 # An existing checkpoint at --out is replaced (at the very end); any other non-empty directory is refused.
 CHECKPOINT = Artifact("checkpoint", "an LRSL training checkpoint", "lrsl.json", CheckpointError)
@@ -49,6 +50,7 @@ class Data:
     dev: D.Split
     test: D.Split | None
     y: dict  # split name -> int array of gold label ids
+    oos: OutOfScope | None = None  # out-of-scope dev/test rows (--oos-label, --unknown-ratio)
 
     def texts(self) -> dict:
         """Texts of dev and, when there is one, test (the splits that are evaluated)."""
@@ -90,6 +92,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
             seed=cfg.seed,
             base_models=bases,
             fusion_fixed=fixed is not None,
+            out_of_scope=data.oos.info() if data.oos else {},
         )
         metrics = {
             "results": results,
@@ -116,13 +119,13 @@ def run(cfg: TrainConfig, log=print) -> Path:
 
 # ---- the steps ----------------------------------------------------------------------------------
 def read_data(cfg: TrainConfig, log) -> Data:
-    labels, train, dev, test = load_splits(cfg, log)
+    labels, train, dev, test, oos = load_splits_and_oos(cfg, log)
     if cfg.k < 2 or cfg.k > len(labels):
         raise DataError(f"k must be in [2, {len(labels)}] for {len(labels)} labels, got {cfg.k}")
     label_id = {y: i for i, y in enumerate(labels)}
     y = {name: np.array([label_id[v] for v in s.labels]) if s else None for name, s in
          (("train", train), ("dev", dev), ("test", test))}  # fmt: skip
-    return Data(labels, D.label_texts(labels, cfg.label_descriptions), train, dev, test, y)
+    return Data(labels, D.label_texts(labels, cfg.label_descriptions), train, dev, test, y, oos)
 
 
 def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
@@ -226,6 +229,10 @@ def write_checkpoint(stage: Path, clf, tok, emb, data: Data, info: CheckpointInf
     write_jsonl(stage / "calib.jsonl", *calibration_sample(data.train, info.seed))
     if data.test:
         write_jsonl(stage / "test.jsonl", data.test.texts, data.test.labels)
+    for name in ("dev", "test"):
+        rows = getattr(data.oos, name) if data.oos else None
+        if rows:
+            write_jsonl(stage / f"{name}_oos.jsonl", rows.texts, rows.labels)
     write_info(stage, info)
     (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 

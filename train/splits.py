@@ -10,6 +10,7 @@ from collections import Counter
 
 from . import data as D
 from .config import TrainConfig
+from .open_intent import OutOfScope, separate
 
 
 def _limit(split: D.Split, classes: list[str] | None, per_class: int | None) -> D.Split:
@@ -26,7 +27,13 @@ def _limit(split: D.Split, classes: list[str] | None, per_class: int | None) -> 
     )
 
 
-def load_splits(cfg: TrainConfig, log=print):
+def load_splits(cfg: TrainConfig, log=print) -> tuple[list[str], D.Split, D.Split, D.Split | None]:
+    """(labels, train, dev, test) of the in-scope rows; :func:`load_splits_and_oos` also returns the others."""
+    return load_splits_and_oos(cfg, log)[:4]
+
+
+def load_splits_and_oos(cfg: TrainConfig, log=print):
+    """(labels, train, dev, test, :class:`OutOfScope` rows); dev and test hold in-scope rows only."""
     if cfg.dataset:
         spec = D.resolve_named(cfg.dataset, D.datasets_dir(cfg.datasets_dir))
         text_field, label_field = spec["text_field"], spec["label_field"]
@@ -48,6 +55,9 @@ def load_splits(cfg: TrainConfig, log=print):
         dev, test = _limit(dev, classes, None), (_limit(test, classes, None) if test else None)
     if cfg.limit_classes or cfg.limit_per_class:
         train = _limit(train, classes if cfg.limit_classes else None, cfg.limit_per_class)
+    train, dev, test, oos = separate(train, dev, test, cfg.oos_label, cfg.unknown_ratio, cfg.seed)
+    if oos.train_rows_left_out or oos.dev or oos.test:
+        log(f"out of scope: {oos.info()}")
     labels = sorted(set(train.labels))
     for s in (dev, test):
         if s is not None:
@@ -55,4 +65,4 @@ def load_splits(cfg: TrainConfig, log=print):
     for name, s in (("train", train), ("dev", dev), ("test", test)):
         if s is not None:
             log(D.summary(name, s))
-    return labels, train, dev, test
+    return labels, train, dev, test, oos
