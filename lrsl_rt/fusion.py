@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gate import topk_indices
+from .gate import softmax, topk_indices
 
 RULES = ("logits_cos", "softmax_cos")
 SCOPES = ("all", "topk")
@@ -77,13 +77,6 @@ def parse_fusion(spec: str) -> Fusion:
 def fusion_option(spec: str | None) -> Fusion | None:
     """A ``--fusion`` value: None for ``auto`` (or no value: choose on dev), else :func:`parse_fusion`."""
     return None if spec in (None, "auto") else parse_fusion(spec)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def confidence(scores: np.ndarray) -> np.ndarray:

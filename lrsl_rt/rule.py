@@ -1,4 +1,4 @@
-"""The LRSL decision, written once: argmax, the variance gate, the fusion on the hard rows only.
+"""The LRSL decision, written once: argmax, the gate, the fusion on the hard rows only.
 
 Every part of the project that turns logits into LRSL labels calls :func:`decide`: the runtime
 (``Reranker.predict``), dev calibration (:mod:`lrsl_rt.calibrate`), the export's PyTorch reference
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fusion import Fusion, fuse
-from .gate import topk_variance
+from .gate import DEFAULT_MEASURE, is_unsure, sureness
 
 Similarities = np.ndarray | Callable[[np.ndarray], np.ndarray]
 
@@ -29,7 +29,8 @@ class Decision:
 
     ``labels`` (n,): the final label ids (the fused argmax on hard rows, the classifier's elsewhere);
     ``classifier_labels`` (n,): the classifier's argmax; ``hard`` (n,) bool: the gate's verdict;
-    ``variance`` (n,): the top-k logit variance the gate compared with the threshold;
+    ``sureness`` (n,): the measure the gate compared with the threshold (:func:`lrsl_rt.gate.sureness`;
+    the top-k logit variance under the paper's measure, also readable as ``variance``);
     ``hard_idx`` (n_hard,): the indices of the hard rows, ascending; ``cos`` and ``fused``
     (n_hard, L): their label similarities and fused scores, row j belonging to ``hard_idx[j]``.
     """
@@ -37,10 +38,15 @@ class Decision:
     labels: np.ndarray
     classifier_labels: np.ndarray
     hard: np.ndarray
-    variance: np.ndarray
+    sureness: np.ndarray
     hard_idx: np.ndarray
     cos: np.ndarray
     fused: np.ndarray
+
+    @property
+    def variance(self) -> np.ndarray:
+        """The gate's sureness; its historical name, exact under the paper's ``variance`` measure."""
+        return self.sureness
 
 
 def decide(
@@ -50,14 +56,17 @@ def decide(
     fusion: Fusion,
     k: int,
     *,
+    measure: str = DEFAULT_MEASURE,
     hard: np.ndarray | None = None,
+    settled: np.ndarray | None = None,
 ) -> Decision:
-    """LRSL labels of ``logits`` (n, L): rows whose top-k variance is <= ``threshold`` are reranked.
+    """LRSL labels of ``logits`` (n, L): rows whose ``measure`` is <= ``threshold`` are reranked.
 
     ``similarities``: the (n, L) cosine similarities, or a function that takes the hard row indices
     (int array, ascending) and returns their (n_hard, L) similarities; it is not called when no row
     is hard. ``hard``: a gate mask the caller already has (calibration measures every candidate
-    fusion on one mask); it replaces the threshold, which may then be None.
+    fusion on one mask); it replaces the threshold, which may then be None. ``settled`` (n,) bool:
+    rows already decided at an early exit (:mod:`lrsl_rt.exits`), sure there and so never hard.
 
     Worked example (k=2, threshold 0.5, fusion logits_cos p=2 scope all), two rows of 3 labels:
 
@@ -74,12 +83,14 @@ def decide(
     ([0.01, 3.0625], [[0.12, 2.268, 0.025]])
     """
     logits = np.asarray(logits)
-    variance = topk_variance(logits, k)
+    sure = sureness(logits, measure, k)
     if hard is None:
         if threshold is None:
             raise ValueError("decide needs a threshold or a hard mask")
-        hard = variance <= threshold
+        hard = is_unsure(sure, threshold)
     hard = np.asarray(hard, dtype=bool)
+    if settled is not None:
+        hard = hard & ~np.asarray(settled, dtype=bool)
     if hard.shape != (len(logits),):
         raise ValueError(f"the hard mask has shape {hard.shape}, expected ({len(logits)},)")
     classifier_labels = np.argmax(logits, axis=1)
@@ -91,4 +102,4 @@ def decide(
         cos = similarities(hard_idx) if callable(similarities) else np.asarray(similarities)[hard_idx]
         fused = fuse(logits[hard_idx], cos, fusion, k)
         labels[hard_idx] = np.argmax(fused, axis=1)
-    return Decision(labels, classifier_labels, hard, variance, hard_idx, cos, fused)
+    return Decision(labels, classifier_labels, hard, sure, hard_idx, cos, fused)

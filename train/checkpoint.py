@@ -11,6 +11,7 @@ Layout (format ``lrsl-checkpoint`` version 1)::
       test.jsonl      the test split, when one was given (optional)
       dev_oos.jsonl   out-of-scope dev texts with their original label (optional: --oos-label or
       test_oos.jsonl  --unknown-ratio, :mod:`train.open_intent`); the abstain calibration reads dev_oos
+      train.jsonl     the in-scope training texts, written with the two above (the kNN abstain score)
       calib.jsonl     a seeded sample of the training texts (not dev, not test): the static int8
                       presets of the export calibrate their activation scales on it
       metrics.json    everything measured during training

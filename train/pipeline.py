@@ -229,6 +229,8 @@ def write_checkpoint(stage: Path, clf, tok, emb, data: Data, info: CheckpointInf
     write_jsonl(stage / "calib.jsonl", *calibration_sample(data.train, info.seed))
     if data.test:
         write_jsonl(stage / "test.jsonl", data.test.texts, data.test.labels)
+    if data.oos and (data.oos.dev or data.oos.test):  # the abstain calibration's kNN score needs train
+        write_jsonl(stage / "train.jsonl", data.train.texts, data.train.labels)
     for name in ("dev", "test"):
         rows = getattr(data.oos, name) if data.oos else None
         if rows:
