@@ -8,7 +8,7 @@ A bundle is a directory::
     tokenizer.json                           a `tokenizers` file
     label_embeddings.npy                     float32 (L, d), unit rows, loaded with allow_pickle=False
 
-``manifest.json`` (format_version 1) has exactly the keys of :class:`Manifest`; an unknown key, a
+``manifest.json`` has exactly the keys of :class:`Manifest`; an unknown key, a
 missing key, a wrong type or a value out of range (:func:`check_ranges`: a threshold that is not a
 finite non-negative number, k outside [2, labels], a max length outside [2, MAX_SEQUENCE_LENGTH], a
 negative pad id, an empty label, a sha256 that is not 64 hex digits, a recorded batch size that is not
@@ -16,6 +16,14 @@ a positive integer, ...) is refused with the file, the key, what was expected an
 Whether the graphs accept ``max_length`` tokens is checked when they load (:mod:`lrsl_rt.bundle`). File entries must name plain files
 inside the bundle directory (no ``..``, no absolute path, no symlink out) and carry their size and
 sha256, checked at load time. A manifest of a newer format version is refused: upgrade lrsl-rt.
+
+Format version 2 adds three optional settings, all decided on one notion of "sure"
+(:mod:`lrsl_rt.gate`): ``measure`` (the gate's sureness measure; ``variance`` is the paper's),
+``exits`` (early exits: the classifier as a chain of stage graphs ``classifier_stage_1..N`` in place of
+``classifier``, and where each exit lets sure rows leave) and ``abstain`` (the out-of-scope decision:
+its score, threshold and fallback label; the ``knn`` score adds the file ``train_embeddings``). A
+bundle that uses none of them is written as version 1, byte for byte what earlier versions wrote,
+and a version 1 manifest may not carry them.
 """
 
 from __future__ import annotations
@@ -30,10 +38,26 @@ from pathlib import Path
 
 from .errors import BundleError
 from .fusion import Fusion
+from .gate import DEFAULT_MEASURE, MEASURES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 FILE_ROLES = ("classifier", "embedder", "tokenizer", "label_embeddings")
+# The optional roles of version 2: the stage graphs of a classifier with exits, the kNN score's file.
+STAGE_ROLE = "classifier_stage_{}"
+TRAIN_EMBEDDINGS_ROLE = "train_embeddings"
+# Scores the abstain decision can use (:mod:`lrsl_rt.abstain` computes them); each is a sureness.
+ABSTAIN_SCORES = (
+    "max_prob",
+    "margin",
+    "variance",
+    "entropy",
+    "energy",
+    "max_cos",
+    "knn",
+    "fused",
+    "gated_cos",
+)
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SEQUENCE_LENGTH = 1 << 16  # beyond any encoder's position table; the graphs are probed at load
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -59,6 +83,30 @@ class TokenizerSettings:
 
 
 @dataclass(frozen=True)
+class ExitPoint:
+    """An early exit after ``layer`` encoder layers: a row leaves there when its sureness (the
+    manifest's ``measure`` of the exit head's logits) is above ``threshold``."""
+
+    layer: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class Abstain:
+    """The out-of-scope decision: a row whose ``score`` is at or below ``threshold`` gets ``fallback_label``.
+
+    ``chosen_by`` says how the threshold was set (``inscope_drop:0.01``, ``recall:0.8`` or ``fixed``);
+    ``dev`` holds the dev figures it was chosen on (AUROC, out-of-scope recall, in-scope accuracy).
+    """
+
+    score: str
+    threshold: float
+    fallback_label: str
+    chosen_by: str
+    dev: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Manifest:
     format_version: int
     created_by: dict  # tool and library versions of the export run (free-form strings)
@@ -75,13 +123,33 @@ class Manifest:
     files: dict  # role -> FileEntry
     calibration: dict = field(default_factory=dict)  # {"pytorch": {...}, "exported": {...}}
     metrics: dict = field(default_factory=dict)  # parity and accuracy measured by export
+    # ---- format version 2 (all optional) ----
+    measure: str = DEFAULT_MEASURE  # the sureness measure of the gate and the exits (lrsl_rt.gate)
+    classifier_layers: int | None = None  # encoder layers of the classifier (needed with exits)
+    exits: tuple[ExitPoint, ...] = ()
+    abstain: Abstain | None = None
+
+    @property
+    def stage_roles(self) -> tuple[str, ...]:
+        """File roles of the classifier's stage graphs, in order; empty without exits."""
+        return tuple(STAGE_ROLE.format(i + 1) for i in range(len(self.exits) + 1)) if self.exits else ()
+
+    @property
+    def uses_version_2(self) -> bool:
+        return self.measure != DEFAULT_MEASURE or bool(self.exits) or self.abstain is not None
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """The JSON object; a bundle without version 2 settings is written as version 1."""
         d = asdict(self)
         d["labels"], d["label_texts"] = list(self.labels), list(self.label_texts)
         d["fusion"] = self.fusion.to_dict()
         d["tokenizer"]["model_input_names"] = list(self.tokenizer.model_input_names)
+        d["exits"] = list(d["exits"])
+        d["format_version"] = 2 if self.uses_version_2 else 1
+        if not self.uses_version_2:
+            for key in _V2_KEYS:
+                del d[key]
         return d
 
     def dumps(self) -> str:
@@ -100,6 +168,11 @@ class Manifest:
             )
         if version < 1:
             raise BundleError(f"{where}: format_version must be >= 1, got {version}")
+        if version == 1 and set(d) & set(_V2_KEYS):
+            raise BundleError(
+                f"{where}: key(s) {sorted(set(d) & set(_V2_KEYS))} need format_version 2, got 1"
+            )
+        v2 = _version_2_settings(d, where)
         for key, typ in (("created_by", dict), ("created_at", str), ("k", int), ("precision", str)):
             _check_type(d[key], typ, key, where)
         _check_type(d["threshold"], (int, float), "threshold", where)
@@ -138,9 +211,10 @@ class Manifest:
         tokenizer = TokenizerSettings(**{**tok_d, "model_input_names": names})
         files_d = d["files"]
         _check_type(files_d, dict, "files", where)
-        if set(files_d) != set(FILE_ROLES):
+        roles = _file_roles(v2)
+        if set(files_d) != set(roles):
             raise BundleError(
-                f"{where}: 'files' must have exactly the roles {list(FILE_ROLES)}, got {sorted(files_d)}"
+                f"{where}: 'files' must have exactly the roles {list(roles)}, got {sorted(files_d)}"
             )
         files = {}
         for role, entry in files_d.items():
@@ -152,6 +226,7 @@ class Manifest:
         for key in ("calibration", "metrics"):
             _check_type(d[key], dict, key, where)
         check_ranges(d, where)
+        _check_v2_ranges(v2, d["labels"], where)
         return cls(
             format_version=version,
             created_by=d["created_by"],
@@ -168,13 +243,94 @@ class Manifest:
             files=files,
             calibration=d["calibration"],
             metrics=d["metrics"],
+            **v2,
+        )
+
+
+_V2_KEYS = ("measure", "classifier_layers", "exits", "abstain")
+
+
+def _version_2_settings(d: dict, where: str) -> dict:
+    """measure, classifier_layers, exits and abstain of a parsed manifest, types checked."""
+    measure = d.get("measure", DEFAULT_MEASURE)
+    _check_type(measure, str, "measure", where)
+    if measure not in MEASURES:
+        _out_of_range("measure", f"one of {list(MEASURES)}", measure, where)
+    layers = d.get("classifier_layers")
+    if layers is not None:
+        _check_type(layers, int, "classifier_layers", where)
+    exits_d = d.get("exits", [])
+    if not isinstance(exits_d, list):
+        raise BundleError(f"{where}: 'exits' must be a list of objects")
+    exits = []
+    for i, e in enumerate(exits_d):
+        _check_keys(e, ExitPoint, f"{where}: exits[{i}]")
+        _check_type(e["layer"], int, f"exits[{i}].layer", where)
+        _check_type(e["threshold"], (int, float), f"exits[{i}].threshold", where)
+        exits.append(ExitPoint(e["layer"], float(e["threshold"])))
+    abstain = None
+    if d.get("abstain") is not None:
+        a = d["abstain"]
+        _check_keys(a, Abstain, f"{where}: abstain")
+        for key, typ in (("score", str), ("fallback_label", str), ("chosen_by", str), ("dev", dict)):
+            _check_type(a.get(key, {}), typ, f"abstain.{key}", where)
+        _check_type(a["threshold"], (int, float), "abstain.threshold", where)
+        abstain = Abstain(**{**a, "threshold": float(a["threshold"])})
+    return {"measure": measure, "classifier_layers": layers, "exits": tuple(exits), "abstain": abstain}
+
+
+def _file_roles(v2: dict) -> tuple[str, ...]:
+    """The file roles a manifest with these version 2 settings must list."""
+    roles = list(FILE_ROLES)
+    if v2["exits"]:
+        roles.remove("classifier")
+        roles += [STAGE_ROLE.format(i + 1) for i in range(len(v2["exits"]) + 1)]
+    if v2["abstain"] is not None and v2["abstain"].score == "knn":
+        roles.append(TRAIN_EMBEDDINGS_ROLE)
+    return tuple(roles)
+
+
+def _check_v2_ranges(v2: dict, labels: list[str], where: str) -> None:
+    layers, exits = v2["classifier_layers"], v2["exits"]
+    if layers is not None and layers < 1:
+        _out_of_range("classifier_layers", "an integer >= 1", layers, where)
+    if exits and layers is None:
+        raise BundleError(f"{where}: 'exits' needs 'classifier_layers' (the classifier's depth)")
+    previous = 0
+    for i, e in enumerate(exits):
+        if not previous < e.layer < layers:
+            _out_of_range(
+                f"exits[{i}].layer", f"an integer in ({previous}, {layers}), increasing", e.layer, where
+            )
+        if not _finite(e.threshold):
+            _out_of_range(f"exits[{i}].threshold", "a finite number", e.threshold, where)
+        previous = e.layer
+    a = v2["abstain"]
+    if a is None:
+        return
+    if a.score not in ABSTAIN_SCORES:
+        _out_of_range("abstain.score", f"one of {list(ABSTAIN_SCORES)}", a.score, where)
+    if not _finite(a.threshold):
+        _out_of_range("abstain.threshold", "a finite number", a.threshold, where)
+    if not a.fallback_label.strip() or a.fallback_label in labels:
+        _out_of_range(
+            "abstain.fallback_label",
+            "a non-empty string that is not one of the labels",
+            a.fallback_label,
+            where,
         )
 
 
 def check_ranges(d: dict, where: str) -> None:
     """Values of the right type but outside what the runtime can use (types were checked before)."""
-    if not _finite(d["threshold"]) or d["threshold"] < 0:
-        _out_of_range("threshold", "a finite number >= 0 (a variance)", d["threshold"], where)
+    negative_ok = d.get("measure") == "entropy"  # minus an entropy: the one measure that is <= 0
+    if not _finite(d["threshold"]) or (d["threshold"] < 0 and not negative_ok):
+        _out_of_range(
+            "threshold",
+            "a finite number >= 0 (a sureness: variance, margin, max_prob)",
+            d["threshold"],
+            where,
+        )
     if d["embedding_dim"] < 1:
         _out_of_range("embedding_dim", "an integer >= 1", d["embedding_dim"], where)
     for key in ("labels", "label_texts"):

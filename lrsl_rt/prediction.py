@@ -18,11 +18,23 @@ value is now ``fused_score``, and the explanation's ``topk_after`` entries name 
 
 ``reranked`` is True when LRSL changed the classifier's answer (``label != classifier_label``);
 a hard sample whose fusion agrees with the classifier has ``hard`` True and ``reranked`` False.
+
+Two fields appear only when the bundle and the call use what they report, so a record of a bundle
+without exits or abstain is exactly what earlier versions wrote:
+
+- ``exit_layer``: after how many classifier layers the text's label was decided (an early exit,
+  or the classifier's depth when it went through every stage);
+- ``out_of_scope``: True when the abstain decision found that the text fits none of the labels;
+  ``label`` is then the bundle's fallback label and ``label_id`` -1, while ``classifier_label`` and
+  ``score`` keep what the classifier and the rule said.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+OPTIONAL_FIELDS = ("exit_layer", "out_of_scope")
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,12 @@ class Prediction:
     classifier_prob: float
     fused_score: float | None
     explanation: Explanation | None = None
+    exit_layer: int | None = None
+    out_of_scope: bool | None = None
 
     @property
     def reranked(self) -> bool:
-        return self.label_id != self.classifier_label_id
+        return self.label_id != self.classifier_label_id and not self.out_of_scope
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict; the ``explanation`` key is present only when one was asked for."""
@@ -88,6 +102,9 @@ class Prediction:
             "fused_score": self.fused_score,
             "reranked": self.reranked,
         }
+        for key in OPTIONAL_FIELDS:
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         if self.explanation is not None:
             d["explanation"] = self.explanation.to_dict()
         return d

@@ -190,13 +190,16 @@ class Reranker:
 
     def _predict_chunk(self, texts: list[str], explain: bool) -> list[Prediction]:
         rows = self.tokenizer.tokenize(texts)
-        logits = self.run_batched("classifier", rows)
+        logits, exit_layer = self._classify(rows)
+        settled = None if exit_layer is None else exit_layer < self.manifest.classifier_layers
         d = decide(
             logits,
             lambda idx: self._similarities([rows[i] for i in idx]),
             self.threshold,
             self.fusion,
             self.k,
+            measure=self.manifest.measure,
+            settled=settled,
         )
         n = len(texts)
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
@@ -218,9 +221,14 @@ class Reranker:
                 classifier_prob=float(classifier_prob[i]),
                 fused_score=float(fused_scores[i]) if d.hard[i] else None,
                 explanation=explanations[i],
+                exit_layer=None if exit_layer is None else int(exit_layer[i]),
             )
             for i in range(n)
         ]
+
+    def _classify(self, rows: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits (n, L), layer at which each row's logits were taken or None without exits)."""
+        return self.run_batched("classifier", rows), None
 
     def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
         labels, k = self.labels, self.k

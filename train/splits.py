@@ -10,7 +10,7 @@ from collections import Counter
 
 from . import data as D
 from .config import TrainConfig
-from .open_intent import OutOfScope, separate
+from .open_intent import separate
 
 
 def _limit(split: D.Split, classes: list[str] | None, per_class: int | None) -> D.Split:
