@@ -11,8 +11,10 @@ import argparse
 import os
 import sys
 
+from lrsl_rt.abstain import DEFAULT_FALLBACK, DEFAULT_RULE
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.manifest import ABSTAIN_SCORES
 
 # export.optimize.PRESETS, without importing it for --help
 PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64", "static_avx512_vnni", "static_avx2_s8rr")
@@ -93,6 +95,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)"
     )
+    a = p.add_argument_group(
+        "abstain (checkpoints with out-of-scope dev texts: train --oos-label / --unknown-ratio)"
+    )
+    a.add_argument(
+        "--abstain",
+        default="auto",
+        metavar="auto|off|SCORE",
+        help="out-of-scope score: auto keeps the best dev AUROC among "
+        f"{', '.join(ABSTAIN_SCORES)}; off exports no abstain decision (default: auto)",
+    )
+    a.add_argument(
+        "--abstain-threshold",
+        default=DEFAULT_RULE,
+        metavar="drop:P|recall:R|X",
+        help="drop:P: the threshold that catches the most out-of-scope dev texts while losing at most P points "
+        "of in-scope dev accuracy; recall:R: the one that catches a share R of them; X: that value "
+        f"(default: {DEFAULT_RULE})",
+    )
+    a.add_argument(
+        "--fallback-label",
+        default=DEFAULT_FALLBACK,
+        help=f"the label an out-of-scope text gets (default: {DEFAULT_FALLBACK})",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
     return p
 
@@ -107,6 +132,7 @@ def _main(argv: list[str] | None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     from . import build_bundle
+    from .abstain import AbstainSettings
 
     out = build_bundle(
         args.checkpoint,
@@ -122,6 +148,7 @@ def _main(argv: list[str] | None) -> int:
         parity_atol=args.parity_atol,
         fusion=args.fusion,
         calibration_texts=args.calibration_texts,
+        abstain=AbstainSettings(args.abstain, args.abstain_threshold, args.fallback_label),
     )
     print(out)
     return 0

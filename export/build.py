@@ -10,7 +10,9 @@
 7. re-calibrate on dev with the exported models (threshold sigma2_mis, fusion rule);
 8. evaluate the bundle through ``Reranker.predict`` (what ``lrsl-rt eval`` reports) and apply the
    accuracy gate;
-9. write the final manifest, load the bundle once more with checksums, rename it into place.
+9. abstain (when the checkpoint has out-of-scope dev texts, :mod:`export.abstain`): every score on
+   dev, the best kept with its threshold, its test figures through ``Reranker.predict``;
+10. write the final manifest, load the bundle once more with checksums, rename it into place.
 
 Steps 6-8 need a loadable bundle before the manifest is final: step 6 writes a provisional manifest
 (the PyTorch calibration, one-hot placeholder label embeddings) and loads the bundle once; steps 7
@@ -35,10 +37,11 @@ from lrsl_rt.calibrate import fusion_reason
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import Fusion, fusion_option
-from lrsl_rt.manifest import TokenizerSettings
+from lrsl_rt.manifest import TRAIN_EMBEDDINGS_ROLE, TokenizerSettings
 from lrsl_rt.metrics import format_report
 from lrsl_rt.progress import Steps
 
+from .abstain import AbstainSettings, calibrate_abstain, evaluate_abstain, read_out_of_scope
 from .bundle import (
     check_target,
     placeholder_label_embeddings,
@@ -55,6 +58,7 @@ from .optimize import convert, graph_summary, model_file_name, optimize_graph, r
 from .source import load_checkpoint
 
 LABEL_EMBEDDINGS = "label_embeddings.npy"
+TRAIN_EMBEDDINGS = "train_embeddings.npy"
 TOKENIZER = "tokenizer.json"
 
 
@@ -77,6 +81,7 @@ class Settings:
     fusion_arg: str | None
     user_fusion: Fusion | None
     calibration_texts: str | Path | None = None
+    abstain: AbstainSettings = AbstainSettings()
 
 
 def build_bundle(
@@ -94,6 +99,7 @@ def build_bundle(
     parity_atol: float | None = None,
     fusion: str | None = None,
     calibration_texts: str | Path | None = None,
+    abstain: AbstainSettings | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
@@ -107,20 +113,23 @@ def build_bundle(
     follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
     dev with the exported models); "auto" always chooses again; ``RULE:P[:SCOPE]`` fixes it.
     ``calibration_texts``: training texts for the static int8 presets (:mod:`export.calibration`;
-    None: the checkpoint's calib.jsonl).
+    None: the checkpoint's calib.jsonl). ``abstain``: the abstain score, threshold rule and fallback
+    label (:class:`export.abstain.AbstainSettings`); used when the checkpoint has out-of-scope texts.
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
     """
     s = check_settings(
         precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
     )
-    s = replace(s, calibration_texts=calibration_texts)
+    s = replace(s, calibration_texts=calibration_texts, abstain=abstain or AbstainSettings())
     log = log or _stderr
     out = Path(out_dir)
-    step = Steps(log, total=9)
+    step = Steps(log, total=10)
     with step("read", f"read checkpoint {ckpt_dir}"):
         check_target(out, force)
         ckpt = load_checkpoint(ckpt_dir)
+        s.abstain.check(ckpt.info.labels)
+        oos = read_out_of_scope(ckpt.root) if s.abstain.score != "off" else None
         calib_texts, quantization = quantization_plan(ckpt, s.preset, s.calibration_texts)
         _log_checkpoint(ckpt, s, log)
     with staged_bundle(out, force) as stage:
@@ -154,10 +163,14 @@ def build_bundle(
             metrics["graphs"] = graphs
             if quantization:
                 metrics["quantization"] = quantization
+        with step(
+            "abstain", "abstain: out-of-scope scores on dev" if oos else "abstain: no out-of-scope texts"
+        ):
+            abstain_section = add_abstain(bundle, _with(r, cal), ckpt, oos, s, metrics, log) if oos else None
         with step("write", "write manifest, verify, move into place"):
             shutil.rmtree(work)
             metrics["timings_s"] = dict(step.timings)
-            bundle.write_manifest(cal.threshold, cal.fusion, cal.calibration, plain(metrics))
+            bundle.write_manifest(cal.threshold, cal.fusion, cal.calibration, plain(metrics), abstain_section)
             bundle.load()  # the bundle as users will load it: checksums, shapes, probe run
     log(f"bundle written to {out}")
     return out
@@ -336,6 +349,17 @@ def evaluate_bundle(r, ckpt, ref, cal: Calibration, s: Settings, log) -> dict:
     return metrics
 
 
+def add_abstain(bundle, r, ckpt, oos, s: Settings, metrics: dict, log):
+    """The manifest's abstain section (and the kNN file when chosen); figures into ``metrics``."""
+    section, metrics["abstain"], train_emb = calibrate_abstain(r, ckpt, oos, s.abstain, log)
+    if train_emb is not None:
+        np.save(bundle.stage / TRAIN_EMBEDDINGS, np.ascontiguousarray(train_emb, dtype=np.float32))
+        bundle.files[TRAIN_EMBEDDINGS_ROLE] = TRAIN_EMBEDDINGS
+    r = _replace(r, manifest=replace(r.manifest, abstain=section), train_embeddings=train_emb)
+    metrics["abstain"]["test"] = evaluate_abstain(r, ckpt, oos, log)
+    return section
+
+
 # ---- the bundle being built ---------------------------------------------------------------------
 class _Bundle:
     """The staging directory's manifest and loading, with what every manifest of this export shares."""
@@ -351,7 +375,9 @@ class _Bundle:
             self.info.max_length, int(tok.pad_token_id), str(tok.pad_token), input_names
         )
 
-    def write_manifest(self, threshold: float, fusion: Fusion, calibration: dict, metrics: dict) -> None:
+    def write_manifest(
+        self, threshold: float, fusion: Fusion, calibration: dict, metrics: dict, abstain=None
+    ) -> None:
         info = self.info
         write_bundle_manifest(
             self.stage,
@@ -368,6 +394,7 @@ class _Bundle:
             calibration=calibration,
             metrics=metrics,
             created_at=self.created_at,
+            abstain=abstain,
         )
 
     def load(self):
@@ -397,7 +424,7 @@ def _with(r, cal: Calibration):
     return _replace(r, manifest=replace(r.manifest, threshold=float(cal.threshold), fusion=cal.fusion))
 
 
-def _replace(r, manifest=None, label_embeddings=None):
+def _replace(r, manifest=None, label_embeddings=None, train_embeddings=None):
     from lrsl_rt import Reranker
 
     return Reranker(
@@ -408,6 +435,7 @@ def _replace(r, manifest=None, label_embeddings=None):
         r.label_embeddings if label_embeddings is None else label_embeddings,
         batch_size=r.batch_size,
         bundle_dir=r.bundle_dir,
+        train_embeddings=r.train_embeddings if train_embeddings is None else train_embeddings,
     )
 
 

@@ -20,6 +20,7 @@ from lrsl_rt.fusion import Fusion
 from lrsl_rt.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    Abstain,
     Manifest,
     TokenizerSettings,
     file_entry,
@@ -98,6 +99,7 @@ def write_bundle_manifest(
     calibration: dict,
     metrics: dict,
     created_at: str | None = None,
+    abstain: Abstain | None = None,
 ) -> Manifest:
     """Write ``manifest.json`` for the files now in ``stage`` (sizes and sha256 read from disk).
 
@@ -120,6 +122,7 @@ def write_bundle_manifest(
         files={role: file_entry(stage, name) for role, name in files.items()},
         calibration=calibration,
         metrics=metrics,
+        abstain=abstain,
     )
     checked = Manifest.from_dict(manifest.to_dict(), where=f"{stage / MANIFEST_NAME} (being written)")
     write_manifest(stage, checked)

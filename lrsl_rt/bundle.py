@@ -49,7 +49,16 @@ def open_model(
 
 def load_label_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
     """float32 (len(labels), embedding_dim) array with unit rows, loaded without pickle."""
-    n_labels, dim = len(manifest.labels), manifest.embedding_dim
+    return load_unit_rows(path, len(manifest.labels), manifest.embedding_dim, "labels")
+
+
+def load_train_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
+    """float32 (n, embedding_dim) unit embeddings of training texts (the kNN abstain score)."""
+    return load_unit_rows(path, None, manifest.embedding_dim, "training texts")
+
+
+def load_unit_rows(path: Path, n_rows: int | None, dim: int, rows_are: str) -> np.ndarray:
+    """float32 (n_rows, dim) array with unit rows (any positive row count when None), without pickle."""
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as e:  # object arrays need pickle: refused
@@ -58,9 +67,10 @@ def load_label_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
         raise BundleError(f"{path}: not a valid .npy file: {e}") from e
     if not isinstance(arr, np.ndarray) or arr.dtype != np.float32:
         raise BundleError(f"{path}: expected dtype float32, got {getattr(arr, 'dtype', type(arr).__name__)}")
-    if arr.shape != (n_labels, dim):
+    want = (arr.shape[0] if n_rows is None and arr.ndim == 2 and arr.shape[0] else n_rows, dim)
+    if arr.shape != want:
         raise BundleError(
-            f"{path}: expected shape ({n_labels}, {dim}) (labels, embedding_dim from the manifest), got {arr.shape}"
+            f"{path}: expected shape ({n_rows or 'n'}, {dim}) ({rows_are}, embedding_dim from the manifest), got {arr.shape}"
         )
     if not np.isfinite(arr).all():
         raise BundleError(f"{path}: contains NaN or infinite values")

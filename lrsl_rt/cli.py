@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="stop",
         help="a bad input record stops the run (default) or gives an error record in its place",
     )
+    abstain_opt(p)
     runtime_opts(p)
     ray_opts(p)
     p.set_defaults(func=cmd_predict)
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-field", default="label", help="JSONL field / CSV column holding the label (default label)"
     )
     p.add_argument("--report", metavar="DIR", help="write report.json and variance.png here")
+    p.add_argument(
+        "--oos-label",
+        metavar="NAME",
+        help="records with this label belong to none of the bundle's labels: report out-of-scope recall, "
+        "in-scope accuracy and macro-F1 (known labels + unknown) of the abstain decision",
+    )
+    abstain_opt(p)
     runtime_opts(p)
     p.set_defaults(func=cmd_eval)
 
@@ -146,6 +154,16 @@ def _add_serve_parser(sub, bundle_opt, runtime_opts) -> None:
     runtime_opts(p)
     add_serve_arguments(p, positive_int)
     p.set_defaults(func=cmd_serve)
+
+
+def abstain_opt(p):
+    p.add_argument(
+        "--abstain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="give the fallback label to texts that fit none of the labels (default: on when the bundle "
+        "has an abstain calibration; records then carry out_of_scope)",
+    )
 
 
 def ray_opts(p):
@@ -221,14 +239,15 @@ def cmd_predict(args) -> int:
     reranker = _load(args)
     with _open_output(args.output) as out, _Progress(reader) as progress:
         width = max(len("reranked from"), *(len(label) for label in reranker.labels))
-        writer = Writer(out, fmt, explain=args.explain, label_width=width)
+        fields = reranker.record_fields(args.abstain)
+        writer = Writer(out, fmt, explain=args.explain, label_width=width, extra_fields=fields)
         while chunk := _take(records, CHUNK_SIZE):
             bad = next((i for i, r in enumerate(chunk) if r.error), None)
             stop_at = None
             if args.on_error == "stop" and bad is not None:
                 chunk, stop_at = chunk[:bad], chunk[bad]
             good = [r for r in chunk if not r.error]
-            preds = iter(reranker.predict([r.text for r in good], explain=args.explain))
+            preds = iter(reranker.predict([r.text for r in good], explain=args.explain, abstain=args.abstain))
             for r in chunk:
                 writer.write(r, None if r.error else next(preds).to_dict())
             progress.update(len(chunk))
@@ -240,13 +259,16 @@ def cmd_predict(args) -> int:
 def cmd_eval(args) -> int:
     from .io import RecordReader
     from .metrics import format_report
-    from .report import evaluate, require_matplotlib, write_report
+    from .report import evaluate, format_out_of_scope, require_matplotlib, write_report
 
     reader = RecordReader(args.input, field=args.field, column=args.column, label_field=args.label_field)
     if args.report:
         require_matplotlib()  # fail before the run, not after
     reranker = _load(args)
+    abstain = reranker.abstains(args.abstain)
     label_ids = {label: i for i, label in enumerate(reranker.labels)}
+    if args.oos_label:
+        label_ids[args.oos_label] = -1  # out of scope
     texts, gold = [], []
     for r in reader:
         if r.error:
@@ -260,8 +282,10 @@ def cmd_eval(args) -> int:
         gold.append(label_ids[r.label])
     if not texts:
         raise InputError(f"{args.input}: no records to evaluate")
-    result = evaluate(reranker, texts, gold)
+    result = evaluate(reranker, texts, gold, abstain=abstain)
     print(format_report(result["report"]))
+    if "out_of_scope" in result:
+        print(format_out_of_scope(result["out_of_scope"]))
     if args.report:
         for path in write_report(Path(args.report), result, reranker, args.input):
             print(f"wrote {path}")

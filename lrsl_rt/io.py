@@ -301,7 +301,9 @@ def output_format(requested: str | None, output: str | None, stream) -> str:
 class Writer:
     """Writes one output record per input record: ``{"line": N, **prediction}`` or ``{"line": N, "error": ...}``."""
 
-    def __init__(self, stream, fmt: str, explain: bool = False, label_width: int = 24):
+    def __init__(
+        self, stream, fmt: str, explain: bool = False, label_width: int = 24, extra_fields: tuple = ()
+    ):
         if fmt not in OUTPUT_FORMATS:
             raise UsageError(f"unknown output format {fmt!r}; use one of {OUTPUT_FORMATS}")
         self.stream, self.format, self.explain = stream, fmt, explain
@@ -310,7 +312,13 @@ class Writer:
         encoding = (getattr(stream, "encoding", None) or "utf-8").lower().replace("_", "-")
         self._ascii_json = not encoding.startswith("utf")
         if fmt == "csv":
-            fields = CSV_FIELDS + (("explanation",) if explain else ())
+            # the optional record fields in use (exit_layer, out_of_scope) go before "error"
+            fields = (
+                CSV_FIELDS[:-1]
+                + tuple(extra_fields)
+                + CSV_FIELDS[-1:]
+                + (("explanation",) if explain else ())
+            )
             self._csv = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
             self._csv.writeheader()
         elif fmt == "table":

@@ -22,10 +22,19 @@ from .errors import UsageError
 from .metrics import lrsl_report
 
 
-def evaluate(reranker, texts: list[str], gold: list[int]) -> dict:
-    """Report dict plus per-sample arrays ``variance`` and ``correct`` (classifier alone)."""
-    preds = reranker.predict(texts, explain=True)
-    gold_a = np.asarray(gold, dtype=np.int64)
+def evaluate(reranker, texts: list[str], gold: list[int], abstain: bool = False) -> dict:
+    """Report dict plus per-sample arrays ``variance`` and ``correct`` (classifier alone).
+
+    Gold ids of -1 mark out-of-scope texts: the LRSL report covers the others, and ``out_of_scope``
+    holds the abstain decision's figures on both (:func:`out_of_scope_report`).
+    """
+    gold_all = np.asarray(gold, dtype=np.int64)
+    preds_all = reranker.predict(texts, explain=True, abstain=abstain)
+    extra = {}
+    if (gold_all < 0).any():
+        extra["out_of_scope"] = out_of_scope_report(gold_all, preds_all)
+    preds = [p for p, g in zip(preds_all, gold_all, strict=True) if g >= 0]
+    gold_a = gold_all[gold_all >= 0]
     base = np.array([p.classifier_label_id for p in preds], dtype=np.int64)
     lrsl = np.array([p.label_id for p in preds], dtype=np.int64)
     hard = np.array([p.hard for p in preds], dtype=bool)
@@ -34,7 +43,37 @@ def evaluate(reranker, texts: list[str], gold: list[int]) -> dict:
         "report": lrsl_report(gold_a, base, lrsl, hard),
         "variance": variance,
         "correct": base == gold_a,
+        **extra,
     }
+
+
+def out_of_scope_report(gold: np.ndarray, preds) -> dict:
+    """Out-of-scope recall, in-scope accuracy and abstained share, macro-F1 over the known labels
+    plus one unknown class (gold -1; an abstained text predicts -1)."""
+    from .abstain import macro_f1
+
+    pred = np.array([-1 if p.out_of_scope else p.label_id for p in preds], dtype=np.int64)
+    oos = gold < 0
+    return {
+        "n_out_of_scope": int(oos.sum()),
+        "n_in_scope": int((~oos).sum()),
+        "oos_recall": float(np.mean(pred[oos] == -1)),
+        "inscope_accuracy": float(np.mean(pred[~oos] == gold[~oos])) if (~oos).any() else None,
+        "inscope_abstained": float(np.mean(pred[~oos] == -1)) if (~oos).any() else None,
+        "macro_f1": macro_f1(gold, pred),
+    }
+
+
+def format_out_of_scope(r: dict) -> str:
+    """One human line for :func:`out_of_scope_report`."""
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    return (
+        f"out of scope (n={r['n_out_of_scope']}): recall {pct(r['oos_recall'])}; in scope (n={r['n_in_scope']}): "
+        f"accuracy {pct(r['inscope_accuracy'])}, abstained {pct(r['inscope_abstained'])}; macro-F1 {pct(r['macro_f1'])}"
+    )
 
 
 def require_matplotlib():
@@ -83,6 +122,7 @@ def write_report(out_dir: Path, result: dict, reranker, input_path: str) -> list
         "fusion": m.fusion.to_dict(),
         "batch_size": reranker.batch_size,
         **result["report"],
+        **({"out_of_scope": result["out_of_scope"]} if "out_of_scope" in result else {}),
         "bundle_metrics": m.metrics,
     }
     report_path = out_dir / "report.json"

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import load_label_embeddings, open_model
+from .abstain import ALL_ROW_SCORES, knn_score, scores_of
+from .bundle import load_label_embeddings, load_train_embeddings, open_model
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
 from .fusion import confidence
-from .gate import topk_indices
-from .manifest import Manifest, read_manifest, resolve_file
+from .gate import is_unsure, topk_indices
+from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest, read_manifest, resolve_file
 from .prediction import Explanation, Prediction
 from .rule import Decision, decide
 from .session import OnnxSession, check_thread_count
@@ -61,6 +62,7 @@ class Reranker:
         label_embeddings: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
         bundle_dir: str | os.PathLike | None = None,
+        train_embeddings: np.ndarray | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -77,6 +79,7 @@ class Reranker:
             )
         self._label_embeddings_t = np.ascontiguousarray(label_embeddings.T, dtype=np.float32)
         self._label_embeddings_t.flags.writeable = False
+        self.train_embeddings = train_embeddings  # (n, d) unit rows: the kNN abstain score's neighbours
 
     @classmethod
     def from_bundle(
@@ -108,6 +111,11 @@ class Reranker:
             batch_size = _recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
+        train_embeddings = (
+            load_train_embeddings(files[TRAIN_EMBEDDINGS_ROLE], manifest)
+            if TRAIN_EMBEDDINGS_ROLE in files
+            else None
+        )
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
         settings = dict(
             providers=providers,
@@ -127,6 +135,7 @@ class Reranker:
             label_embeddings,
             batch_size=batch_size,
             bundle_dir=bundle_dir,
+            train_embeddings=train_embeddings,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -169,32 +178,68 @@ class Reranker:
 
     # ---- predictions ----------------------------------------------------------------------------
     def predict(
-        self, texts: list[str], explain: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        texts: list[str],
+        explain: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        abstain: bool | None = None,
     ) -> list[Prediction]:
-        """One Prediction per text, in input order; an empty list gives an empty list."""
+        """One Prediction per text, in input order; an empty list gives an empty list.
+
+        ``abstain``: None follows the bundle (on when its manifest has an ``abstain`` section),
+        False gives every text one of the labels, True asks for the bundle's abstain decision.
+        """
         texts = _check_texts(texts)
-        return list(self.predict_iter(texts, explain=explain, chunk_size=chunk_size))
+        return list(self.predict_iter(texts, explain=explain, chunk_size=chunk_size, abstain=abstain))
 
     def predict_iter(
-        self, texts: Iterable[str], explain: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        texts: Iterable[str],
+        explain: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        abstain: bool | None = None,
     ) -> Iterator[Prediction]:
         """Stream predictions in input order, holding at most ``chunk_size`` texts at a time."""
         if isinstance(texts, str):
             raise InputError("expected an iterable of texts, got a single string; wrap it in a list")
         _check_chunk_size(chunk_size)
+        abstain = self.abstains(abstain)
         it, offset = iter(texts), 0
         while chunk := list(islice(it, chunk_size)):
             _check_texts(chunk, offset)
             offset += len(chunk)
-            yield from self._predict_chunk(chunk, explain)
+            yield from self._predict_chunk(chunk, explain, abstain)
 
-    def _predict_chunk(self, texts: list[str], explain: bool) -> list[Prediction]:
+    def abstains(self, asked: bool | None = None) -> bool:
+        """Whether predictions abstain: the bundle's choice unless ``asked`` says otherwise."""
+        if asked is None:
+            return self.manifest.abstain is not None
+        if asked and self.manifest.abstain is None:
+            raise UsageError(
+                "this bundle has no abstain calibration (export a checkpoint trained with --oos-label "
+                "or --unknown-ratio); predict without abstaining"
+            )
+        return bool(asked)
+
+    def record_fields(self, abstain: bool | None = None) -> tuple[str, ...]:
+        """The optional record fields predictions carry: ``exit_layer`` with exits, ``out_of_scope``
+        when abstaining (:data:`lrsl_rt.prediction.OPTIONAL_FIELDS`)."""
+        exits = ("exit_layer",) if self.manifest.exits else ()
+        return exits + (("out_of_scope",) if self.abstains(abstain) else ())
+
+    def _predict_chunk(self, texts: list[str], explain: bool, abstain: bool = False) -> list[Prediction]:
         rows = self.tokenizer.tokenize(texts)
         logits, exit_layer = self._classify(rows)
         settled = None if exit_layer is None else exit_layer < self.manifest.classifier_layers
+        every_row = abstain and self.manifest.abstain.score in ALL_ROW_SCORES
+        emb = self.run_batched("embedder", rows) if every_row else None
+        if emb is not None:
+            similarities = lambda idx: emb[idx] @ self._label_embeddings_t  # noqa: E731
+        else:
+            similarities = lambda idx: self._similarities([rows[i] for i in idx])  # noqa: E731
         d = decide(
             logits,
-            lambda idx: self._similarities([rows[i] for i in idx]),
+            similarities,
             self.threshold,
             self.fusion,
             self.k,
@@ -209,11 +254,13 @@ class Reranker:
             scores[d.hard_idx] = confidence(d.fused)
             fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
         explanations = self._explain(logits, d) if explain else [None] * n
+        oos = self._out_of_scope(logits, d, scores, emb) if abstain else None
+        fallback = self.manifest.abstain.fallback_label if abstain else None
         labels = self.labels
         return [
             Prediction(
-                label=labels[d.labels[i]],
-                label_id=int(d.labels[i]),
+                label=fallback if oos is not None and oos[i] else labels[d.labels[i]],
+                label_id=-1 if oos is not None and oos[i] else int(d.labels[i]),
                 score=float(scores[i]),
                 hard=bool(d.hard[i]),
                 classifier_label=labels[d.classifier_labels[i]],
@@ -222,9 +269,21 @@ class Reranker:
                 fused_score=float(fused_scores[i]) if d.hard[i] else None,
                 explanation=explanations[i],
                 exit_layer=None if exit_layer is None else int(exit_layer[i]),
+                out_of_scope=None if oos is None else bool(oos[i]),
             )
             for i in range(n)
         ]
+
+    def _out_of_scope(self, logits: np.ndarray, d: Decision, final: np.ndarray, emb) -> np.ndarray:
+        """The abstain decision of each row (:mod:`lrsl_rt.abstain`); ``emb``: every row's
+        embedding when the score needs it, else None."""
+        a = self.manifest.abstain
+        cos = knn = None
+        if emb is not None:
+            cos = emb @ self._label_embeddings_t
+            knn = knn_score(emb, self.train_embeddings) if a.score == "knn" else None
+        s = scores_of(a.score, logits, d, self.k, final_confidence=final, cos=cos, knn=knn)
+        return is_unsure(s, a.threshold)
 
     def _classify(self, rows: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None]:
         """(logits (n, L), layer at which each row's logits were taken or None without exits)."""

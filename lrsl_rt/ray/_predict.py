@@ -46,6 +46,8 @@ OUTPUT_FIELDS = [
     ("error", pa.string()),
 ]
 EXPLANATION_FIELD = ("explanation", pa.string())
+# the optional record fields (lrsl_rt.prediction.OPTIONAL_FIELDS), present when the run uses them
+OPTIONAL_FIELDS = {"exit_layer": pa.int64(), "out_of_scope": pa.bool_()}
 
 
 def predict_dataset(
@@ -59,6 +61,7 @@ def predict_dataset(
     model_batch_size: int | None = None,
     on_error: str = "stop",
     explain: bool = False,
+    abstain: bool | None = None,
 ) -> ray.data.Dataset:
     """``ds`` with the prediction columns (``OUTPUT_FIELDS``, plus ``explanation`` when asked) added.
 
@@ -68,6 +71,7 @@ def predict_dataset(
     as in the CLI). ``on_error``: ``"stop"`` fails the job on a bad row, ``"record"`` keeps it as a
     row with ``error`` set. The other columns of ``ds`` pass through; the rows come out in no fixed
     order (carry an id column, as :func:`lrsl_rt.ray.read_inputs` does, to restore it).
+    ``abstain``: as in ``Reranker.predict`` (None: the bundle's choice); adds ``out_of_scope``.
     """
     if on_error not in ("stop", "record"):
         raise UsageError(f"on_error must be 'stop' or 'record', got {on_error!r}")
@@ -76,12 +80,21 @@ def predict_dataset(
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
     with ray_remote_args_allowed():
         return _map_predictor(
-            ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+            ds,
+            bundle,
+            text_column,
+            actors,
+            cpus_per_actor,
+            batch_size,
+            model_batch_size,
+            on_error,
+            explain,
+            abstain,
         )
 
 
 def _map_predictor(
-    ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain
+    ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain, abstain
 ):
     return ds.map_batches(
         _Predictor,
@@ -92,6 +105,7 @@ def _map_predictor(
             "model_batch_size": model_batch_size,
             "on_error": on_error,
             "explain": explain,
+            "abstain": abstain,
         },
         batch_size=batch_size,
         batch_format="pyarrow",
@@ -114,12 +128,16 @@ def ray_remote_args_allowed():
 class _Predictor:
     """One actor: the bundle loaded once, then ``__call__`` per batch (a pyarrow Table in and out)."""
 
-    def __init__(self, bundle, text_column, threads, model_batch_size, on_error, explain):
+    def __init__(self, bundle, text_column, threads, model_batch_size, on_error, explain, abstain=None):
         from ..reranker import Reranker
 
         self.reranker = Reranker.from_bundle(bundle, threads=threads, batch_size=model_batch_size)
         self.text_column, self.on_error, self.explain = text_column, on_error, explain
-        self.fields = OUTPUT_FIELDS + ([EXPLANATION_FIELD] if explain else [])
+        self.abstain = self.reranker.abstains(abstain)
+        optional = [(f, OPTIONAL_FIELDS[f]) for f in self.reranker.record_fields(self.abstain)]
+        self.fields = (
+            OUTPUT_FIELDS[:-1] + optional + OUTPUT_FIELDS[-1:] + ([EXPLANATION_FIELD] if explain else [])
+        )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         errors = self._errors(batch)
@@ -128,7 +146,7 @@ class _Predictor:
             raise InputError(f"{_where(batch, i)}: {errors[i]} (--on-error record keeps it as an error row)")
         texts = batch.column(self.text_column).to_pylist()
         good = [t for t, e in zip(texts, errors, strict=True) if e is None]
-        preds = iter(self.reranker.predict(good, explain=self.explain))
+        preds = iter(self.reranker.predict(good, explain=self.explain, abstain=self.abstain))
         rows = [{"error": e} if e is not None else next(preds).to_dict() for e in errors]
         return _with_columns(batch, rows, self.fields)
 

@@ -75,6 +75,7 @@ def run_from_args(args) -> int:
         column=args.column,
         on_error=args.on_error,
         explain=args.explain,
+        abstain=args.abstain,
         address=args.ray_address,
         actors=args.actors,
         cpus_per_actor=args.cpus_per_actor or 1,
@@ -93,6 +94,7 @@ def run_job(
     column: str = "text",
     on_error: str = "stop",
     explain: bool = False,
+    abstain: bool | None = None,
     address: str | None = None,
     actors: int | None = None,
     cpus_per_actor: int = 1,
@@ -131,6 +133,7 @@ def run_job(
             model_batch_size=model_batch_size,
             on_error=on_error,
             explain=explain,
+            abstain=abstain,
         ).drop_columns(["text"])
         _write(ds, tmp, output_format)
     except BaseException as e:

@@ -1,0 +1,197 @@
+"""Abstaining: a text that fits none of the labels gets the fallback label instead of a wrong one.
+
+An abstain *score* is a sureness that the text belongs to one of the labels (larger = surer, as
+every measure of :mod:`lrsl_rt.gate`); the text is out of scope when its score is at or below the
+bundle's threshold (:func:`lrsl_rt.gate.is_unsure`, the comparison the gate and the exits make).
+
+The scores (``ABSTAIN_SCORES`` in :mod:`lrsl_rt.manifest`), from what the rule already has:
+
+- from the logits: ``max_prob`` (the maximum softmax probability, the standard baseline),
+  ``margin``, ``variance``, ``entropy`` (the gate's measures) and ``energy`` (logsumexp of the logits);
+- ``fused``: the record's ``score``, the softmax of the final scores (fused for hard texts);
+- from the embedder: ``max_cos`` (the best cosine to a label text) and ``knn`` (the mean cosine to
+  the ``KNN_NEIGHBOURS`` nearest training texts; the bundle then carries their embeddings);
+- ``gated_cos``: LRSL's two signals together -- a text the gate calls easy is in scope (the
+  classifier is sure of it), a hard one is in scope when the embedder puts it near a label
+  (``max_cos``). It costs nothing beyond the rule: the embedder already runs on the hard texts.
+
+``max_cos`` and ``knn`` need the embedder on every text, not only the hard ones: choosing them
+costs the embedder's time on the easy share too. The export measures every score on dev, keeps
+the best by AUROC, and sets the threshold by :func:`choose_threshold`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .gate import sureness
+from .rule import Decision
+
+LOGIT_SCORES = ("max_prob", "margin", "variance", "entropy", "energy")
+ALL_ROW_SCORES = ("max_cos", "knn")  # need the embedder on every row
+KNN_NEIGHBOURS = 10
+EASY = np.inf  # gated_cos of an easy row: the classifier is sure, never out of scope
+DEFAULT_FALLBACK = "out_of_scope"
+DEFAULT_RULE = "drop:1"  # at most 1 point of in-scope accuracy lost on dev
+
+
+def logit_score(logits: np.ndarray, score: str, k: int) -> np.ndarray:
+    """A score computed from the logits alone.
+
+    >>> logit_score(np.log([[6.0, 3.0, 1.0]]), "energy", 3).round(4)  # logsumexp = ln 10
+    array([2.3026])
+    """
+    if score == "energy":
+        z = np.asarray(logits, dtype=np.float64)
+        top = z.max(axis=1)
+        return top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+    return sureness(logits, score, k)
+
+
+def knn_score(embeddings: np.ndarray, train_embeddings: np.ndarray, n: int = KNN_NEIGHBOURS) -> np.ndarray:
+    """Mean cosine of each row (unit embeddings) to its ``n`` nearest training texts (unit rows).
+
+    >>> train = np.eye(3, dtype=np.float32)
+    >>> knn_score(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), train, n=2).round(3)
+    array([0.5])
+    """
+    sims = np.asarray(embeddings, dtype=np.float32) @ np.asarray(train_embeddings, dtype=np.float32).T
+    n = min(n, sims.shape[1])
+    return np.sort(sims, axis=1)[:, -n:].mean(axis=1).astype(np.float64)
+
+
+def scores_of(
+    score: str,
+    logits: np.ndarray,
+    d: Decision,
+    k: int,
+    *,
+    final_confidence: np.ndarray | None = None,
+    cos: np.ndarray | None = None,
+    knn: np.ndarray | None = None,
+) -> np.ndarray:
+    """The ``score`` of every row of one decision.
+
+    ``final_confidence``: the records' ``score`` (for ``fused``); ``cos`` (n, L): every row's label
+    similarities (for ``max_cos``); ``knn`` (n,): :func:`knn_score` of every row. ``gated_cos`` uses
+    the similarities the decision computed for its hard rows.
+
+    Worked example: two rows, the first hard with best label cosine 0.3, the second easy:
+    ``gated_cos`` = [0.3, inf]; with threshold 0.4 the first is out of scope.
+    """
+    if score in LOGIT_SCORES:
+        return logit_score(logits, score, k)
+    if score == "fused":
+        return np.asarray(final_confidence, dtype=np.float64)
+    if score == "max_cos":
+        return np.asarray(cos, dtype=np.float64).max(axis=1)
+    if score == "knn":
+        return np.asarray(knn, dtype=np.float64)
+    if score == "gated_cos":
+        out = np.full(len(logits), EASY)
+        if d.hard_idx.size:
+            out[d.hard_idx] = np.asarray(d.cos, dtype=np.float64).max(axis=1)
+        return out
+    raise ValueError(f"unknown abstain score {score!r}")
+
+
+# ---- evaluation and the threshold ------------------------------------------------------------------
+def auroc(in_scope: np.ndarray, out_of_scope: np.ndarray) -> float:
+    """Probability that an out-of-scope text scores below an in-scope one (ties count half).
+
+    >>> auroc(np.array([0.9, 0.8, 0.4]), np.array([0.1, 0.4]))
+    0.9166666666666666
+    """
+    a, b = np.asarray(in_scope, np.float64), np.asarray(out_of_scope, np.float64)
+    both = np.concatenate([a, b])
+    order = np.argsort(both, kind="stable")
+    ranks = np.empty(len(both))
+    ranks[order] = np.arange(1, len(both) + 1)
+    for v in np.unique(both):  # average ranks of ties (inf included)
+        tie = both == v
+        if tie.sum() > 1:
+            ranks[tie] = ranks[tie].mean()
+    rank_in = ranks[: len(a)].sum()
+    return float((rank_in - len(a) * (len(a) + 1) / 2) / (len(a) * len(b)))
+
+
+def operating_point(s_in, correct_in, s_oos, threshold: float) -> dict:
+    """Out-of-scope recall and in-scope accuracy (an abstained in-scope text counts as wrong)."""
+    s_in, s_oos = np.asarray(s_in), np.asarray(s_oos)
+    kept = s_in > threshold
+    return {
+        "threshold": float(threshold),
+        "oos_recall": float(np.mean(s_oos <= threshold)) if len(s_oos) else None,
+        "inscope_accuracy": float(np.mean(np.asarray(correct_in) & kept)),
+        "inscope_abstained": float(np.mean(~kept)),
+    }
+
+
+def parse_rule(rule: str) -> tuple[str, float]:
+    """``drop:P`` (points of in-scope accuracy), ``recall:R`` (out-of-scope recall in (0, 1]) or a number.
+
+    >>> parse_rule("drop:1"), parse_rule("recall:0.8"), parse_rule("0.42")
+    (('drop', 1.0), ('recall', 0.8), ('fixed', 0.42))
+    """
+    kind, _, value = str(rule).partition(":")
+    try:
+        if not value:
+            return "fixed", float(kind)
+        x = float(value)
+    except ValueError:
+        x = None
+    if kind == "drop" and x is not None and 0 <= x <= 100:
+        return "drop", x
+    if kind == "recall" and x is not None and 0 < x <= 1:
+        return "recall", x
+    raise ValueError(
+        f"abstain threshold rule {rule!r}: expected drop:P (0-100 points), recall:R (0-1) or a number"
+    )
+
+
+def choose_threshold(s_in, correct_in, s_oos, rule: str = DEFAULT_RULE) -> float:
+    """The threshold the rule asks for, among the dev scores.
+
+    ``drop:P``: the largest threshold whose in-scope accuracy is at most P points below abstaining
+    on nothing (the most out-of-scope texts caught for that price); ``recall:R``: the smallest
+    threshold that catches a share R of the out-of-scope dev texts; a number: that threshold.
+
+    Worked example (``drop:50``): in-scope scores [0.9, 0.8, 0.4], all correct (accuracy 1.0); a
+    threshold of 0.4 abstains on the third (accuracy 2/3, 33 points lost <= 50), 0.8 on two (67 > 50).
+
+    >>> choose_threshold([0.9, 0.8, 0.4], [True, True, True], [0.1, 0.4], "drop:50")
+    0.4
+    """
+    kind, x = parse_rule(rule)
+    if kind == "fixed":
+        return x
+    s_in, s_oos = np.asarray(s_in, np.float64), np.asarray(s_oos, np.float64)
+    finite = np.concatenate([s_in, s_oos])
+    candidates = np.unique(finite[np.isfinite(finite)])
+    below_all = float(candidates[0] - 1.0) if candidates.size else 0.0  # abstains on nothing
+    if kind == "recall":
+        for t in candidates:
+            if np.mean(s_oos <= t) >= x:
+                return float(t)
+        return float(candidates[-1]) if candidates.size else below_all
+    base = np.mean(correct_in)
+    best = below_all
+    for t in candidates:
+        if operating_point(s_in, correct_in, s_oos, t)["inscope_accuracy"] >= base - x / 100 - 1e-12:
+            best = float(t)
+    return best
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    """Macro-F1 over the classes present in ``gold`` or ``pred`` (the unknown class is one of them).
+
+    >>> macro_f1(np.array([0, 0, 1, -1]), np.array([0, 1, 1, -1]))
+    0.7777777777777777
+    """
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    f1 = []
+    for c in np.union1d(gold, pred):
+        tp = np.sum((pred == c) & (gold == c))
+        p, r = np.sum(pred == c), np.sum(gold == c)
+        f1.append(0.0 if tp == 0 else 2 * tp / (p + r))
+    return float(np.mean(f1))
