@@ -140,6 +140,7 @@ def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, 
         "dev": dev,
         "dev_curve": dev_curve(dev_in[chosen], correct, dev_oos[chosen]),
         "rows": {"dev_in": len(ckpt.dev.texts), "dev_oos": len(oos.dev), "test_oos": len(oos.test or [])},
+        "out_of_scope": ckpt.info.out_of_scope,  # how the checkpoint chose them (unknown labels, seed)
     }
     return abstain, metrics, (train_emb if chosen == "knn" else None)
 
@@ -154,9 +155,11 @@ def evaluate_abstain(r, ckpt, oos: OutOfScopeTexts, log) -> dict | None:
     gold = np.concatenate([ckpt.test.gold, np.full(len(oos.test), -1)])
     flagged = np.array([bool(p.out_of_scope) for p in preds])
     off = np.array([p.label_id for p in r.predict(ckpt.test.texts + oos.test, abstain=False)])
+    gold_in = gold[:n_in]
     out = {
         "oos_recall": float(flagged[n_in:].mean()),
-        "inscope_accuracy": float(np.mean(pred[:n_in] == gold[:n_in])),
+        "inscope_accuracy": float(np.mean(pred[:n_in] == gold_in)),
+        "inscope_accuracy_off": float(np.mean(off[:n_in] == gold_in)),
         "inscope_abstained": float(flagged[:n_in].mean()),
         "macro_f1": macro_f1(gold, pred),
         "macro_f1_off": macro_f1(gold, off),

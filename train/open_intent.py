@@ -35,12 +35,16 @@ class OutOfScope:
     label: str | None  # --oos-label
     unknown_labels: list[str]  # --unknown-ratio's choice, sorted
     train_rows_left_out: int
+    unknown_ratio: float = 0.0
+    seed: int | None = None
 
     def info(self) -> dict:
         """What the checkpoint records (``lrsl.json``'s ``out_of_scope``)."""
         return {
             "oos_label": self.label,
             "unknown_labels": self.unknown_labels,
+            "unknown_ratio": self.unknown_ratio,
+            "seed": self.seed,
             "train_rows_left_out": self.train_rows_left_out,
             "dev": len(self.dev) if self.dev else 0,
             "test": len(self.test) if self.test else 0,
@@ -72,7 +76,7 @@ def separate(
     dev_in, dev_oos = _part(dev, out)
     test_in, test_oos = _part(test, out) if test else (None, None)
     left_out = len(train) - len(train_in)
-    oos = OutOfScope(dev_oos, test_oos, oos_label, unknown, left_out)
+    oos = OutOfScope(dev_oos, test_oos, oos_label, unknown, left_out, ratio, seed if ratio else None)
     return train_in, dev_in, test_in, oos
 
 
