@@ -60,6 +60,15 @@ def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
         "labels": list(m.labels),
         "k": m.k,
         "threshold": m.threshold,
+        "measure": m.measure,
+        "abstain": None
+        if m.abstain is None
+        else {
+            "score": m.abstain.score,
+            "threshold": m.abstain.threshold,
+            "fallback_label": m.abstain.fallback_label,
+            "chosen_by": m.abstain.chosen_by,
+        },
         "fusion": m.fusion.to_dict(),
         "fusion_name": m.fusion.name,
         "precision": m.precision,
@@ -92,8 +101,9 @@ def format_bundle(s: dict) -> str:
     lines = [
         f"bundle:      {s['bundle']}",
         f"labels:      {s['n_labels']} ({shown})",
-        f"gate:        hard when top-{s['k']} logit variance <= {s['threshold']:.6g}",
+        f"gate:        hard when {_measure(s['measure'], s['k'])} <= {s['threshold']:.6g}",
         f"fusion:      {s['fusion_name']}",
+        *_abstain_line(s["abstain"]),
         f"precision:   {s['precision']}" + (f" (preset {s['preset']})" if s["preset"] else ""),
         f"embedding:   {s['embedding_dim']} dims; max length {s['max_length']} tokens",
         f"created:     {s['created_at']} by {', '.join(f'{k} {v}' for k, v in s['created_by'].items())}",
@@ -105,6 +115,22 @@ def format_bundle(s: dict) -> str:
         lines.append("metrics (measured by export):")
         lines += _tree(s["metrics"], depth=1)
     return "\n".join(lines)
+
+
+def _measure(measure: str, k: int) -> str:
+    names = {"variance": f"top-{k} logit variance", "margin": "softmax margin (top-1 - top-2)"}
+    return names.get(
+        measure,
+        {"max_prob": "max softmax probability", "entropy": "minus the softmax entropy"}.get(measure, measure),
+    )
+
+
+def _abstain_line(a: dict | None) -> list[str]:
+    if a is None:
+        return []
+    return [
+        f"abstain:     {a['fallback_label']} when {a['score']} <= {a['threshold']:.6g} (threshold by {a['chosen_by']})"
+    ]
 
 
 def _tree(d: dict, depth: int) -> list[str]:
@@ -126,5 +152,7 @@ def _short(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
+        if len(value) > 12:  # a curve or a long table: its length, not its values
+            return f"[{len(value)} entries]"
         return "[" + ", ".join(_short(v) for v in value) + "]"
     return str(value)
