@@ -34,7 +34,7 @@ from .embedder import label_similarities, mine_triplets, train_embedder, zero_sh
 from .errors import CheckpointError, DataError, ModelError
 from .models import check_max_length, default_base_model
 from .open_intent import OutOfScope
-from .splits import load_splits_and_oos
+from .splits import load_splits, load_splits_and_oos  # noqa: F401 - load_splits: public here too
 
 # An existing checkpoint at --out is replaced (at the very end); any other non-empty directory is refused.
 CHECKPOINT = Artifact("checkpoint", "an LRSL training checkpoint", "lrsl.json", CheckpointError)
