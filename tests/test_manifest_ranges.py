@@ -24,9 +24,21 @@ def _set(d: dict, dotted: str, value) -> None:
 
 
 CASES = [
-    ("threshold", float("nan"), "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got nan"),
-    ("threshold", float("inf"), "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got inf"),
-    ("threshold", -0.5, "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got -0.5"),
+    (
+        "threshold",
+        float("nan"),
+        "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got nan",
+    ),
+    (
+        "threshold",
+        float("inf"),
+        "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got inf",
+    ),
+    (
+        "threshold",
+        -0.5,
+        "'threshold' must be a finite number >= 0 (a sureness: variance, margin, max_prob), got -0.5",
+    ),
     ("threshold", 10**400, "'threshold' must be a finite number >= 0"),
     ("threshold", "0.1", "'threshold' must be int or float, got str"),
     ("k", 1, "'k' must be in [2, 4], got 1"),
