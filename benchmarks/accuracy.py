@@ -1,6 +1,6 @@
 """Accuracy of the PyTorch checkpoint and of the exported bundles on the same split, side by side.
 
-    python benchmarks/accuracy.py --checkpoint CKPT --bundle DIR [--bundle-fp32 DIR] [--split test|dev]
+    python -m benchmarks.accuracy --checkpoint CKPT --bundle DIR [--bundle-fp32 DIR] [--split test|dev]
         [--out FILE.json] [--threads N] [--batch-size B]
 
 Rows, all on CKPT/<split>.jsonl:
@@ -28,16 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import train/, lrsl_rt/ and benchmarks.* from the checkout
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
-from lrsl_rt.errors import LrslError  # noqa: E402
-from lrsl_rt.metrics import lrsl_report  # noqa: E402
+from lrsl_rt.command import DefaultsHelpFormatter
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.errors import LrslError
+from lrsl_rt.metrics import lrsl_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -178,7 +172,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from benchmarks.run_record import finish_record, run_record
+    from benchmarks.lib.record import finish_record, run_record
 
     args = parse_args(argv)
     run = run_record()

@@ -5,8 +5,8 @@ zero-shot accuracy before/after fine-tuning, training wall time, the dev calibra
 the bundle's ``manifest.json`` metrics (the shipped int8 bundle through ``Reranker.predict`` on the
 same test split). Nothing is typed by hand except the published anchors, which carry their source.
 
-    python benchmarks/datasets_table.py --artifacts artifacts --out artifacts/datasets
-    python benchmarks/datasets_table.py --run banking77=CKPT:BUNDLE --run hwu64=CKPT --out table
+    python -m benchmarks.datasets_table --artifacts artifacts --out artifacts/datasets
+    python -m benchmarks.datasets_table --run banking77=CKPT:BUNDLE --run hwu64=CKPT --out table
 
 ``--artifacts DIR`` takes every ``DIR/<name>/checkpoint`` (with ``DIR/<name>/bundle`` when present);
 ``--run NAME=CHECKPOINT[:BUNDLE]`` names them one by one. Writes ``OUT.json`` (kind ``datasets``,
@@ -20,13 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import benchmarks.* as a package, never its modules bare
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.record import script_record, write_result
 
 # Published test accuracies the product is compared with (see each data set's SOURCE.md).
 ANCHORS = {
@@ -240,7 +234,9 @@ def write(table: dict, out: Path, run: dict) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/datasets_table.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.datasets_table", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--artifacts", help="folder of <name>/checkpoint[/..bundle] (e.g. artifacts)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=CHECKPOINT[:BUNDLE]")
     p.add_argument("--out", required=True, help="output path without extension; writes OUT.json and OUT.md")

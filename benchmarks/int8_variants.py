@@ -1,6 +1,6 @@
 """int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, accuracy, speed.
 
-    python benchmarks/int8_variants.py --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
+    python -m benchmarks.int8_variants --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
         [--batch-size B] [--threads N] [--work DIR] [--out FILE.json]
 
 The export ships one int8 preset per CPU family (``export.optimize.PRESETS``). This script answers
@@ -28,14 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
+from lrsl_rt.command import DefaultsHelpFormatter
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 
 DEFAULT_VARIANTS = "fused_u8u8,fused_s8rr,fused_s8,raw_u8u8,raw_s8rr,fused_u8u8_ffn2,fused_s8rr_ffn2"
 WEIGHTS = {"u8u8": ("QUInt8", False), "s8": ("QInt8", False), "s8rr": ("QInt8", True)}
@@ -129,7 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse_args(argv)
 
-    from benchmarks.run_record import finish_record, run_record
+    from benchmarks.lib.record import finish_record, run_record
     from export.onnx_export import export_onnx, load_classifier, load_tokenizer
     from export.optimize import optimize_graph
     from lrsl_rt.session import OnnxSession

@@ -1,6 +1,6 @@
 """Batch invariance of bundles: is a text's answer the same alone and in any batch?
 
-    python benchmarks/invariance.py BUNDLE [BUNDLE ...] [--texts FILE] [--limit N]
+    python -m benchmarks.invariance BUNDLE [BUNDLE ...] [--texts FILE] [--limit N]
         [--batch-sizes 32,8] [--seed 0] [--threads N] [--out FILE.json] [--markdown FILE.md]
 
 For each bundle, every text is predicted (``Reranker.predict`` for the LRSL and classifier labels,
@@ -28,14 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
 
 DEFAULT_BATCH_SIZES = (32, 8)
 

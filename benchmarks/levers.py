@@ -1,7 +1,7 @@
 """Levers of issue 16 on a trained checkpoint, without retraining: label representations, hardness
 gates at a matched hard share, and an MLP reranker against the similarity rule.
 
-    python benchmarks/levers.py --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers
+    python -m benchmarks.levers --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers
 
 1. Arrays, computed once and cached in ``OUT/arrays.npz`` (reused while the checkpoint's labels and
    split sizes match): the PyTorch classifier's dev/test logits (``train.classifier.predict_logits``)
@@ -14,7 +14,7 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
    (a) label representations: label name (today), class prototype, their normalized mean;
    (b) hardness gates: top-k variance, top-2 margin, entropy, max probability, each marking as many dev
        samples hard as the variance gate does;
-   (c) MLP reranker over per-candidate features (:func:`benchmarks.lever_eval.candidate_features`)
+   (c) MLP reranker over per-candidate features (:func:`benchmarks.lib.lever_eval.candidate_features`)
        trained on dev, vs the similarity rule, on the variance gate's hard samples.
 3. ``OUT/levers.json`` (kind ``levers``, with the run record: ``results_doc.py`` pages it) and
    ``OUT/levers.md``.
@@ -29,17 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import train/, lrsl_rt/ and benchmarks.* from the checkout
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import lever_eval as E  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
-from lrsl_rt.calibrate import MIN_Z, sigma2_mis  # noqa: E402
-from lrsl_rt.fusion import Fusion  # noqa: E402
-from lrsl_rt.gate import is_hard  # noqa: E402
+from benchmarks.lib import lever_eval as E
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.calibrate import MIN_Z, sigma2_mis
+from lrsl_rt.fusion import Fusion
+from lrsl_rt.gate import is_hard
 
 SPLITS = ("dev", "test")
 
@@ -231,7 +225,7 @@ def markdown(res: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/levers.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--out", required=True, help="folder for arrays.npz, levers.json, levers.md")
     p.add_argument(

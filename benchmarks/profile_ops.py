@@ -1,6 +1,6 @@
 """Where a bundle's classifier spends its time, per operator type, from ONNX Runtime's profiler.
 
-    python benchmarks/profile_ops.py BUNDLE [--role classifier] [--calls 1,32] [--batch-size N]
+    python -m benchmarks.profile_ops BUNDLE [--role classifier] [--calls 1,32] [--batch-size N]
         [--n-texts 256] [--warmup 20] [--threads N] [--out FILE.json] [--markdown FILE.md]
 
 For each call size C in ``--calls``, ``--n-texts`` evenly spaced Banking77 test texts are cut into
@@ -27,14 +27,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
 
 
 def profiled_session(path: Path, threads: int | None, prefix: Path):

@@ -1,7 +1,7 @@
 """int8 presets of one checkpoint side by side: agreement with fp32, LRSL accuracy, batch invariance,
 bundle size and (``--time``) the speed of the full path.
 
-    python benchmarks/quant_presets.py --checkpoint CKPT --work DIR
+    python -m benchmarks.quant_presets --checkpoint CKPT --work DIR
         [--presets fp32,avx512_vnni,static_avx512_vnni,static_avx512_vnni:percentile]
         [--calibration-texts FILE] [--invariance-limit N] [--threads N]
         [--time [--repeats 3] [--n-texts 500]] [--out FILE.json] [--markdown FILE.md]
@@ -32,15 +32,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, median_range, read_texts, subsample  # noqa: E402
-from benchmarks.invariance import batching_runs, compare, describe  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.invariance import batching_runs, compare, describe
+from benchmarks.lib.common import DEFAULT_TEXTS, median_range, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
 
 DEFAULT_PRESETS = "fp32,avx512_vnni,static_avx512_vnni,avx2_s8rr,static_avx2_s8rr"
 RULE = {"max_lrsl_drop": 0.003, "min_agreement": 0.99}
@@ -114,7 +108,7 @@ def timed(bundles: dict[str, Path], repeats: int, n_texts: int, threads: int | N
     import tempfile
 
     from benchmarks import latency
-    from benchmarks.common import bench_env, run_json, write_jsonl
+    from benchmarks.lib.common import bench_env, run_json, write_jsonl
 
     data = subsample(read_texts(DEFAULT_TEXTS), n_texts)
     results: dict[str, list] = {name: [] for name in bundles}

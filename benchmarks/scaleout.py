@@ -32,10 +32,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.common import DEFAULT_TEXTS, ROOT, bench_env, median_range, read_texts
-from benchmarks.machine import cpu_info, versions
-from benchmarks.run_record import script_record, write_result
-from benchmarks.startup import cli_command
+from benchmarks.lib.common import DEFAULT_TEXTS, ROOT, bench_env, median_range, read_texts
+from benchmarks.lib.machine import cpu_info, versions
+from benchmarks.lib.record import script_record, write_result
+from benchmarks.lib.startup import cli_command
 
 ONE_ROW = 1
 

@@ -13,7 +13,7 @@
 Growth = (highest RSS over the last tenth of the samples - RSS at the end of the first tenth, the
 warm-up) / that baseline, in percent. A leak shows as growth that rises with ``--n``; allocator noise
 does not. The table goes to stdout; ``--out FILE.json`` writes every sample, the settings and the
-machine (:mod:`benchmarks.machine`) with the run record (kind ``soak``: ``results_doc.py`` pages it),
+machine (:mod:`benchmarks.lib.machine`) with the run record (kind ``soak``: ``results_doc.py`` pages it),
 and the table in ``FILE.md`` beside it. Linux only (``/proc``). Not a test: nothing here is asserted;
 the exit status is 1 when the CLI run failed.
 """
@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import DEFAULT_TEXTS, ROOT, read_texts
-from .machine import cpu_info, versions
-from .run_record import script_record, write_result
+from .lib.common import DEFAULT_TEXTS, ROOT, read_texts
+from .lib.machine import cpu_info, versions
+from .lib.record import script_record, write_result
 
 GROWTH_TARGET_PCT = 5.0  # docs/guide/reliability.md: RSS growth over a soak run of at most 5 %
 

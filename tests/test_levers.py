@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trained_tiny import trained
 
-from benchmarks import lever_eval as E
+from benchmarks.lib import lever_eval as E
 from lrsl_rt.fusion import Fusion
 
 
@@ -98,7 +98,7 @@ def test_levers_script_on_a_tiny_checkpoint(built, tmp_path, capsys):
     # the JSON is a results page of its own: kind, title, the markdown and the run's record
     assert first["kind"] == "levers" and first["markdown"].strip() in md
     args = ["--checkpoint", str(built.checkpoint), "--out", str(out)]
-    assert first["run"]["command"] == shlex.join(["python", "benchmarks/levers.py", *args])
+    assert first["run"]["command"] == shlex.join(["python", "-m", "benchmarks.levers", *args])
     assert md.startswith(f"Command: `{first['run']['command']}`\n\n# Levers on ")
     capsys.readouterr()
 

@@ -256,7 +256,7 @@ def render_generic(doc: dict) -> list[str]:
 
 
 def render_latency(r: dict) -> list[str]:
-    from benchmarks.latency_report import markdown
+    from benchmarks.lib.latency_report import markdown
 
     return ["", markdown(r).replace("## lrsl-rt latency benchmark", "## Latency benchmark", 1)]
 

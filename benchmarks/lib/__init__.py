@@ -1,0 +1,11 @@
+"""What the entry scripts of :mod:`benchmarks` share; nothing here is run on its own.
+
+- ``record``: the run record (command, machine, versions, git commit) and ``write_result``.
+- ``machine``: the CPU, its int8 instructions and peak, the library versions.
+- ``common``: reading texts, summary statistics, running a worker in a subprocess.
+- ``contenders``, ``measure``, ``optimum_model``, ``startup``, ``summary``, ``latency_report``: the
+  pieces of ``latency``.
+- ``lever_eval``: the levers as functions of cached arrays (``levers``, ``embedder_lever``).
+- ``results_render``: the tables of one results page, by kind (``results_doc``).
+- ``serve_report``: the markdown of ``serve``.
+"""
