@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lrsl_rt.command import DefaultsHelpFormatter
+from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
-from lrsl_rt.errors import LrslError
+from lrsl_rt.errors import LrslError, UsageError
 from lrsl_rt.metrics import lrsl_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
+    p = CommandParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="training checkpoint (python -m train)"
     )
@@ -171,7 +171,11 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     from benchmarks.lib.record import finish_record, run_record
 
     args = parse_args(argv)
@@ -180,16 +184,14 @@ def main(argv=None) -> int:
     try:
         info, texts, gold = load_split(ckpt, args.split)
     except (OSError, ValueError, LrslError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     reference = pytorch_predictions(ckpt, info, texts, args.threads)
     rows = {"pytorch": row(reference, gold, None)}
     for path in filter(None, (args.bundle, args.bundle_fp32)):
         try:
             p = bundle_predictions(path, info.labels, texts, args.threads, args.batch_size)
-        except (LrslError, ValueError) as e:
-            print(f"Error: {e}", file=sys.stderr)
-            return 1
+        except ValueError as e:
+            raise LrslError(str(e)) from e
         name = f"bundle {p['precision']}" + (f" ({p['preset']})" if p["preset"] else "")
         rows[name if name not in rows else f"{name} {path}"] = row(p, gold, reference)
     result = {

@@ -17,7 +17,6 @@ batch size, so ``2x2`` costs what the default ``4x1`` costs and ``2x1`` half of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -31,6 +30,8 @@ from benchmarks.levers import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib import lever_eval as E
 from benchmarks.lib.record import script_record, write_result
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError
 from lrsl_rt.gate import is_hard
 
 
@@ -203,9 +204,11 @@ def run(a, log) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.embedder_lever", description=__doc__.split("\n\n")[0]
-    )
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.embedder_lever", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--variants", nargs="+", default=["2x1", "2x2"], help="EPOCHSxNEGATIVES of each variant")
     p.add_argument("--out", required=True, help="result JSON (the markdown goes beside it)")
@@ -218,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res, md = run(a, log)
     except (ValueError, FileNotFoundError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        raise LrslError(str(e)) from e
     write_result(
         Path(a.out), res, md, kind="embedder-lever", title="Embedder budget and negatives", run=record
     )

@@ -21,7 +21,6 @@ pages it) and the table to ``--markdown`` (default: ``FILE.md`` beside it).
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
 from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
 
 DEFAULT_BATCH_SIZES = (32, 8)
 
@@ -115,8 +115,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.invariance", description=__doc__.split("\n\n")[0])
     p.add_argument("bundles", nargs="+", help="bundle directories")
     p.add_argument("--texts", default=str(DEFAULT_TEXTS), help="texts file (default: Banking77 test)")
     p.add_argument("--limit", type=int, default=0, help="evenly spaced texts to use (0: all)")

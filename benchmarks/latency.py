@@ -65,14 +65,17 @@ from benchmarks.lib.machine import cpu_info, versions
 from benchmarks.lib.record import finish_record, run_record
 from benchmarks.lib.startup import startup
 from benchmarks.lib.summary import mac_utilisation, summarize, token_lengths
-from lrsl_rt.errors import LrslError
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError, UsageError
 
 QUICK = {"n_texts": 12, "repeats": 1, "warmup": 2, "startup_runs": 2}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    p = CommandParser(
+        prog="python -m benchmarks.latency",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bundle", required=True, metavar="DIR", help="the int8 lrsl-rt bundle")
     p.add_argument(
@@ -261,7 +264,11 @@ def method(args, settings) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
@@ -274,8 +281,7 @@ def main(argv=None) -> int:
         data = subsample(read_texts(args.texts or DEFAULT_TEXTS), args.n_texts)
         names, skipped, settings = make_plan(args, log)
     except (ValueError, OSError, LrslError) as e:  # bad paths, an unreadable bundle or texts file
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     cpu = cpu_info()
     optimum_dir, optimum_info, errors = None, None, {}
     with tempfile.TemporaryDirectory(prefix="lrsl_bench_") as tmp:

@@ -22,7 +22,6 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 from benchmarks.lib import lever_eval as E
 from benchmarks.lib.record import script_record, write_result
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
 
@@ -225,7 +226,11 @@ def markdown(res: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--out", required=True, help="folder for arrays.npz, levers.json, levers.md")
     p.add_argument(
@@ -246,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         arrays = load_arrays(ckpt, Path(a.cache) if a.cache else out / "arrays.npz", a.train, a.threads, log)
         res = evaluate(arrays, info.k, info.fusion_rule)
     except (ValueError, FileNotFoundError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        raise LrslError(str(e)) from e
     res["checkpoint"] = str(ckpt)
     md = markdown(res, ckpt.parent.name if ckpt.name == "checkpoint" else ckpt.name)
     write_result(out / "levers.json", res, md, kind="levers", title="Levers without retraining", run=run)

@@ -20,7 +20,6 @@ operators. Time it only on a quiet machine (the profiler's figures are wall-cloc
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
 from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import UsageError
 
 
 def profiled_session(path: Path, threads: int | None, prefix: Path):
@@ -61,7 +62,7 @@ def aggregate(events: list[dict], skip_runs: int) -> dict:
         key=lambda e: e["ts"],
     )
     if len(runs) <= skip_runs:
-        raise SystemExit(f"only {len(runs)} model runs profiled; lower --warmup")
+        raise UsageError(f"only {len(runs)} model runs profiled; lower --warmup")
     start = runs[skip_runs]["ts"]
     kept = runs[skip_runs:]
     by_op: dict[str, dict] = defaultdict(lambda: {"us": 0.0, "count": 0})
@@ -126,8 +127,12 @@ def markdown(results: list[dict], top: int = 12) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.profile_ops", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--role", choices=("classifier", "embedder"), default="classifier")
     p.add_argument("--calls", default="1,32", help="texts per call (default 1,32)")

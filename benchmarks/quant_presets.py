@@ -27,7 +27,6 @@ with the run record: ``results_doc.py`` pages it) and the table to ``--markdown`
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -35,6 +34,8 @@ from pathlib import Path
 from benchmarks.invariance import batching_runs, compare, describe
 from benchmarks.lib.common import DEFAULT_TEXTS, median_range, read_texts, subsample
 from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import UsageError
 
 DEFAULT_PRESETS = "fp32,avx512_vnni,static_avx512_vnni,avx2_s8rr,static_avx2_s8rr"
 RULE = {"max_lrsl_drop": 0.003, "min_agreement": 0.99}
@@ -48,11 +49,11 @@ def preset_name(spec: str) -> str | None:
         return None
     base, _, method = spec.partition(":")
     if base not in PRESETS:
-        raise SystemExit(f"unknown preset {base!r}; known: fp32, {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {base!r}; known: fp32, {', '.join(PRESETS)}")
     if not method:
         return base
     if not PRESETS[base].batch_invariant:
-        raise SystemExit(f"{spec}: only static presets take a calibration method")
+        raise UsageError(f"{spec}: only static presets take a calibration method")
     name = f"{base}_{method}"
     PRESETS[name] = replace(PRESETS[base], name=name, calibration=method)
     return name
@@ -156,8 +157,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.quant_presets", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--work", required=True, help="folder for the bundles (one per preset)")
     p.add_argument("--presets", default=DEFAULT_PRESETS, help=f"comma-separated (default {DEFAULT_PRESETS})")

@@ -15,10 +15,15 @@ import sys
 from pathlib import Path
 
 from benchmarks.lib.record import run_and_record
+from lrsl_rt.command import CommandParser, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run_record", description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.run_record", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="FILE.run.json", help="where to write the record")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     a = p.parse_args(argv)

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.lib.machine import cpu_info, versions
+from lrsl_rt.errors import LrslError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,15 +130,24 @@ def write_markdown(path: str | Path, markdown: str, run: dict) -> Path:
     return path
 
 
+class CommandNotRun(LrslError):
+    """The command given to :func:`run_and_record` could not be started (exit status 127, as a shell's)."""
+
+    exit_code = 127
+
+
 def run_and_record(cmd: list[str], out: Path) -> int:
-    """Run ``cmd`` (output passes through), then write its record to ``out``; the command's exit status."""
+    """Run ``cmd`` (output passes through), then write its record to ``out``; the command's exit status.
+    A command that cannot be started is recorded with exit status 127, then raises :class:`CommandNotRun`."""
     record = run_record(command=shlex.join(cmd))
+    error = None
     try:
         code = subprocess.run(cmd).returncode
     except OSError as e:
-        print(f"Error: cannot run {cmd[0]!r}: {e}", file=sys.stderr)
-        code = 127
+        error, code = e, 127
     finish_record(record, code)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"run": record}, indent=2) + "\n", encoding="utf-8")
+    if error is not None:
+        raise CommandNotRun(f"cannot run {cmd[0]!r}: {error}") from error
     return code
