@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.levers import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib import lever_eval as E
+from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib.record import script_record, write_result
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis
 from lrsl_rt.command import CommandParser, run_command

@@ -22,39 +22,19 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.lib import lever_eval as E
+from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib.record import script_record, write_result
 from lrsl_rt.calibrate import MIN_Z, sigma2_mis
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.errors import LrslError
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
-
-SPLITS = ("dev", "test")
-
-
-def training_split(ckpt: Path, info, train_file: str | None):
-    """(texts, gold ids) of the training texts the checkpoint was trained on."""
-    from train import data as D
-    from train.pipeline import TrainConfig, load_splits
-
-    if train_file:
-        split = D.read_labelled(train_file, "text", "label" if train_file.endswith(".jsonl") else "category")
-    else:
-        config = json.loads((ckpt / "metrics.json").read_text(encoding="utf-8")).get("config")
-        if not config:
-            raise ValueError(f"{ckpt}/metrics.json: no 'config'; pass --train FILE with the training texts")
-        keep = {k: v for k, v in config.items() if k not in ("classifier", "embedder")}
-        _, split, _, _ = load_splits(TrainConfig(**keep), log=lambda s: None)
-    index = {y: i for i, y in enumerate(info.labels)}
-    rows = [(t, index[y]) for t, y in zip(split.texts, split.labels, strict=True) if y in index]
-    return [t for t, _ in rows], np.array([g for _, g in rows], dtype=np.int64)
 
 
 def compute_arrays(ckpt: Path, train_file: str | None, threads: int | None, log) -> dict[str, np.ndarray]:
@@ -105,19 +85,6 @@ def load_arrays(ckpt: Path, cache: Path, train_file, threads, log) -> dict[str, 
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **arrays)
     return arrays
-
-
-def strip_private(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
-
-
-def verdicts(rows: dict[str, dict], incumbent: str) -> dict:
-    """rows[split][name]["_ok"] -> McNemar vs the incumbent on each split, and the dev decision."""
-    out = {s: E.compare({n: r["_ok"] for n, r in rows[s].items()}, incumbent) for s in SPLITS}
-    adopted = [n for n in rows["dev"] if n != incumbent and out["dev"][n]["beats_incumbent"]]
-    best = max(adopted, key=lambda n: rows["dev"][n]["accuracy_lrsl"], default=incumbent)
-    confirmed = None if best == incumbent else out["test"][best]["z"] >= MIN_Z
-    return {"mcnemar": out, "incumbent": incumbent, "adopted_on_dev": best, "confirmed_on_test": confirmed}
 
 
 def evaluate(a: dict[str, np.ndarray], k: int, fusion: Fusion) -> dict:
