@@ -31,7 +31,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.invariance import batching_runs, compare, describe
+from benchmarks.lib.batching import batching_runs, compare, describe
 from benchmarks.lib.common import DEFAULT_TEXTS, median_range, read_texts, subsample
 from benchmarks.lib.record import script_record, write_result
 from lrsl_rt.command import CommandParser, run_command

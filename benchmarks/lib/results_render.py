@@ -262,7 +262,7 @@ def render_latency(r: dict) -> list[str]:
 
 
 def render_accuracy(r: dict) -> list[str]:
-    from benchmarks.accuracy import markdown
+    from benchmarks.lib.accuracy_report import markdown
 
     return ["", markdown(r)]
 
