@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from benchmarks.run_record import script_record, write_result
+from benchmarks.lib.record import script_record, write_result
 
 # What the product aims for at the default threshold (fractions).
 AIMS = {"inscope_drop_max": 0.01, "oos_recall_min": 0.70}
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         from lrsl_rt.manifest import read_manifest
 
         a = p.parse_args(argv)
-        record = script_record("benchmarks/open_intent.py", argv)
+        record = script_record(__file__, argv)
         m = read_manifest(a.bundle)
         if m.abstain is None or "abstain" not in m.metrics:
             raise UsageError(
