@@ -21,6 +21,8 @@ Entry scripts, and what each measures:
 ``serve``           ``lrsl-rt serve`` under closed-loop load against the in-process Reranker
 ``scaleout``        rows per second of ``lrsl-rt predict --engine ray`` against the in-process CLI
 ``soak``            resident memory over many predictions through the API and the CLI
+``open_intent``     out-of-scope texts: every abstain score's AUROC and the chosen operating point
+                    (``make open-intent``)
 ``results_doc``     not a measurement: the dated pages of ``docs/results/`` from the result JSON
                     (``make results``)
 ``run_record``      not a measurement: runs a command (training, export) and records its run beside
