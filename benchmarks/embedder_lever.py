@@ -1,4 +1,4 @@
-"""Lever 4 of issue 16: the embedder's training budget and its negatives, against the checkpoint's embedder.
+"""The embedder lever: the embedder's training budget and its negatives, against the checkpoint's embedder.
 
     python -m benchmarks.embedder_lever --checkpoint artifacts/hwu64/checkpoint --variants 2x1 2x2 \\
         --out artifacts/hwu64/levers/embedder.json

@@ -1,4 +1,4 @@
-"""Levers of issue 16 on a trained checkpoint, without retraining: label representations, hardness
+"""Levers of LRSL on a trained checkpoint, without retraining: label representations, hardness
 gates at a matched hard share, and an MLP reranker against the similarity rule.
 
     python -m benchmarks.levers --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers

@@ -1,4 +1,4 @@
-"""The levers of issue 16 as functions of cached arrays: label representations, hardness gates, MLP reranker.
+"""The levers of LRSL as functions of cached arrays: label representations, hardness gates, MLP reranker.
 
 Inputs are the classifier's logits and the fine-tuned embedder's unit-length text embeddings of a
 split, the gold label ids, and the label representations. The LRSL decision itself (argmax, gate,
