@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from .bundle_dir import BUNDLE_ENV, DEFAULT_BUNDLE, require_bundle, resolve_bundle
 from .command import CommandParser, positive_int, run_command
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import InputError, RecordStop, UsageError
 
-DEFAULT_BUNDLE = "artifacts/banking77/bundle"
-BUNDLE_ENV = "LRSL_RT_BUNDLE"
 CHUNK_SIZE = 1024
 
 
@@ -166,24 +164,12 @@ def ray_opts(p):
     )
 
 
-def resolve_bundle(arg: str | None) -> tuple[Path, str]:
-    """The bundle directory and where its name came from."""
-    if arg:
-        return Path(arg), "--bundle"
-    if os.environ.get(BUNDLE_ENV):
-        return Path(os.environ[BUNDLE_ENV]), f"${BUNDLE_ENV}"
-    return Path(DEFAULT_BUNDLE), "the default"
-
-
 def _load(args):
     """The Reranker; without --batch-size it uses the export's, so `eval` sees the export's batches."""
     from .reranker import Reranker
 
-    path, how = resolve_bundle(args.bundle)
-    if not path.is_dir():
-        raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR or set {BUNDLE_ENV}")
     return Reranker.from_bundle(
-        path,
+        require_bundle(args.bundle),
         providers=args.provider,
         threads=args.threads,
         batch_size=args.batch_size,
@@ -201,6 +187,7 @@ def cmd_predict(args) -> int:
         raise UsageError("--output-format, --ray-address, --actors and --cpus-per-actor need --engine ray")
     from .io import RecordReader, Writer, output_format, records_from_args
     from .output import check_not_input, require_stdout
+    from .rows import predict_rows
 
     if args.texts and args.input:
         raise UsageError("give texts as arguments or --input FILE, not both")
@@ -227,10 +214,10 @@ def cmd_predict(args) -> int:
             stop_at = None
             if args.on_error == "stop" and bad is not None:
                 chunk, stop_at = chunk[:bad], chunk[bad]
-            good = [r for r in chunk if not r.error]
-            preds = iter(reranker.predict([r.text for r in good], explain=args.explain))
-            for r in chunk:
-                writer.write(r, None if r.error else next(preds).to_dict())
+            texts, errors = [r.text for r in chunk], [r.error for r in chunk]
+            predictions = predict_rows(reranker, texts, errors, explain=args.explain)
+            for r, prediction in zip(chunk, predictions, strict=True):
+                writer.write(r, prediction)
             progress.update(len(chunk))
             if stop_at is not None:
                 raise RecordStop(f"{stop_at.where()}: {stop_at.error}")
@@ -276,10 +263,8 @@ def cmd_info(args) -> int:
     env = environment()
     path, how = resolve_bundle(args.bundle)
     summary, note = None, None
-    if path.is_dir():
-        summary = bundle_summary(path, verify=args.verify)
-    elif args.bundle:
-        raise UsageError(f"bundle directory {path} not found")
+    if path.is_dir() or args.bundle:
+        summary = bundle_summary(require_bundle(args.bundle), verify=args.verify)
     else:
         note = f"no bundle at {path} ({how}); pass --bundle DIR or set {BUNDLE_ENV}"
     if args.json:

@@ -177,7 +177,7 @@ def test_non_utf8_input(capsys, tiny_bundle, tmp_path):
         (["predict", "x"], "bundle directory artifacts/banking77/bundle (the default) not found"),
         (["predict", "--bundle", "nowhere", "x"], "bundle directory nowhere (--bundle) not found"),
         (["eval", "--bundle", "b"], "the following arguments are required: --input"),
-        (["info", "--bundle", "nowhere"], "bundle directory nowhere not found"),
+        (["info", "--bundle", "nowhere"], "bundle directory nowhere (--bundle) not found"),
         ([], "choose a command"),
     ],
 )
