@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"bundle directory (default: ${BUNDLE_ENV}, else {DEFAULT_BUNDLE})",
         )
 
+    def text_field_opt(p):
+        # one name with `python -m train`; the old --field (JSONL only) and --column (CSV only) still work
+        p.add_argument(
+            "--text-field", metavar="NAME", help="JSONL field / CSV column holding the text (default text)"
+        )
+        p.add_argument("--field", help=argparse.SUPPRESS)
+        p.add_argument("--column", help=argparse.SUPPRESS)
+
     def runtime_opts(p):
         p.add_argument(
             "--batch-size",
@@ -84,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", metavar="FILE", help="a .txt (one text per line), .jsonl or .csv file; - for stdin"
     )
-    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
-    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    text_field_opt(p)
     p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     p.add_argument(
         "--format",
@@ -112,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", metavar="FILE", required=True, help="a .jsonl or .csv file with texts and labels"
     )
-    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
-    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    text_field_opt(p)
     p.add_argument(
         "--label-field", default="label", help="JSONL field / CSV column holding the label (default label)"
     )
@@ -339,6 +345,9 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         raise UsageError("choose a command: predict, eval, info or serve (see `lrsl-rt --help`)")
+    if hasattr(args, "text_field"):  # the readers take the JSONL field and the CSV column apart
+        args.field = args.field or args.text_field or "text"
+        args.column = args.column or args.text_field or "text"
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return args.func(args)

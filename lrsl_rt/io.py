@@ -1,8 +1,8 @@
 """Reading input records and writing output records for the CLI.
 
 Inputs: texts given as arguments, lines on stdin, or ``--input FILE`` by extension --
-``.txt`` (one text per line), ``.jsonl`` (one JSON object per line, text under ``--field``) or
-``.csv`` (header row, text under ``--column``); ``-`` is stdin. Files are read as a stream, line by
+``.txt`` (one text per line), ``.jsonl`` (one JSON object per line, text under ``--text-field``) or
+``.csv`` (header row, text under ``--text-field``); ``-`` is stdin. Files are read as a stream, line by
 line, so memory stays bounded.
 
 Every input line (or CSV row) is one :class:`Record` with its line number, and each gives exactly one

@@ -91,7 +91,9 @@ def test_predict_txt_jsonl_csv_files(capsys, tiny_bundle, r, tmp_path):
     want = expected_labels(r, TEXTS)
     for name, extra in (
         ("in.txt", []),
-        ("in.jsonl", ["--field", "body"]),
+        ("in.jsonl", ["--text-field", "body"]),
+        ("in.csv", ["--text-field", "utterance"]),
+        ("in.jsonl", ["--field", "body"]),  # the old, hidden spellings
         ("in.csv", ["--column", "utterance"]),
     ):
         code, out, err = run(capsys, "predict", "--bundle", tiny_bundle, "--input", tmp_path / name, *extra)
