@@ -205,6 +205,11 @@ class RecordReader:
         for key in (self.column, self.label_field):
             if key is not None and key not in header:
                 raise InputError(f"{self.source}:1: no column {key!r} in the CSV header (columns: {header})")
+            if key is not None and header.count(key) > 1:  # which of them is the text is anyone's guess
+                raise InputError(
+                    f"{self.source}:1: column {key!r} appears {header.count(key)} times in the CSV header; "
+                    f"name each column once (columns: {header})"
+                )
         start = line_no[0] + 1
         while True:
             try:

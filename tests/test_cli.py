@@ -189,6 +189,14 @@ def test_usage_errors_exit_2(capsys, argv, message):
     assert err.startswith("Error: ") and message in err and err.count("\n") == 1
 
 
+def test_csv_naming_the_text_column_twice_is_refused_in_one_line(capsys, tmp_path, tiny_bundle):
+    p = tmp_path / "twice.csv"
+    p.write_text("text,text\nhello,world\n", encoding="utf-8")
+    code, out, err = run(capsys, "predict", "--bundle", tiny_bundle, "--input", p)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"Error: {p}:1: column 'text' appears 2 times in the CSV header")
+
+
 def test_broken_bundle_exits_1(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "predict", "--bundle", tmp_path / "empty", "x")
