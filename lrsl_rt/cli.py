@@ -231,8 +231,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .accuracy import format_report
     from .io import RecordReader
-    from .metrics import format_report
     from .report import evaluate, require_matplotlib, write_report
 
     reader = RecordReader(args.input, field=args.field, column=args.column, label_field=args.label_field)

@@ -19,9 +19,9 @@ import pytest
 from conftest import ROOT
 
 from lrsl_rt import Reranker
+from lrsl_rt.accuracy import lrsl_report
 from lrsl_rt.cli import main
 from lrsl_rt.errors import UsageError
-from lrsl_rt.metrics import lrsl_report
 
 TEXTS = [
     "my card has not arrived",
