@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import PREDICTION_KEYS, ROOT
 
 from lrsl_rt import Reranker
 from lrsl_rt.accuracy import lrsl_report
@@ -65,18 +65,7 @@ def test_predict_arguments(capsys, tiny_bundle, r):
     rows = jsonl(out)  # stdout is not a terminal: jsonl
     assert [row["line"] for row in rows] == list(range(1, len(TEXTS) + 1))
     assert [row["label"] for row in rows] == expected_labels(r, TEXTS)
-    assert set(rows[0]) == {
-        "line",
-        "label",
-        "label_id",
-        "score",
-        "hard",
-        "classifier_label",
-        "classifier_label_id",
-        "classifier_prob",
-        "fused_score",
-        "reranked",
-    }
+    assert set(rows[0]) == {"line", *PREDICTION_KEYS}
 
 
 def test_predict_txt_jsonl_csv_files(capsys, tiny_bundle, r, tmp_path):
