@@ -11,7 +11,7 @@ Rows, all on CKPT/<split>.jsonl:
 - ``bundle int8`` / ``bundle fp32``: ``Reranker.predict`` (what ``lrsl-rt eval`` reports), each with its
   own threshold and fusion, re-calibrated on the exported models at export time.
 
-Each row is ``lrsl_rt.metrics.lrsl_report`` (accuracy on all samples and on the hard subset, classifier
+Each row is ``lrsl_rt.accuracy.lrsl_report`` (accuracy on all samples and on the hard subset, classifier
 alone vs LRSL, hard share, fixed/broken) plus the share of its labels that agree with PyTorch's. When
 CKPT/metrics.json holds the training run's results for the split, they are shown as a check of the
 recomputed PyTorch row. Assumption: the split's labels are the checkpoint's (``lrsl.json`` labels).
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.lib.accuracy_report import markdown
+from lrsl_rt.accuracy import lrsl_report
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 from lrsl_rt.errors import LrslError, UsageError
-from lrsl_rt.metrics import lrsl_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:

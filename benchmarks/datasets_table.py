@@ -28,7 +28,7 @@ ANCHORS = {
     "banking77": {"name": "fine-tuned BERT-base", "accuracy": 0.9308},
     "hwu64": {"name": "DialoGLUE best", "accuracy": 0.9303},
 }
-# Issue 16's targets, checked per data set (fractions; seconds).
+# The targets each data set is checked against (fractions; seconds).
 TARGETS = {"lrsl_gain_min": 0.010, "bundle_gap_min": -0.003, "training_seconds_max": 3600.0}
 BUNDLE_ACCURACY_MIN = {"banking77": 0.931}
 REPORT_KEYS = ("n", "accuracy_classifier", "accuracy_lrsl", "n_hard", "hard_share", "fixed", "broken")
@@ -101,7 +101,7 @@ def dataset_row(name: str, checkpoint: Path, bundle: Path | None) -> dict:
 
 
 def targets(row: dict) -> dict[str, bool | None]:
-    """Which of issue 16's targets a data set meets (None: not measurable without a bundle).
+    """Which of the targets a data set meets (None: not measurable without a bundle).
 
     The thresholds are ``TARGETS`` (LRSL gain over the classifier, bundle gap to PyTorch, training
     time) and ``BUNDLE_ACCURACY_MIN`` (per data set), defined once at the top of this module.
@@ -203,7 +203,7 @@ def markdown(rows: list[dict]) -> str:
             f"{r['training_seconds'] / 60:.1f} min | {export} | "
             f"{fusion['rule']}:{fusion['p']}:{fusion['scope']} |"
         )
-    lines += ["", "| data set | targets met (issue 16) |", "|---|---|"]
+    lines += ["", "| data set | targets met |", "|---|---|"]
     for r in rows:
         met = ", ".join(
             f"{k}: {'n/a' if v is None else 'yes' if v else 'NO'}" for k, v in r["targets"].items()

@@ -1,4 +1,4 @@
-"""Lever 4 of issue 16: the embedder's training budget and its negatives, against the checkpoint's embedder.
+"""The embedder lever: the embedder's training budget and its negatives, against the checkpoint's embedder.
 
     python -m benchmarks.embedder_lever --checkpoint artifacts/hwu64/checkpoint --variants 2x1 2x2 \\
         --out artifacts/hwu64/levers/embedder.json
@@ -29,10 +29,10 @@ import numpy as np
 from benchmarks.lib import lever_eval as E
 from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib.record import script_record, write_result
-from lrsl_rt.calibrate import MIN_Z, sigma2_mis
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.errors import LrslError
 from lrsl_rt.gate import is_hard
+from lrsl_rt.tuning import MIN_Z, sigma2_mis
 
 
 def parse_variant(spec: str) -> tuple[int, int]:

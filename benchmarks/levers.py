@@ -1,4 +1,4 @@
-"""Levers of issue 16 on a trained checkpoint, without retraining: label representations, hardness
+"""Levers of LRSL on a trained checkpoint, without retraining: label representations, hardness
 gates at a matched hard share, and an MLP reranker against the similarity rule.
 
     python -m benchmarks.levers --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers
@@ -10,7 +10,7 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
    settings (metrics.json ``config`` through ``train.pipeline.load_splits``), or from ``--train``.
 2. Incumbent: the checkpoint's threshold sigma2_mis (recomputed on dev), k and fusion, label-name
    embeddings. Each lever changes one thing and is compared with the incumbent on the same samples
-   by McNemar's z (``lrsl_rt.calibrate.mcnemar``): adopted when z >= 2 on dev, then checked on test.
+   by McNemar's z (``lrsl_rt.tuning.mcnemar``): adopted when z >= 2 on dev, then checked on test.
    (a) label representations: label name (today), class prototype, their normalized mean;
    (b) hardness gates: top-k variance, top-2 margin, entropy, max probability, each marking as many dev
        samples hard as the variance gate does;
@@ -30,11 +30,11 @@ import numpy as np
 from benchmarks.lib import lever_eval as E
 from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
 from benchmarks.lib.record import script_record, write_result
-from lrsl_rt.calibrate import MIN_Z, sigma2_mis
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.errors import LrslError
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
+from lrsl_rt.tuning import MIN_Z, sigma2_mis
 
 
 def compute_arrays(ckpt: Path, train_file: str | None, threads: int | None, log) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ registered for this run only. Per bundle, from its manifest (what the export mea
 ``Reranker.predict``): int8 vs fp32 top-1 agreement on dev and test, LRSL accuracy on test and the
 PyTorch LRSL accuracy it is gated against; from ``benchmarks/invariance.py``: the share of test
 texts whose labels are the same alone and in mixed batches; the bundle's size on disk. ``meets_rule``
-is the issue's rule for making a batch-invariant preset the default: LRSL within 0.3 pt of PyTorch
+is the rule for making a batch-invariant preset the default: LRSL within 0.3 pt of PyTorch
 and agreement >= 99.0 % on dev and test (the speed condition is the timed run's).
 
 ``--time``: batch-1 p50 and queries/s at 32 texts per call of the full LRSL path

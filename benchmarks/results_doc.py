@@ -246,7 +246,7 @@ def write_index(out: Path) -> Path:
         "# Results",
         "",
         "One page per run and machine, newest first. Generated pages come from the JSON a run wrote",
-        f"(`make results` = `python {GENERATOR} artifacts --out docs/results`); each names its command,",
+        "(`make results` = `python -m benchmarks.results_doc artifacts --out docs/results`); each names its command,",
         "machine, CPU flags and versions. Figures from another machine or day are not comparable as they",
         "stand: compare rows of the same page.",
         "",

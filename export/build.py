@@ -33,13 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lrsl_rt.calibrate import fusion_reason
+from lrsl_rt.accuracy import format_report
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import Fusion, fusion_option
 from lrsl_rt.manifest import TRAIN_EMBEDDINGS_ROLE, TokenizerSettings
-from lrsl_rt.metrics import format_report
 from lrsl_rt.progress import Steps
+from lrsl_rt.tuning import fusion_reason
 
 from .abstain import AbstainSettings, calibrate_abstain, evaluate_abstain, read_out_of_scope
 from .bundle import (

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lrsl_rt.calibrate import choose_fusion, sigma2_mis
+from lrsl_rt.accuracy import lrsl_report
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
-from lrsl_rt.metrics import lrsl_report
 from lrsl_rt.rule import decide
+from lrsl_rt.tuning import choose_fusion, sigma2_mis
 
 from .errors import AccuracyGateError, ParityError
 
@@ -70,7 +70,7 @@ def calibrate(
     threshold ``fallback_threshold`` is kept and the note says so (the fusion is still chosen here).
     ``fixed``: a fusion the user set; it is kept (only the threshold is re-calibrated).
     ``incumbent``: the rule a candidate must beat significantly (the PyTorch choice; see
-    :func:`lrsl_rt.calibrate.choose_fusion`); None: the paper's ``logits*cos^2``.
+    :func:`lrsl_rt.tuning.choose_fusion`); None: the paper's ``logits*cos^2``.
     """
     note = None
     try:

@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from .bundle_dir import BUNDLE_ENV, DEFAULT_BUNDLE, require_bundle, resolve_bundle
 from .command import CommandParser, positive_int, run_command
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import InputError, RecordStop, UsageError
 
-DEFAULT_BUNDLE = "artifacts/banking77/bundle"
-BUNDLE_ENV = "LRSL_RT_BUNDLE"
 CHUNK_SIZE = 1024
 
 
@@ -54,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR",
             help=f"bundle directory (default: ${BUNDLE_ENV}, else {DEFAULT_BUNDLE})",
         )
+
+    def text_field_opt(p):
+        # one name with `python -m train`; the old --field (JSONL only) and --column (CSV only) still work
+        p.add_argument(
+            "--text-field", metavar="NAME", help="JSONL field / CSV column holding the text (default text)"
+        )
+        p.add_argument("--field", help=argparse.SUPPRESS)
+        p.add_argument("--column", help=argparse.SUPPRESS)
 
     def runtime_opts(p):
         p.add_argument(
@@ -86,8 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", metavar="FILE", help="a .txt (one text per line), .jsonl or .csv file; - for stdin"
     )
-    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
-    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    text_field_opt(p)
     p.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     p.add_argument(
         "--format",
@@ -115,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", metavar="FILE", required=True, help="a .jsonl or .csv file with texts and labels"
     )
-    p.add_argument("--field", default="text", help="JSONL field holding the text (default text)")
-    p.add_argument("--column", default="text", help="CSV column holding the text (default text)")
+    text_field_opt(p)
     p.add_argument(
         "--label-field", default="label", help="JSONL field / CSV column holding the label (default label)"
     )
@@ -184,24 +188,12 @@ def ray_opts(p):
     )
 
 
-def resolve_bundle(arg: str | None) -> tuple[Path, str]:
-    """The bundle directory and where its name came from."""
-    if arg:
-        return Path(arg), "--bundle"
-    if os.environ.get(BUNDLE_ENV):
-        return Path(os.environ[BUNDLE_ENV]), f"${BUNDLE_ENV}"
-    return Path(DEFAULT_BUNDLE), "the default"
-
-
 def _load(args):
     """The Reranker; without --batch-size it uses the export's, so `eval` sees the export's batches."""
     from .reranker import Reranker
 
-    path, how = resolve_bundle(args.bundle)
-    if not path.is_dir():
-        raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR or set {BUNDLE_ENV}")
     return Reranker.from_bundle(
-        path,
+        require_bundle(args.bundle),
         providers=args.provider,
         threads=args.threads,
         batch_size=args.batch_size,
@@ -219,6 +211,7 @@ def cmd_predict(args) -> int:
         raise UsageError("--output-format, --ray-address, --actors and --cpus-per-actor need --engine ray")
     from .io import RecordReader, Writer, output_format, records_from_args
     from .output import check_not_input, require_stdout
+    from .rows import predict_rows
 
     if args.texts and args.input:
         raise UsageError("give texts as arguments or --input FILE, not both")
@@ -246,10 +239,10 @@ def cmd_predict(args) -> int:
             stop_at = None
             if args.on_error == "stop" and bad is not None:
                 chunk, stop_at = chunk[:bad], chunk[bad]
-            good = [r for r in chunk if not r.error]
-            preds = iter(reranker.predict([r.text for r in good], explain=args.explain, abstain=args.abstain))
-            for r in chunk:
-                writer.write(r, None if r.error else next(preds).to_dict())
+            texts, errors = [r.text for r in chunk], [r.error for r in chunk]
+            predictions = predict_rows(reranker, texts, errors, explain=args.explain, abstain=args.abstain)
+            for r, prediction in zip(chunk, predictions, strict=True):
+                writer.write(r, prediction)
             progress.update(len(chunk))
             if stop_at is not None:
                 raise RecordStop(f"{stop_at.where()}: {stop_at.error}")
@@ -257,8 +250,8 @@ def cmd_predict(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .accuracy import format_report
     from .io import RecordReader
-    from .metrics import format_report
     from .report import evaluate, format_out_of_scope, require_matplotlib, write_report
 
     reader = RecordReader(args.input, field=args.field, column=args.column, label_field=args.label_field)
@@ -300,10 +293,8 @@ def cmd_info(args) -> int:
     env = environment()
     path, how = resolve_bundle(args.bundle)
     summary, note = None, None
-    if path.is_dir():
-        summary = bundle_summary(path, verify=args.verify)
-    elif args.bundle:
-        raise UsageError(f"bundle directory {path} not found")
+    if path.is_dir() or args.bundle:
+        summary = bundle_summary(require_bundle(args.bundle), verify=args.verify)
     else:
         note = f"no bundle at {path} ({how}); pass --bundle DIR or set {BUNDLE_ENV}"
     if args.json:
@@ -378,6 +369,9 @@ def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         raise UsageError("choose a command: predict, eval, info or serve (see `lrsl-rt --help`)")
+    if hasattr(args, "text_field"):  # the readers take the JSONL field and the CSV column apart
+        args.field = args.field or args.text_field or "text"
+        args.column = args.column or args.text_field or "text"
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         return args.func(args)

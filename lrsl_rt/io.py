@@ -1,8 +1,8 @@
 """Reading input records and writing output records for the CLI.
 
 Inputs: texts given as arguments, lines on stdin, or ``--input FILE`` by extension --
-``.txt`` (one text per line), ``.jsonl`` (one JSON object per line, text under ``--field``) or
-``.csv`` (header row, text under ``--column``); ``-`` is stdin. Files are read as a stream, line by
+``.txt`` (one text per line), ``.jsonl`` (one JSON object per line, text under ``--text-field``) or
+``.csv`` (header row, text under ``--text-field``); ``-`` is stdin. Files are read as a stream, line by
 line, so memory stays bounded.
 
 Every input line (or CSV row) is one :class:`Record` with its line number, and each gives exactly one
@@ -205,6 +205,11 @@ class RecordReader:
         for key in (self.column, self.label_field):
             if key is not None and key not in header:
                 raise InputError(f"{self.source}:1: no column {key!r} in the CSV header (columns: {header})")
+            if key is not None and header.count(key) > 1:  # which of them is the text is anyone's guess
+                raise InputError(
+                    f"{self.source}:1: column {key!r} appears {header.count(key)} times in the CSV header; "
+                    f"name each column once (columns: {header})"
+                )
         start = line_no[0] + 1
         while True:
             try:

@@ -3,7 +3,7 @@
 :func:`evaluate` runs ``Reranker.predict`` on the whole list at once with the Reranker's batch size,
 so it sees exactly the batches the export step saw when it evaluated the same file, and reports the
 same hard set and accuracies (see :mod:`lrsl_rt.reranker` on deterministic batching). Accuracy
-figures come from :func:`lrsl_rt.metrics.lrsl_report`, shared with training and export.
+figures come from :func:`lrsl_rt.accuracy.lrsl_report`, shared with training and export.
 
 ``variance.png`` is a histogram of the top-k logit variance of the samples the classifier got right
 and of those it got wrong, with the hard threshold marked: the threshold is the mean variance of the
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .accuracy import lrsl_report
 from .errors import UsageError
-from .metrics import lrsl_report
 
 
 def evaluate(reranker, texts: list[str], gold: list[int], abstain: bool = False) -> dict:

@@ -1,7 +1,7 @@
 """The LRSL decision, written once: argmax, the gate, the fusion on the hard rows only.
 
 Every part of the project that turns logits into LRSL labels calls :func:`decide`: the runtime
-(``Reranker.predict``), dev calibration (:mod:`lrsl_rt.calibrate`), the export's PyTorch reference
+(``Reranker.predict``), dev calibration (:mod:`lrsl_rt.tuning`), the export's PyTorch reference
 (:mod:`export.evaluate`), training's reports (:mod:`train.pipeline`) and the benchmarks. A change to
 the rule is made here and nowhere else.
 

@@ -19,6 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tiny_models import TOPICS, make_tiny_bert, synthetic_dataset  # noqa: E402
 
 LABELS = list(TOPICS)
+# The keys of Prediction.to_dict() without an explanation: the record contract, written once for the tests.
+_FINAL_KEYS = {"label", "label_id", "score", "hard", "reranked", "fused_score"}
+PREDICTION_KEYS = frozenset(_FINAL_KEYS | {"classifier_label", "classifier_label_id", "classifier_prob"})
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import PREDICTION_KEYS, ROOT
 
 from lrsl_rt import Reranker
+from lrsl_rt.accuracy import lrsl_report
 from lrsl_rt.cli import main
 from lrsl_rt.errors import UsageError
-from lrsl_rt.metrics import lrsl_report
 
 TEXTS = [
     "my card has not arrived",
@@ -65,18 +65,7 @@ def test_predict_arguments(capsys, tiny_bundle, r):
     rows = jsonl(out)  # stdout is not a terminal: jsonl
     assert [row["line"] for row in rows] == list(range(1, len(TEXTS) + 1))
     assert [row["label"] for row in rows] == expected_labels(r, TEXTS)
-    assert set(rows[0]) == {
-        "line",
-        "label",
-        "label_id",
-        "score",
-        "hard",
-        "classifier_label",
-        "classifier_label_id",
-        "classifier_prob",
-        "fused_score",
-        "reranked",
-    }
+    assert set(rows[0]) == {"line", *PREDICTION_KEYS}
 
 
 def test_predict_txt_jsonl_csv_files(capsys, tiny_bundle, r, tmp_path):
@@ -91,7 +80,9 @@ def test_predict_txt_jsonl_csv_files(capsys, tiny_bundle, r, tmp_path):
     want = expected_labels(r, TEXTS)
     for name, extra in (
         ("in.txt", []),
-        ("in.jsonl", ["--field", "body"]),
+        ("in.jsonl", ["--text-field", "body"]),
+        ("in.csv", ["--text-field", "utterance"]),
+        ("in.jsonl", ["--field", "body"]),  # the old, hidden spellings
         ("in.csv", ["--column", "utterance"]),
     ):
         code, out, err = run(capsys, "predict", "--bundle", tiny_bundle, "--input", tmp_path / name, *extra)
@@ -177,7 +168,7 @@ def test_non_utf8_input(capsys, tiny_bundle, tmp_path):
         (["predict", "x"], "bundle directory artifacts/banking77/bundle (the default) not found"),
         (["predict", "--bundle", "nowhere", "x"], "bundle directory nowhere (--bundle) not found"),
         (["eval", "--bundle", "b"], "the following arguments are required: --input"),
-        (["info", "--bundle", "nowhere"], "bundle directory nowhere not found"),
+        (["info", "--bundle", "nowhere"], "bundle directory nowhere (--bundle) not found"),
         ([], "choose a command"),
     ],
 )
@@ -185,6 +176,14 @@ def test_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.startswith("Error: ") and message in err and err.count("\n") == 1
+
+
+def test_csv_naming_the_text_column_twice_is_refused_in_one_line(capsys, tmp_path, tiny_bundle):
+    p = tmp_path / "twice.csv"
+    p.write_text("text,text\nhello,world\n", encoding="utf-8")
+    code, out, err = run(capsys, "predict", "--bundle", tiny_bundle, "--input", p)
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"Error: {p}:1: column 'text' appears 2 times in the CSV header")
 
 
 def test_broken_bundle_exits_1(capsys, tmp_path):

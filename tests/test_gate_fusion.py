@@ -26,9 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lrsl_rt.calibrate import choose_fusion
 from lrsl_rt.fusion import Fusion, confidence, fuse, parse_fusion, rerank, softmax
 from lrsl_rt.gate import is_hard, topk_indices, topk_variance
+from lrsl_rt.tuning import choose_fusion
 
 LOGITS = np.array([[2.0, 1.5, 1.0], [3.0, 0.0, -1.0]])
 COS = np.array([[0.25, 0.5, 0.875], [0.9, 0.1, 0.1]])

@@ -102,6 +102,23 @@ def test_csv_header_without_column_stops(tmp_path):
         read(tmp_path / "empty.csv")
 
 
+def test_csv_header_naming_the_text_or_label_column_twice_stops(tmp_path):
+    """``text,text``: either cell could be the text, so the file is refused, not read with one of them."""
+    p = tmp_path / "twice.csv"
+    p.write_text("text,text\nhello,world\n", encoding="utf-8")
+    with pytest.raises(
+        InputError,
+        match=r"^\S*twice.csv:1: column 'text' appears 2 times in the CSV header; name each column once "
+        r"\(columns: \['text', 'text'\]\)$",
+    ):
+        read(p)
+    p.write_text("text,label,label\nhello,a,b\n", encoding="utf-8")
+    with pytest.raises(InputError, match="column 'label' appears 2 times"):
+        read(p, label_field="label")
+    p.write_text("id,text,id\n1,hello,2\n", encoding="utf-8")  # a column nobody reads may repeat
+    assert [r.text for r in read(p)] == ["hello"]
+
+
 @pytest.mark.parametrize("suffix", ["txt", "jsonl", "csv"])
 def test_non_utf8_line_is_one_error_record(tmp_path, suffix):
     """A line that is not UTF-8 is an error record naming the byte; the records around it are kept."""

@@ -15,6 +15,7 @@ from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
+from conftest import PREDICTION_KEYS
 
 from lrsl_rt import Prediction, Reranker
 from lrsl_rt.errors import BundleError, InputError, UsageError
@@ -239,18 +240,7 @@ def test_explain_fields(r_int8, texts):
             assert p.classifier_prob == p.score and p.fused_score is None
         d = p.to_dict()
         json.dumps(d)
-        assert set(d) == {
-            "label",
-            "label_id",
-            "score",
-            "hard",
-            "classifier_label",
-            "classifier_label_id",
-            "classifier_prob",
-            "fused_score",
-            "reranked",
-            "explanation",
-        }
+        assert set(d) == {*PREDICTION_KEYS, "explanation"}
     with pytest.raises(FrozenInstanceError):
         preds[0].label = "x"
 

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lrsl_rt.calibrate import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
+from lrsl_rt.accuracy import format_report, lrsl_report
 from lrsl_rt.fusion import Fusion, fusion_option
 from lrsl_rt.gate import is_hard, topk_variance
-from lrsl_rt.metrics import format_report, lrsl_report
 from lrsl_rt.progress import Steps
 from lrsl_rt.rule import decide
 from lrsl_rt.staging import Artifact, check_target, staged_directory
+from lrsl_rt.tuning import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
 
 from . import data as D
 from .checkpoint import CheckpointInfo, calibration_sample, write_info, write_jsonl

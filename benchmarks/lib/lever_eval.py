@@ -1,9 +1,9 @@
-"""The levers of issue 16 as functions of cached arrays: label representations, hardness gates, MLP reranker.
+"""The levers of LRSL as functions of cached arrays: label representations, hardness gates, MLP reranker.
 
 Inputs are the classifier's logits and the fine-tuned embedder's unit-length text embeddings of a
 split, the gold label ids, and the label representations. The LRSL decision itself (argmax, gate,
 fusion of the hard rows) is the runtime's, :func:`lrsl_rt.rule.decide`, given the gate's mask; every
-lever is compared with its incumbent by ``lrsl_rt.calibrate.mcnemar`` on the same samples (adopt when
+lever is compared with its incumbent by ``lrsl_rt.tuning.mcnemar`` on the same samples (adopt when
 z >= ``MIN_Z`` on dev, :func:`verdicts`).
 
 Shortcuts: hardness gates other than the variance are matched to the variance gate's dev hard
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lrsl_rt.calibrate import MIN_Z, mcnemar
 from lrsl_rt.fusion import softmax
 from lrsl_rt.gate import topk_indices, topk_variance
 from lrsl_rt.rule import decide
+from lrsl_rt.tuning import MIN_Z, mcnemar
 
 SPLITS = ("dev", "test")
 

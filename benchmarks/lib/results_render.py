@@ -150,7 +150,7 @@ REPORT_HEADER = ["", "n", "classifier", "LRSL", "LRSL - classifier", "hard share
 
 
 def report_row(name: str, r: dict) -> list[str]:
-    """One row of an ``lrsl_rt.metrics.lrsl_report`` dict."""
+    """One row of an ``lrsl_rt.accuracy.lrsl_report`` dict."""
     gain = (r["accuracy_lrsl"] - r["accuracy_classifier"]) if r.get("accuracy_lrsl") is not None else None
     return [name, str(r["n"]), pct(r["accuracy_classifier"]), pct(r["accuracy_lrsl"]),
             "-" if gain is None else f"{100 * gain:+.2f} pt", f"{pct(r['hard_share'])} ({r['n_hard']})",

@@ -29,6 +29,7 @@ import pyarrow as pa
 import ray.data
 
 from ..errors import InputError, UsageError
+from ..rows import predict_rows
 
 ROWS_PER_CALL = 1024  # the in-process CLI's chunk: same batches, same answers
 MAX_RESTARTS = 3
@@ -145,9 +146,8 @@ class _Predictor:
             i = next(i for i, e in enumerate(errors) if e is not None)
             raise InputError(f"{_where(batch, i)}: {errors[i]} (--on-error record keeps it as an error row)")
         texts = batch.column(self.text_column).to_pylist()
-        good = [t for t, e in zip(texts, errors, strict=True) if e is None]
-        preds = iter(self.reranker.predict(good, explain=self.explain, abstain=self.abstain))
-        rows = [{"error": e} if e is not None else next(preds).to_dict() for e in errors]
+        predictions = predict_rows(self.reranker, texts, errors, explain=self.explain, abstain=self.abstain)
+        rows = [{"error": e} if p is None else p for e, p in zip(errors, predictions, strict=True)]
         return _with_columns(batch, rows, self.fields)
 
     def _errors(self, batch: pa.Table) -> list[str | None]:

@@ -34,6 +34,7 @@ import ray.data
 from ray.data.datasource import BlockBasedFileDatasink
 
 from .. import errors
+from ..bundle_dir import require_bundle
 from ..errors import LrslError, UsageError
 from ._predict import predict_dataset, ray_remote_args_allowed
 from ._source import IO_CPUS, count_rows, expand_inputs, read_inputs
@@ -47,8 +48,6 @@ def run_from_args(args) -> int:
     Ray Data logs a failed task's traceback; the CLI reports the failure as one ``Error:`` line
     instead, so Ray Data's log records below CRITICAL are dropped here (not in the library).
     """
-    from ..cli import resolve_bundle
-
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
     if args.texts:
@@ -63,9 +62,7 @@ def run_from_args(args) -> int:
         raise UsageError("--engine ray runs on CPU actors; --provider cuda is not supported")
     if not args.input or not args.output:
         raise UsageError("--engine ray needs --input PATH_OR_GLOB and --output DIR")
-    bundle, how = resolve_bundle(args.bundle)
-    if not bundle.is_dir():
-        raise UsageError(f"bundle directory {bundle} ({how}) not found; pass --bundle DIR")
+    bundle = require_bundle(args.bundle)
     run_job(
         args.input,
         args.output,

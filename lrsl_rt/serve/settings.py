@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+from ..bundle_dir import require_bundle
 from ..errors import UsageError
 
 SETTINGS_ENV = "LRSL_RT_SERVE_SETTINGS"  # how a --workers parent hands the settings to its workers
@@ -159,11 +160,7 @@ def settings_from_args(args) -> ServeSettings:
             f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
             f"{args.max_queue_texts}: such a request could never be queued"
         )
-    from ..cli import resolve_bundle
-
-    path, how = resolve_bundle(args.bundle)
-    if not path.is_dir():
-        raise UsageError(f"bundle directory {path} ({how}) not found; pass --bundle DIR")
+    path = require_bundle(args.bundle)
     threads = args.threads or max(1, usable_cpus() // args.workers)
     return ServeSettings(
         bundle=str(path),
