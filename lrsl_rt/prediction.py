@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 OPTIONAL_FIELDS = ("exit_layer", "out_of_scope")
 
 

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import load_label_embeddings, open_model
+from .bundle import load_label_embeddings, open_model, open_stages
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
+from .exits import StageChain
 from .fusion import confidence
 from .gate import topk_indices
 from .manifest import Manifest, read_manifest, resolve_file
@@ -50,13 +51,14 @@ class Reranker:
     ('card_arrival', False, False)
 
     The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
+    ``classifier`` is one session, or the :class:`~lrsl_rt.exits.StageChain` of a bundle with exits.
     """
 
     def __init__(
         self,
         manifest: Manifest,
         tokenizer: BundleTokenizer,
-        classifier: OnnxSession,
+        classifier: OnnxSession | StageChain,
         embedder: OnnxSession,
         label_embeddings: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -116,14 +118,15 @@ class Reranker:
             thread_pool=thread_pool,
             **(session_options or {}),
         )
-        sessions = {
-            role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
-        }
+        if manifest.exits:
+            classifier = open_stages(files, manifest, tokenizer, **settings)
+        else:
+            classifier = open_model(files["classifier"], "classifier", manifest, tokenizer, **settings)
         return cls(
             manifest,
             tokenizer,
-            sessions["classifier"],
-            sessions["embedder"],
+            classifier,
+            open_model(files["embedder"], "embedder", manifest, tokenizer, **settings),
             label_embeddings,
             batch_size=batch_size,
             bundle_dir=bundle_dir,
@@ -228,7 +231,10 @@ class Reranker:
 
     def _classify(self, rows: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None]:
         """(logits (n, L), layer at which each row's logits were taken or None without exits)."""
-        return self.run_batched("classifier", rows), None
+        if not isinstance(self.classifier, StageChain):
+            return self.run_batched("classifier", rows), None
+        m = self.manifest
+        return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k)
 
     def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
         labels, k = self.labels, self.k
@@ -258,6 +264,8 @@ class Reranker:
         if role not in MODEL_ROLES:
             raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
         session = self.classifier if role == "classifier" else self.embedder
+        if isinstance(session, StageChain):  # the final head's logits: no row leaves early
+            return session.full_logits(rows, self.batch_size, self.k)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
         for start in range(0, len(order), self.batch_size):
