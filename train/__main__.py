@@ -116,6 +116,20 @@ def parser() -> CommandParser:
     )
     h.add_argument("--k", type=int, default=_RUN.k, help="top-k size for the gate and mining")
     h.add_argument(
+        "--measure",
+        choices=("variance", "margin", "max_prob", "entropy"),
+        default=_RUN.measure,
+        help="how the gate measures the classifier's sureness: variance (the paper's top-k logit "
+        "variance), margin, max_prob or entropy of the softmax; the threshold is the measure's mean over "
+        "the dev mistakes (sigma2_mis under variance); docs/guide/exits.md",
+    )
+    h.add_argument(
+        "--classifier-layers",
+        type=positive_int,
+        help="keep only the first N encoder layers of the classifier's base model (a shallower, faster "
+        "classifier; the embedder keeps all of its layers); default: all",
+    )
+    h.add_argument(
         "--fusion",
         default=_RUN.fusion,
         metavar="auto|RULE:P[:SCOPE]",
@@ -144,6 +158,7 @@ def config_from_args(a) -> TrainConfig:
         ("batch_size", a.batch_size),
         ("max_length", a.max_length),
         ("patience", a.patience),
+        ("layers", a.classifier_layers),
     ):
         if pick(flag, key) is not None:
             setattr(clf, key, pick(flag, key))
@@ -171,6 +186,7 @@ def config_from_args(a) -> TrainConfig:
         embedder_model=a.embedder_model,
         k=a.k,
         fusion=a.fusion,
+        measure=a.measure,
         seed=a.seed,
         threads=a.threads,
         limit_classes=a.limit_classes,

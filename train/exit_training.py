@@ -22,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrsl_rt.errors import UsageError
+
 from .checkpoint import read_info, read_jsonl
 from .classifier import chunks, length_order, seed_everything
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError
 from .exit_heads import EXITS_DIR, ExitHead, depth, initial_head, save_heads
 
 
@@ -55,7 +57,9 @@ def add_exit_heads(ckpt: Path, layers: list[int], s: HeadSettings, log=print) ->
     tok = AutoTokenizer.from_pretrained(ckpt / "classifier")
     n_layers = depth(model)
     if layers[-1] >= n_layers:
-        raise DataError(f"--layers: every exit must be below the classifier's depth {n_layers}, got {layers}")
+        raise UsageError(
+            f"--layers: every exit must be below the classifier's depth {n_layers}, got {layers}"
+        )
     train_x, train_y = training_split(ckpt, info.labels, s.datasets_dir, log)
     dev_x, dev_names = read_jsonl(ckpt / "dev.jsonl")
     index = {y: i for i, y in enumerate(info.labels)}

@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from lrsl_rt.command import CommandParser, positive_int, run_command
+from lrsl_rt.errors import UsageError
 
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError
 
 
 def parser() -> CommandParser:
@@ -49,7 +50,7 @@ def parser() -> CommandParser:
 
 
 def parse_layers(spec: str) -> list[int]:
-    """``"2,4"`` -> [2, 4]; DataError unless positive and strictly increasing.
+    """``"2,4"`` -> [2, 4]; UsageError unless positive and strictly increasing.
 
     >>> parse_layers("2, 4")
     [2, 4]
@@ -57,9 +58,9 @@ def parse_layers(spec: str) -> list[int]:
     try:
         layers = [int(x) for x in spec.split(",")]
     except ValueError as e:
-        raise DataError(f"--layers: expected comma-separated integers such as 2,4, got {spec!r}") from e
+        raise UsageError(f"--layers: expected comma-separated integers such as 2,4, got {spec!r}") from e
     if not layers or layers[0] < 1 or any(b <= a for a, b in zip(layers, layers[1:], strict=False)):
-        raise DataError(f"--layers: expected increasing positive layers such as 2,4, got {spec!r}")
+        raise UsageError(f"--layers: expected increasing positive layers such as 2,4, got {spec!r}")
     return layers
 
 
