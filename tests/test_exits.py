@@ -234,3 +234,23 @@ def _median_exits(r: Reranker, texts: list[str]) -> Reranker:
     return Reranker(
         manifest, r.tokenizer, r.classifier, r.embedder, r.label_embeddings, batch_size=r.batch_size
     )
+
+
+def test_info_and_metrics_show_the_exits(exits_bundle_fp32, tiny_data):
+    from lrsl_rt.info import bundle_summary, format_bundle
+    from lrsl_rt.serve.metrics import ServeMetrics
+
+    summary = bundle_summary(exits_bundle_fp32)
+    assert [e["layer"] for e in summary["exits"]] == [1, 2]
+    assert "exits:       layer 1 (variance > " in format_bundle(summary)
+    metrics = ServeMetrics()
+    r = Reranker.from_bundle(exits_bundle_fp32, threads=1)
+    r.classifier = metrics.timed(r.classifier, "classifier")  # as the server wraps it
+    texts = tiny_data[2][0]
+    predictions = r.predict(texts)
+    metrics.batch(len(texts), 0, 0.0, predictions)
+    text = metrics.render()[0].decode()
+    for layer in {p.exit_layer for p in predictions}:
+        n = sum(p.exit_layer == layer for p in predictions)
+        assert f'lrsl_exit_texts_total{{layer="{layer}"}} {float(n)}' in text
+    assert 'lrsl_model_run_seconds_count{stage="classifier"}' in text
