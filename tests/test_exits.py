@@ -254,3 +254,24 @@ def test_info_and_metrics_show_the_exits(exits_bundle_fp32, tiny_data):
         n = sum(p.exit_layer == layer for p in predictions)
         assert f'lrsl_exit_texts_total{{layer="{layer}"}} {float(n)}' in text
     assert 'lrsl_model_run_seconds_count{stage="classifier"}' in text
+
+
+def test_frontier_benchmark_measures_each_bundle_and_the_exit_shares(
+    exits_bundle_fp32, plain_bundle_fp32, exits_checkpoint, tmp_path
+):
+    from benchmarks.frontier import main
+    from benchmarks.results_render import kind_of
+
+    out = tmp_path / "frontier.json"
+    args = ["--texts", str(exits_checkpoint / "test.jsonl"), "--out", str(out), "--threads", "1"]
+    args += ["--rounds", "2", "--n-latency", "4", "--n-throughput", "8", "--per-call", "4"]
+    assert (
+        main([*args, "--bundle", f"plain={plain_bundle_fp32}", "--bundle", f"exits={exits_bundle_fp32}"]) == 0
+    )
+    doc = json.loads(out.read_text())
+    assert kind_of(doc) == "frontier" and out.with_suffix(".md").is_file()
+    plain, exits = doc["results"]["plain"], doc["results"]["exits"]
+    assert "exit_share" not in plain and sum(exits["exit_share"].values()) == pytest.approx(1.0)
+    for r in (plain, exits):
+        assert 0 <= r["accuracy_lrsl"] <= 1 and r["b1_p50_ms"]["n"] == 2 and r["qps_4"]["median"] > 0
+    assert "| exits | 4 |" in doc["markdown"]
