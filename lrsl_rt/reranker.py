@@ -5,7 +5,8 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
 
 1. tokenizes them once, truncated to the manifest's max length;
 2. runs the classifier in batches of texts of similar length (sorted by token count, so little
-   padding), putting the logits back in input order;
+   padding), putting the logits back in input order; a bundle with exits runs its stage chain
+   (:mod:`lrsl_rt.exits`) instead, where sure rows leave early and are never hard;
 3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
 4. runs the embedder on the hard samples only, takes their cosine similarity with the label
    embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`.
