@@ -1,5 +1,6 @@
-"""Exits through the real command lines: train (``--classifier-layers``, ``--measure``), add frozen
-exit heads to the checkpoint (``python -m train.exits``), export with exits, predict with ``lrsl-rt``."""
+"""Exits through the real command lines: train (``--classifier-layers``, ``--measure``, joint exit
+heads with ``--exit-layers``), replace them by frozen heads (``python -m train.exits``), export with
+exits, predict with ``lrsl-rt``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from lrsl_rt.manifest import read_manifest
 @pytest.fixture(scope="module")
 def shallow_checkpoint(tmp_path_factory):
     """A checkpoint trained by `python -m train` on the first 2 of a 3-layer base's layers, with the
-    max_prob measure."""
+    max_prob measure and an exit head after layer 1 trained jointly."""
     from train.__main__ import main as train_main
 
     work = tmp_path_factory.mktemp("exits_train")
@@ -33,6 +34,7 @@ def shallow_checkpoint(tmp_path_factory):
                 *("--epochs", "1", "--lr", "5e-3", "--batch-size", "8", "--max-length", str(MAX_LENGTH)),
                 *("--embedder-epochs", "1", "--embedder-lr", "1e-3", "--embedder-batch-size", "4"),
                 *("--classifier-layers", "2", "--measure", "max_prob", "--threads", "1"),
+                *("--exit-layers", "1", "--exit-weight", "0.5"),
                 *("--seed", "3", "--out", str(ckpt)),
             ]
         )
@@ -49,6 +51,12 @@ def test_classifier_layers_keeps_the_first_layers_and_measure_reaches_the_checkp
     assert config["num_hidden_layers"] == 2
     info = read_info(shallow_checkpoint)
     assert info.measure == "max_prob" and 0 < info.threshold <= 1  # a mean max probability
+    meta = json.loads((shallow_checkpoint / "exits" / "exits.json").read_text())
+    assert meta["layers"] == [1] and meta["training"] == "joint" and meta["classifier_layers"] == 2
+    from safetensors import safe_open
+
+    with safe_open(str(shallow_checkpoint / "classifier" / "model.safetensors"), "pt") as f:
+        assert f.keys() and not [k for k in f.keys() if "exit" in k]  # the classifier saved without heads
 
 
 def test_train_exits_then_export_with_exits_and_predict(shallow_checkpoint, tmp_path, capsys):

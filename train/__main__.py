@@ -124,6 +124,19 @@ def parser() -> CommandParser:
         "the dev mistakes (sigma2_mis under variance); docs/guide/exits.md",
     )
     h.add_argument(
+        "--exit-layers",
+        metavar="L1,L2",
+        help="train exit heads jointly with the classifier after these layers, e.g. 2,4 (its loss then adds "
+        "--exit-weight x each head's); `python -m train.exits` adds heads to a trained checkpoint instead, "
+        "leaving the classifier as it is (docs/guide/exits.md); default: none",
+    )
+    h.add_argument(
+        "--exit-weight",
+        type=float,
+        default=_CLF.exit_weight,
+        help="weight of each exit head's loss beside the final head's in joint training",
+    )
+    h.add_argument(
         "--classifier-layers",
         type=positive_int,
         help="keep only the first N encoder layers of the classifier's base model (a shallower, faster "
@@ -171,6 +184,11 @@ def config_from_args(a) -> TrainConfig:
     ):
         if pick(flag, "embedder_" + key) is not None:
             setattr(emb, key, pick(flag, "embedder_" + key))
+    if a.exit_layers:
+        from .exits import parse_layers
+
+        clf.exit_layers = parse_layers(a.exit_layers)
+    clf.exit_weight = a.exit_weight
     return TrainConfig(
         out=a.out,
         dataset=a.dataset,

@@ -21,6 +21,8 @@ class ClassifierConfig:
     # batches drawn from pools of group_size * batch_size texts sorted by length; 0 = plain shuffle
     group_size: int = 50
     layers: int | None = None  # keep only the first N encoder layers of the base model (None: all)
+    exit_layers: list[int] | None = None  # exit heads trained jointly after these layers (None: none)
+    exit_weight: float = 0.3  # weight of each exit head's loss beside the final head's
 
 
 @dataclass

@@ -147,9 +147,11 @@ def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
         **({"num_hidden_layers": cfg.classifier.layers} if cfg.classifier.layers else {}),
     )
     check_max_length(clf.config, cfg.classifier.max_length, base)  # before training, not mid-epoch
+    heads = _joint_heads(clf, cfg.classifier.exit_layers, len(data.labels))
     history = train_classifier(
-        clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log
+        clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log, heads
     )
+    clf.lrsl_exit_heads = heads  # written beside the classifier by write_checkpoint
     return clf, tok, history
 
 
@@ -226,8 +228,13 @@ def evaluate(cfg: TrainConfig, data: Data, logits, cos, threshold, fusion, log):
 
 def write_checkpoint(stage: Path, clf, tok, emb, data: Data, info: CheckpointInfo, metrics: dict) -> None:
     """The checkpoint's files (layout: :mod:`train.checkpoint`) into the staging directory."""
+    heads = getattr(clf, "lrsl_exit_heads", None)
+    if heads:
+        del clf.lrsl_exit_heads
     clf.save_pretrained(stage / "classifier")
     tok.save_pretrained(stage / "classifier")
+    if heads:
+        _write_joint_heads(stage, clf, heads, info)
     emb.save(str(stage / "embedder"))
     write_jsonl(stage / "dev.jsonl", data.dev.texts, data.dev.labels)
     write_jsonl(stage / "calib.jsonl", *calibration_sample(data.train, info.seed))
@@ -266,6 +273,31 @@ def _eval_split(name, logits, cos, gold, k, threshold, fusion, log, measure="var
     log(f"[{name}] {fusion.name}\n" + format_report(rep))
     paper = {f.name: evaluate_fusions(logits, cos, gold, d.hard, k, [f])[0] for f in PAPER_RULES}
     return rep, paper
+
+
+def _joint_heads(clf, layers: list[int] | None, n_labels: int) -> dict:
+    """Exit heads to train with the classifier (``--exit-layers``), each started as its final head."""
+    from .exit_heads import depth, initial_head
+
+    if not layers:
+        return {}
+    if max(layers) >= depth(clf):
+        raise ModelError(
+            f"--exit-layers {layers}: every exit must be below the classifier's depth {depth(clf)}"
+        )
+    return {layer: initial_head(clf, n_labels) for layer in layers}
+
+
+def _write_joint_heads(stage: Path, clf, heads: dict, info: CheckpointInfo) -> None:
+    from .exit_heads import EXITS_DIR, depth, save_heads
+
+    (stage / EXITS_DIR).mkdir()
+    meta = {
+        "classifier_layers": depth(clf),
+        "hidden_size": clf.config.hidden_size,
+        "labels": len(info.labels),
+    }
+    save_heads(stage / EXITS_DIR, {k: h.eval() for k, h in heads.items()}, {**meta, "training": "joint"})
 
 
 def _check_depth(layers: int | None, base: str) -> None:
