@@ -275,3 +275,16 @@ def test_frontier_benchmark_measures_each_bundle_and_the_exit_shares(
     for r in (plain, exits):
         assert 0 <= r["accuracy_lrsl"] <= 1 and r["b1_p50_ms"]["n"] == 2 and r["qps_4"]["median"] > 0
     assert "| exits | 4 |" in doc["markdown"]
+
+
+def test_command_lines_offer_exactly_the_gate_measures():
+    """export and train list the measures without importing numpy (for a fast --help): same list."""
+    from export.__main__ import MEASURES as EXPORT_MEASURES
+    from export.__main__ import parser as export_parser
+    from lrsl_rt.gate import MEASURES
+    from train.__main__ import parser as train_parser
+
+    assert EXPORT_MEASURES == MEASURES
+    for p in (export_parser(), train_parser()):
+        action = next(a for a in p._actions if a.dest == "measure")
+        assert tuple(action.choices) == MEASURES and action.default in (None, "variance")
