@@ -288,3 +288,23 @@ def test_command_lines_offer_exactly_the_gate_measures():
     for p in (export_parser(), train_parser()):
         action = next(a for a in p._actions if a.dest == "measure")
         assert tuple(action.choices) == MEASURES and action.default in (None, "variance")
+
+
+def test_a_stage_graph_in_the_wrong_place_is_refused(exits_bundle_fp32, tmp_path):
+    """Stage 1 and stage 2 swapped in the manifest (checksums still match their files)."""
+    import shutil
+
+    from lrsl_rt.errors import BundleError
+
+    bundle = tmp_path / "b"
+    shutil.copytree(exits_bundle_fp32, bundle)
+    path = bundle / "manifest.json"
+    d = json.loads(path.read_text())
+    files = d["files"]
+    files["classifier_stage_1"], files["classifier_stage_2"] = (
+        files["classifier_stage_2"],
+        files["classifier_stage_1"],
+    )
+    path.write_text(json.dumps(d))
+    with pytest.raises(BundleError, match="classifier_stage_1 must take inputs .*input_ids.* got inputs"):
+        Reranker.from_bundle(bundle, threads=1)
