@@ -2,7 +2,8 @@
 
 Exit codes: 0 written, 1 export failed (message on stderr, no bundle written), 2 bad usage; errors
 go through :func:`lrsl_rt.command.run_command`, like ``lrsl-rt`` and ``python -m train``.
-``--max-accuracy-drop`` is in percentage points (0.5 = half a point); ``build_bundle`` takes a fraction.
+``--max-accuracy-drop`` and ``--exit-budget`` are in percentage points (0.5 = half a point);
+``build_bundle`` takes fractions.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from lrsl_rt.abstain import DEFAULT_FALLBACK, DEFAULT_RULE
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 from lrsl_rt.manifest import ABSTAIN_SCORES
+
+MEASURES = ("variance", "margin", "max_prob", "entropy")  # lrsl_rt.gate.MEASURES, without numpy for --help
 
 # export.optimize.PRESETS, without importing it for --help
 PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64", "static_avx512_vnni", "static_avx2_s8rr")
@@ -118,6 +121,38 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_FALLBACK,
         help=f"the label an out-of-scope text gets (default: {DEFAULT_FALLBACK})",
     )
+    exits = p.add_mutually_exclusive_group()
+    exits.add_argument(
+        "--exits",
+        dest="exits",
+        action="store_true",
+        default=None,
+        help="ship the classifier as stage graphs with early exits, from the checkpoint's exit heads "
+        "(`python -m train.exits CKPT --layers 2,4`); the default when the checkpoint has heads; fails "
+        "without them (docs/guide/exits.md)",
+    )
+    exits.add_argument(
+        "--no-exits",
+        dest="exits",
+        action="store_false",
+        help="ship the single classifier graph even when the checkpoint has exit heads",
+    )
+    p.add_argument(
+        "--exit-budget",
+        type=float,
+        default=0.2,
+        metavar="POINTS",
+        help="dev accuracy, in percentage points, that the exits may cost against the no-exit path; the "
+        "thresholds are those that save the most layers within it (default 0.2)",
+    )
+    p.add_argument(
+        "--measure",
+        choices=MEASURES,
+        default=None,
+        help="the gate's and the exits' sureness measure: variance (the paper's top-k variance), margin, "
+        "max_prob or entropy; the threshold is the mean of the measure over the dev mistakes; default: "
+        "the checkpoint's (variance unless trained with --measure)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing bundle at OUT")
     return p
 
@@ -149,6 +184,9 @@ def _main(argv: list[str] | None) -> int:
         fusion=args.fusion,
         calibration_texts=args.calibration_texts,
         abstain=AbstainSettings(args.abstain, args.abstain_threshold, args.fallback_label),
+        exits=args.exits,
+        measure=args.measure,
+        exit_budget=args.exit_budget / 100.0,
     )
     print(out)
     return 0

@@ -37,6 +37,7 @@ from lrsl_rt.accuracy import format_report
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import Fusion, fusion_option
+from lrsl_rt.gate import MEASURES
 from lrsl_rt.manifest import TRAIN_EMBEDDINGS_ROLE, TokenizerSettings
 from lrsl_rt.progress import Steps
 from lrsl_rt.tuning import fusion_reason
@@ -54,6 +55,7 @@ from .bundle import (
 from .calibration import calibration_feeds, quantization_plan
 from .errors import ExportError
 from .evaluate import PARITY_ATOL, calibrate, check_gate, cosine_stats, predictions_report, top1_agreement
+from .exit_build import ExitPlan, add_stage_graphs, calibrate_exits, exit_plan
 from .optimize import convert, graph_summary, model_file_name, optimize_graph, resolve_precision
 from .source import load_checkpoint
 
@@ -81,6 +83,9 @@ class Settings:
     fusion_arg: str | None
     user_fusion: Fusion | None
     calibration_texts: str | Path | None = None
+    exits: bool | None = None  # None: exits when the checkpoint has exit heads
+    measure: str | None = None  # None: the checkpoint's
+    exit_budget: float = 0.002
     abstain: AbstainSettings = AbstainSettings()
 
 
@@ -99,6 +104,9 @@ def build_bundle(
     parity_atol: float | None = None,
     fusion: str | None = None,
     calibration_texts: str | Path | None = None,
+    exits: bool | None = None,
+    measure: str | None = None,
+    exit_budget: float = 0.002,
     abstain: AbstainSettings | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Path:
@@ -113,7 +121,11 @@ def build_bundle(
     follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
     dev with the exported models); "auto" always chooses again; ``RULE:P[:SCOPE]`` fixes it.
     ``calibration_texts``: training texts for the static int8 presets (:mod:`export.calibration`;
-    None: the checkpoint's calib.jsonl). ``abstain``: the abstain score, threshold rule and fallback
+    None: the checkpoint's calib.jsonl). ``exits``: the classifier as stage graphs with early exits
+    (:mod:`export.exit_build`); None: when the checkpoint has exit heads (``python -m train.exits``),
+    False: never. ``measure``: the gate's and the exits' sureness measure (:mod:`lrsl_rt.gate`; None:
+    the checkpoint's). ``exit_budget``: the most dev accuracy (a fraction) the exits may cost against
+    the no-exit path. ``abstain``: the abstain score, threshold rule and fallback
     label (:class:`export.abstain.AbstainSettings`); used when the checkpoint has out-of-scope texts.
 
     Raises ExportError (ParityError, AccuracyGateError) and UsageError; nothing is written then.
@@ -121,13 +133,23 @@ def build_bundle(
     s = check_settings(
         precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
     )
-    s = replace(s, calibration_texts=calibration_texts, abstain=abstain or AbstainSettings())
+    s = replace(
+        s,
+        calibration_texts=calibration_texts,
+        exits=exits,
+        measure=measure,
+        exit_budget=exit_budget,
+        abstain=abstain or AbstainSettings(),
+    )
+    _check_exit_settings(s)
     log = log or _stderr
     out = Path(out_dir)
     step = Steps(log, total=10)
     with step("read", f"read checkpoint {ckpt_dir}"):
         check_target(out, force)
         ckpt = load_checkpoint(ckpt_dir)
+        plan = exit_plan(ckpt.root, s.exits)
+        s = replace(s, measure=s.measure or ckpt.info.measure)
         s.abstain.check(ckpt.info.labels)
         oos = read_out_of_scope(ckpt.root) if s.abstain.score != "off" else None
         calib_texts, quantization = quantization_plan(ckpt, s.preset, s.calibration_texts)
@@ -137,6 +159,8 @@ def build_bundle(
         work.mkdir()
         with step("export", "export ONNX fp32 (classifier, embedder)"):
             tok, torch_models, raw = export_graphs(ckpt, work, log)
+            if plan:
+                raw.update(add_stage_graphs(plan, ckpt, tok, torch_models["classifier"], work, log))
             input_names = torch_models["classifier"].input_names
         with step(
             "optimize", "optimize graphs" if s.optimize else "optimize graphs: skipped (--no-optimize)"
@@ -153,11 +177,13 @@ def build_bundle(
                 else None
             )
             files, graphs = convert_graphs(stage, raw, fp32, fused, s, log, feeds)
-        bundle = _Bundle(stage, ckpt, s, files, ref.embedding_dim, tok, input_names)
+        bundle = _Bundle(stage, ckpt, s, files, ref.embedding_dim, tok, input_names, plan)
         with step("label_embeddings", "label embeddings with the exported embedder"):
             r = bundle.first_load()
         with step("calibrate", "re-calibrate on dev with the exported models"):
             cal = recalibrate(r, ckpt, s, log)
+            if plan:
+                cal = _with_exits(r, ckpt, cal, plan, s, log)
         with step("evaluate", "evaluate the bundle and apply the accuracy gate"):
             metrics = evaluate_bundle(_with(r, cal), ckpt, ref, cal, s, log)
             metrics["graphs"] = graphs
@@ -170,7 +196,9 @@ def build_bundle(
         with step("write", "write manifest, verify, move into place"):
             shutil.rmtree(work)
             metrics["timings_s"] = dict(step.timings)
-            bundle.write_manifest(cal.threshold, cal.fusion, cal.calibration, plain(metrics), abstain_section)
+            bundle.write_manifest(
+                cal.threshold, cal.fusion, cal.calibration, plain(metrics), cal.exits, abstain_section
+            )
             bundle.load()  # the bundle as users will load it: checksums, shapes, probe run
     log(f"bundle written to {out}")
     return out
@@ -228,10 +256,12 @@ def export_graphs(ckpt, work: Path, log):
 
 def optimize_graphs(torch_models, raw: dict, work: Path, s: Settings, log):
     """({role: fp32 graph to ship or convert}, {role: the fusions applied}); raw graphs when skipped."""
-    fp32, fused = dict(raw), {role: {} for role in MODEL_ROLES}
-    for role in MODEL_ROLES if s.optimize else ():
+    fp32, fused = dict(raw), {role: {} for role in raw}
+    for role in raw if s.optimize else ():
         fp32[role] = work / f"{role}_fp32.onnx"
-        config = torch_models[role].model.config
+        config = torch_models[
+            role if role in MODEL_ROLES else "classifier"
+        ].model.config  # a stage: its model's
         fused[role] = optimize_graph(raw[role], fp32[role], config, use_gpu=s.precision == "fp16")
         log(f"      {role}: fused {fused[role] or 'nothing'}")
     return fp32, fused
@@ -250,12 +280,19 @@ def reference(ckpt, torch_models, tok, fp32: dict, s: Settings, log):
 
 
 def convert_graphs(stage: Path, raw: dict, fp32: dict, fused: dict, s: Settings, log, feeds=None):
-    """({file role: name in the bundle}, {model role: graph summary}) after converting both models;
-    ``feeds``: tokenized calibration texts for the static int8 presets."""
-    files = {role: model_file_name(role, s.precision, s.preset) for role in MODEL_ROLES}
+    """({file role: name in the bundle}, {model role: graph summary}) after converting both models
+    (the stage graphs in place of the classifier when there are some); ``feeds``: tokenized
+    calibration texts for the static int8 presets."""
+    from .stages import stage_feeds
+
+    roles = [role for role in fp32 if role != "classifier" or len(fp32) == len(MODEL_ROLES)]
+    stages = [role for role in roles if role not in MODEL_ROLES]
+    role_feeds = {"classifier": feeds, "embedder": feeds}
+    role_feeds.update(stage_feeds({role: fp32[role] for role in stages}, feeds) if stages else {})
+    files = {role: model_file_name(role, s.precision, s.preset) for role in roles}
     graphs = {}
-    for role in MODEL_ROLES:
-        shipped = convert(fp32[role], stage / files[role], s.precision, s.preset, feeds)
+    for role in roles:
+        shipped = convert(fp32[role], stage / files[role], s.precision, s.preset, role_feeds[role])
         g = graphs[role] = graph_summary(raw[role], shipped, fused[role])
         if s.precision == "int8" and g["quantized_linear"] == 0:
             raise ExportError(f"{shipped.name}: int8 quantization left no quantized MatMul in the {role}")
@@ -277,6 +314,7 @@ class Calibration:
     calibration: dict  # manifest.calibration: {"pytorch": ..., "exported": ...}
     dev_logits: np.ndarray
     dev_emb: np.ndarray
+    exits: tuple = ()  # lrsl_rt.manifest.ExitPoint, calibrated on dev (bundles with exits)
 
 
 def recalibrate(r, ckpt, s: Settings, log) -> Calibration:
@@ -285,10 +323,11 @@ def recalibrate(r, ckpt, s: Settings, log) -> Calibration:
     fixed = s.user_fusion or (info.fusion_rule if s.fusion_arg is None and info.fusion_fixed else None)
     dev_logits, dev_cos, dev_emb = r.logits(dev.texts), r.similarities(dev.texts), r.embed(dev.texts)
     threshold, fusion, table, note = calibrate(
-        dev_logits, dev_cos, dev.gold, info.k, info.threshold, fixed, info.fusion_rule
+        dev_logits, dev_cos, dev.gold, info.k, info.threshold, fixed, info.fusion_rule, s.measure
     )
     exported = {
         "threshold": threshold,
+        **({"measure": s.measure} if s.measure != "variance" else {}),
         "fusion": fusion.to_dict(),
         "fusion_fixed": fixed is not None,
         "table": table,
@@ -364,8 +403,10 @@ def add_abstain(bundle, r, ckpt, oos, s: Settings, metrics: dict, log):
 class _Bundle:
     """The staging directory's manifest and loading, with what every manifest of this export shares."""
 
-    def __init__(self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, tok, input_names):
-        self.stage, self.info, self.s, self.files = stage, ckpt.info, s, files
+    def __init__(
+        self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, tok, input_names, plan=None
+    ):
+        self.stage, self.info, self.s, self.files, self.plan = stage, ckpt.info, s, files, plan
         self.tokenizer_file, self.embedding_dim, self.created_at = (
             ckpt.tokenizer_file,
             embedding_dim,
@@ -376,9 +417,15 @@ class _Bundle:
         )
 
     def write_manifest(
-        self, threshold: float, fusion: Fusion, calibration: dict, metrics: dict, abstain=None
+        self,
+        threshold: float,
+        fusion: Fusion,
+        calibration: dict,
+        metrics: dict,
+        exits: tuple = (),
+        abstain=None,
     ) -> None:
-        info = self.info
+        info, plan = self.info, self.plan
         write_bundle_manifest(
             self.stage,
             labels=info.labels,
@@ -394,6 +441,9 @@ class _Bundle:
             calibration=calibration,
             metrics=metrics,
             created_at=self.created_at,
+            measure=self.s.measure,
+            classifier_layers=plan.depth if plan else None,
+            exits=exits or (plan.closed() if plan else ()),
             abstain=abstain,
         )
 
@@ -420,8 +470,31 @@ class _Bundle:
 
 
 def _with(r, cal: Calibration):
-    """``r`` with the re-calibrated threshold and fusion (the sessions are reused)."""
-    return _replace(r, manifest=replace(r.manifest, threshold=float(cal.threshold), fusion=cal.fusion))
+    """``r`` with the re-calibrated threshold, fusion and exits (the sessions are reused)."""
+    m = replace(
+        r.manifest, threshold=float(cal.threshold), fusion=cal.fusion, exits=cal.exits or r.manifest.exits
+    )
+    return _replace(r, manifest=m)
+
+
+def _with_exits(r, ckpt, cal: Calibration, plan: ExitPlan, s: Settings, log) -> Calibration:
+    """``cal`` with the exits' thresholds chosen on dev through the shipped stage chain."""
+    exits, report = calibrate_exits(_with(r, cal), ckpt, cal, plan, s.exit_budget)
+    shares = ", ".join(f"layer {k}: {100 * v:.1f}%" for k, v in report["share"].items())
+    log(
+        f"      exits ({s.measure}, budget {100 * s.exit_budget:.2f} points): leave at {shares}; dev "
+        f"{100 * report['accuracy_no_exit']:.2f}% -> {100 * report['accuracy_with_exits']:.2f}%"
+    )
+    calibration = dict(cal.calibration, exported={**cal.calibration["exported"], "exits": report})
+    return replace(cal, exits=exits, calibration=calibration)
+
+
+def _check_exit_settings(s: Settings) -> None:
+    if s.measure is not None and s.measure not in MEASURES:
+        raise UsageError(f"measure must be one of {list(MEASURES)}, got {s.measure!r}")
+    budget = s.exit_budget
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < 1:
+        raise UsageError(f"exit_budget must be a fraction in [0, 1), got {budget!r}")
 
 
 def _replace(r, manifest=None, label_embeddings=None, train_embeddings=None):

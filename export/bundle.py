@@ -17,6 +17,7 @@ import numpy as np
 
 from lrsl_rt import staging
 from lrsl_rt.fusion import Fusion
+from lrsl_rt.gate import DEFAULT_MEASURE
 from lrsl_rt.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -99,6 +100,9 @@ def write_bundle_manifest(
     calibration: dict,
     metrics: dict,
     created_at: str | None = None,
+    measure: str = DEFAULT_MEASURE,
+    classifier_layers: int | None = None,
+    exits: tuple = (),
     abstain: Abstain | None = None,
 ) -> Manifest:
     """Write ``manifest.json`` for the files now in ``stage`` (sizes and sha256 read from disk).
@@ -122,6 +126,9 @@ def write_bundle_manifest(
         files={role: file_entry(stage, name) for role, name in files.items()},
         calibration=calibration,
         metrics=metrics,
+        measure=measure,
+        classifier_layers=classifier_layers,
+        exits=tuple(exits),
         abstain=abstain,
     )
     checked = Manifest.from_dict(manifest.to_dict(), where=f"{stage / MANIFEST_NAME} (being written)")

@@ -23,7 +23,7 @@ from lrsl_rt.accuracy import lrsl_report
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import is_hard
 from lrsl_rt.rule import decide
-from lrsl_rt.tuning import choose_fusion, sigma2_mis
+from lrsl_rt.tuning import choose_fusion, mistakes_sureness
 
 from .errors import AccuracyGateError, ParityError
 
@@ -44,14 +44,20 @@ def check_parity(reference: np.ndarray, exported: np.ndarray, atol: float, what:
 
 
 def lrsl_reference(
-    logits: np.ndarray, gold: np.ndarray, k: int, threshold: float, fusion: Fusion, cos_of
+    logits: np.ndarray,
+    gold: np.ndarray,
+    k: int,
+    threshold: float,
+    fusion: Fusion,
+    cos_of,
+    measure: str = "variance",
 ) -> dict:
     """lrsl_report of :func:`lrsl_rt.rule.decide` on precomputed logits, as the Reranker decides.
 
     ``cos_of(indices)`` returns the (len(indices), L) label similarities of those rows: only the hard
     samples need the embedder.
     """
-    d = decide(logits, cos_of, threshold, fusion, k)
+    d = decide(logits, cos_of, threshold, fusion, k, measure=measure)
     return lrsl_report(gold, d.classifier_labels, d.labels, d.hard)
 
 
@@ -63,6 +69,7 @@ def calibrate(
     fallback_threshold: float,
     fixed: Fusion | None = None,
     incumbent: Fusion | None = None,
+    measure: str = "variance",
 ) -> tuple[float, Fusion, list[dict], str | None]:
     """sigma2_mis, the best fusion, the fusion table and a note, measured on these (exported) dev arrays.
 
@@ -70,16 +77,19 @@ def calibrate(
     threshold ``fallback_threshold`` is kept and the note says so (the fusion is still chosen here).
     ``fixed``: a fusion the user set; it is kept (only the threshold is re-calibrated).
     ``incumbent``: the rule a candidate must beat significantly (the PyTorch choice; see
-    :func:`lrsl_rt.tuning.choose_fusion`); None: the paper's ``logits*cos^2``.
+    :func:`lrsl_rt.tuning.choose_fusion`); None: the paper's ``logits*cos^2``. ``measure``: the
+    gate's sureness measure; the threshold is the mean sureness of the dev mistakes under it.
     """
     note = None
     try:
-        threshold = sigma2_mis(logits, gold, k)
+        threshold = mistakes_sureness(logits, gold, k, measure)
     except ValueError as e:
         threshold = fallback_threshold
         note = f"{e}; kept the PyTorch threshold {fallback_threshold:.6g}"
     kw = {"incumbent": incumbent} if incumbent is not None else {}
-    fusion, table = choose_fusion(logits, cos, gold, is_hard(logits, k, threshold), k, fixed=fixed, **kw)
+    fusion, table = choose_fusion(
+        logits, cos, gold, is_hard(logits, k, threshold, measure), k, fixed=fixed, **kw
+    )
     return threshold, fusion, table, note
 
 

@@ -97,5 +97,7 @@ def pytorch_reference(
         )
         return rows @ label_emb.T
 
-    pytorch = lrsl_reference(eval_logits, ev.gold, info.k, info.threshold, info.fusion_rule, cos_of)
+    pytorch = lrsl_reference(
+        eval_logits, ev.gold, info.k, info.threshold, info.fusion_rule, cos_of, info.measure
+    )
     return Reference(parity, pytorch, dev_logits_fp32, dev_emb_fp32, test_logits_fp32)

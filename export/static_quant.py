@@ -51,15 +51,19 @@ def collect_activations(fp32_path: Path, tensors: list[str], feeds: Iterable[dic
 
     model = onnx.load(str(fp32_path))
     have = {o.name for o in model.graph.output}
-    produced = {o for n in model.graph.node for o in n.output}
+    inputs = {i.name for i in model.graph.input}  # a stage graph quantizes its hidden_states input
+    produced = {o for n in model.graph.node for o in n.output} | inputs
     missing = [t for t in tensors if t not in produced]
     if missing:
         raise ExportError(
             f"{fp32_path.name}: no tensor(s) {missing[:3]} to calibrate; graph and fp32 source differ"
         )
     model.graph.output.extend(
-        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors if t not in have
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+        for t in tensors
+        if t not in have and t not in inputs
     )
+    computed = [t for t in tensors if t not in inputs]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,9 +74,9 @@ def collect_activations(fp32_path: Path, tensors: list[str], feeds: Iterable[dic
     batch: dict[str, list] = {t: [] for t in tensors}
     n = 0
     for feed in feeds:
-        values = session.run(tensors, {k: feed[k] for k in names})
-        for t, v in zip(tensors, values, strict=True):
-            batch[t].append(v)
+        values = dict(zip(computed, session.run(computed, {k: feed[k] for k in names}), strict=True))
+        for t in tensors:
+            batch[t].append(values[t] if t in values else np.asarray(feed[t]))
         n += 1
         if n % chunk == 0:
             yield batch

@@ -15,6 +15,11 @@ expects and what was found:
 
 A graph with several outputs is read at ``logits`` (classifier) or ``sentence_embedding`` /
 ``embeddings`` (embedder); a graph with one output is read at that output.
+
+A bundle with exits has stage graphs in place of the classifier (:mod:`lrsl_rt.exits`):
+:func:`open_stages` checks each stage's inputs and outputs (stage 1 the token inputs, the others
+``hidden_states`` and ``attention_mask``; ``logits``, and ``hidden_out`` on all but the last) and
+runs the probe text and the ``max_length`` probe through the whole chain.
 """
 
 from __future__ import annotations
@@ -45,6 +50,44 @@ def open_model(
     check_graph(session, role, width, tokenizer([PROBE_TEXT]))
     check_max_length(session, role, tokenizer)
     return session
+
+
+def open_stages(files: dict, manifest: Manifest, tokenizer: BundleTokenizer, **settings):
+    """The :class:`~lrsl_rt.exits.StageChain` of a bundle with exits, each stage graph checked."""
+    from .exits import HIDDEN_IN, HIDDEN_OUT, LOGITS, MASK, StageChain
+
+    roles = manifest.stage_roles
+    sessions = []
+    for i, role in enumerate(roles):
+        session = OnnxSession(files[role], output=LOGITS, **settings)
+        first, names = i == 0, session.input_names
+        if first:
+            inputs_ok, want_in = "input_ids" in names and set(names) <= set(INPUT_NAMES), INPUT_NAMES
+        else:
+            inputs_ok, want_in = sorted(names) == sorted((HIDDEN_IN, MASK)), (HIDDEN_IN, MASK)
+        want_out = [LOGITS] if i == len(roles) - 1 else [LOGITS, HIDDEN_OUT]
+        if not inputs_ok or sorted(session.outputs) != sorted(want_out):
+            raise BundleError(
+                f"{session.path}: {role} must take inputs {list(want_in)} and give {want_out}, "
+                f"got inputs {names} and outputs {list(session.outputs)}"
+            )
+        sessions.append(session)
+    chain = StageChain(sessions, tokenizer.pad, manifest.classifier_layers)
+    width, k = len(manifest.labels), manifest.k
+    y = chain.full_logits(tokenizer.tokenize([PROBE_TEXT]), 1, k)
+    if y.shape != (1, width) or not np.isfinite(y).all():
+        raise BundleError(
+            f"{chain.path}: the stage chain gives logits of shape {y.shape} for one text, expected finite "
+            f"(1, {width}) (len(labels) in the manifest)"
+        )
+    try:
+        chain.full_logits([_longest_row(tokenizer)], 1, k)
+    except RuntimeBackendError as e:
+        raise BundleError(
+            f"{chain.path}: the stage chain fails on an input of {tokenizer.max_length} tokens, the "
+            f"manifest's tokenizer.max_length ({e})"
+        ) from e
+    return chain
 
 
 def load_label_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
@@ -115,12 +158,9 @@ def check_graph(session: OnnxSession, role: str, width: int, probe: dict) -> Non
 
 def check_max_length(session: OnnxSession, role: str, tokenizer: BundleTokenizer) -> None:
     """One run on ``max_length`` tokens (the probe text's tokens repeated between its first and last)."""
-    ids = tokenizer.tokenize([PROBE_TEXT])[0].ids
     n = tokenizer.max_length
-    middle = ids[1:-1] or ids
-    row = (ids[0], *(middle * n)[: n - 2], ids[-1])
     try:
-        y = np.asarray(session.run(tokenizer.pad([Tokens(row, (0,) * n)])))
+        y = np.asarray(session.run(tokenizer.pad([_longest_row(tokenizer)])))
     except RuntimeBackendError as e:
         raise BundleError(
             f"{session.path}: the {role} graph fails on an input of {n} tokens, the manifest's "
@@ -128,3 +168,11 @@ def check_max_length(session: OnnxSession, role: str, tokenizer: BundleTokenizer
         ) from e
     if y.shape[0] != 1 or not np.isfinite(y).all():
         raise BundleError(f"{session.path}: the {role} graph gives no finite output for {n} tokens")
+
+
+def _longest_row(tokenizer: BundleTokenizer) -> Tokens:
+    """``max_length`` tokens: the probe text's tokens repeated between its first and last."""
+    ids = tokenizer.tokenize([PROBE_TEXT])[0].ids
+    n = tokenizer.max_length
+    middle = ids[1:-1] or ids
+    return Tokens((ids[0], *(middle * n)[: n - 2], ids[-1]), (0,) * n)

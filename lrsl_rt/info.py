@@ -75,10 +75,33 @@ def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
         "preset": m.preset,
         "embedding_dim": m.embedding_dim,
         "max_length": m.tokenizer.max_length,
+        "exits": exit_summary(m),
         "files": files,
         "checksums": "verified" if verify else "not checked (use --verify)",
         "metrics": m.metrics,
     }
+
+
+def exit_summary(m) -> list[dict]:
+    """Each exit's layer, threshold and dev share (the export's calibration), or [] without exits."""
+    dev = m.calibration.get("exported", {}).get("exits", {}).get("share", {})
+    return [{"layer": e.layer, "threshold": e.threshold, "dev_share": dev.get(str(e.layer))} for e in m.exits]
+
+
+def _gate_line(s: dict) -> str:
+    return f"gate:        hard when {_measure(s.get('measure', 'variance'), s['k'])} <= {s['threshold']:.6g}"
+
+
+def _exit_lines(s: dict) -> list[str]:
+    if not s.get("exits"):
+        return []
+    parts = [
+        f"layer {e['layer']} ({s.get('measure', 'variance')} > {e['threshold']:.4g}"
+        + (f", {100 * e['dev_share']:.1f}% of dev" if e["dev_share"] is not None else "")
+        + ")"
+        for e in s["exits"]
+    ]
+    return [f"exits:       {'; '.join(parts)}"]
 
 
 def _size(n: int) -> str:
@@ -101,7 +124,8 @@ def format_bundle(s: dict) -> str:
     lines = [
         f"bundle:      {s['bundle']}",
         f"labels:      {s['n_labels']} ({shown})",
-        f"gate:        hard when {_measure(s['measure'], s['k'])} <= {s['threshold']:.6g}",
+        _gate_line(s),
+        *_exit_lines(s),
         f"fusion:      {s['fusion_name']}",
         *_abstain_line(s["abstain"]),
         f"precision:   {s['precision']}" + (f" (preset {s['preset']})" if s["preset"] else ""),

@@ -5,7 +5,8 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
 
 1. tokenizes them once, truncated to the manifest's max length;
 2. runs the classifier in batches of texts of similar length (sorted by token count, so little
-   padding), putting the logits back in input order;
+   padding), putting the logits back in input order; a bundle with exits runs its stage chain
+   (:mod:`lrsl_rt.exits`) instead, where sure rows leave early and are never hard;
 3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
 4. runs the embedder on the hard samples only, takes their cosine similarity with the label
    embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`.
@@ -30,9 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from .abstain import ALL_ROW_SCORES, knn_score, scores_of
-from .bundle import load_label_embeddings, load_train_embeddings, open_model
+from .bundle import load_label_embeddings, load_train_embeddings, open_model, open_stages
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
+from .exits import StageChain
 from .fusion import confidence
 from .gate import is_unsure, topk_indices
 from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest, read_manifest, resolve_file
@@ -51,13 +53,14 @@ class Reranker:
     ('card_arrival', False, False)
 
     The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
+    ``classifier`` is one session, or the :class:`~lrsl_rt.exits.StageChain` of a bundle with exits.
     """
 
     def __init__(
         self,
         manifest: Manifest,
         tokenizer: BundleTokenizer,
-        classifier: OnnxSession,
+        classifier: OnnxSession | StageChain,
         embedder: OnnxSession,
         label_embeddings: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -124,14 +127,15 @@ class Reranker:
             thread_pool=thread_pool,
             **(session_options or {}),
         )
-        sessions = {
-            role: open_model(files[role], role, manifest, tokenizer, **settings) for role in MODEL_ROLES
-        }
+        if manifest.exits:
+            classifier = open_stages(files, manifest, tokenizer, **settings)
+        else:
+            classifier = open_model(files["classifier"], "classifier", manifest, tokenizer, **settings)
         return cls(
             manifest,
             tokenizer,
-            sessions["classifier"],
-            sessions["embedder"],
+            classifier,
+            open_model(files["embedder"], "embedder", manifest, tokenizer, **settings),
             label_embeddings,
             batch_size=batch_size,
             bundle_dir=bundle_dir,
@@ -287,7 +291,10 @@ class Reranker:
 
     def _classify(self, rows: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None]:
         """(logits (n, L), layer at which each row's logits were taken or None without exits)."""
-        return self.run_batched("classifier", rows), None
+        if not isinstance(self.classifier, StageChain):
+            return self.run_batched("classifier", rows), None
+        m = self.manifest
+        return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k)
 
     def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
         labels, k = self.labels, self.k
@@ -317,6 +324,8 @@ class Reranker:
         if role not in MODEL_ROLES:
             raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
         session = self.classifier if role == "classifier" else self.embedder
+        if isinstance(session, StageChain):  # the final head's logits: no row leaves early
+            return session.full_logits(rows, self.batch_size, self.k)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
         for start in range(0, len(order), self.batch_size):

@@ -238,6 +238,10 @@ class OnnxSession:
 
     def run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """The selected output for these inputs; extra keys of ``arrays`` are ignored."""
+        return self.run_outputs(arrays, (self.output,))[0]
+
+    def run_outputs(self, arrays: dict[str, np.ndarray], outputs: tuple[str, ...]) -> list[np.ndarray]:
+        """The named outputs for these inputs (a stage graph's logits and hidden states)."""
         feeds = {}
         for name, arg in self.inputs.items():
             if name in arrays:
@@ -252,7 +256,7 @@ class OnnxSession:
             dtype = _INT_TYPES.get(arg.type)
             feeds[name] = np.ascontiguousarray(value, dtype=dtype) if dtype else value
         try:
-            return self._session.run([self.output], feeds)[0]
+            return self._session.run(list(outputs), feeds)
         except Exception as e:
             shapes = {k: tuple(v.shape) for k, v in feeds.items()}
             raise RuntimeBackendError(

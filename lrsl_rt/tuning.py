@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fusion import RULES, SCOPES, Fusion
-from .gate import topk_variance
+from .gate import DEFAULT_MEASURE, sureness, topk_variance
 from .rule import decide
 
 DEFAULT_P_GRID = (1, 2, 3, 4, 6, 8)
@@ -34,6 +34,26 @@ def sigma2_mis(logits: np.ndarray, gold: np.ndarray, k: int) -> float:
             "(mean top-k variance of its mistakes) is undefined; use a larger dev split"
         )
     return float(topk_variance(logits, k)[wrong].mean())
+
+
+def mistakes_sureness(logits: np.ndarray, gold: np.ndarray, k: int, measure: str = DEFAULT_MEASURE) -> float:
+    """The paper's sigma2_mis rule under any measure (:mod:`lrsl_rt.gate`): the mean sureness of the
+    misclassified samples, so a row at or below it is as unsure as a typical mistake. Equal to
+    :func:`sigma2_mis` under ``variance``; ValueError when there is no mistake.
+
+    >>> round(mistakes_sureness(np.log([[6.0, 3.0, 1.0], [1.0, 8.0, 1.0]]), np.array([1, 1]), 3, "max_prob"), 4)
+    0.6
+    """
+    if measure == "variance":
+        return sigma2_mis(logits, gold, k)
+    logits, gold = np.asarray(logits), np.asarray(gold)
+    wrong = np.argmax(logits, axis=1) != gold
+    if not wrong.any():
+        raise ValueError(
+            f"the classifier is right on all {len(gold)} calibration samples, so the mean {measure} of "
+            "its mistakes is undefined; use a larger dev split"
+        )
+    return float(sureness(logits, measure, k)[wrong].mean())
 
 
 def candidate_fusions(p_grid=DEFAULT_P_GRID) -> list[Fusion]:

@@ -116,6 +116,33 @@ def parser() -> CommandParser:
     )
     h.add_argument("--k", type=int, default=_RUN.k, help="top-k size for the gate and mining")
     h.add_argument(
+        "--measure",
+        choices=("variance", "margin", "max_prob", "entropy"),
+        default=_RUN.measure,
+        help="how the gate measures the classifier's sureness: variance (the paper's top-k logit "
+        "variance), margin, max_prob or entropy of the softmax; the threshold is the measure's mean over "
+        "the dev mistakes (sigma2_mis under variance); docs/guide/exits.md",
+    )
+    h.add_argument(
+        "--exit-layers",
+        metavar="L1,L2",
+        help="train exit heads jointly with the classifier after these layers, e.g. 2,4 (its loss then adds "
+        "--exit-weight x each head's); `python -m train.exits` adds heads to a trained checkpoint instead, "
+        "leaving the classifier as it is (docs/guide/exits.md); default: none",
+    )
+    h.add_argument(
+        "--exit-weight",
+        type=float,
+        default=_CLF.exit_weight,
+        help="weight of each exit head's loss beside the final head's in joint training",
+    )
+    h.add_argument(
+        "--classifier-layers",
+        type=positive_int,
+        help="keep only the first N encoder layers of the classifier's base model (a shallower, faster "
+        "classifier; the embedder keeps all of its layers); default: all",
+    )
+    h.add_argument(
         "--fusion",
         default=_RUN.fusion,
         metavar="auto|RULE:P[:SCOPE]",
@@ -144,6 +171,7 @@ def config_from_args(a) -> TrainConfig:
         ("batch_size", a.batch_size),
         ("max_length", a.max_length),
         ("patience", a.patience),
+        ("layers", a.classifier_layers),
     ):
         if pick(flag, key) is not None:
             setattr(clf, key, pick(flag, key))
@@ -156,6 +184,11 @@ def config_from_args(a) -> TrainConfig:
     ):
         if pick(flag, "embedder_" + key) is not None:
             setattr(emb, key, pick(flag, "embedder_" + key))
+    if a.exit_layers:
+        from .exits import parse_layers
+
+        clf.exit_layers = parse_layers(a.exit_layers)
+    clf.exit_weight = a.exit_weight
     return TrainConfig(
         out=a.out,
         dataset=a.dataset,
@@ -171,6 +204,7 @@ def config_from_args(a) -> TrainConfig:
         embedder_model=a.embedder_model,
         k=a.k,
         fusion=a.fusion,
+        measure=a.measure,
         seed=a.seed,
         threads=a.threads,
         limit_classes=a.limit_classes,

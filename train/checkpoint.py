@@ -3,8 +3,8 @@
 Layout (format ``lrsl-checkpoint`` version 1)::
 
     CKPT/
-      lrsl.json       labels, label texts, k, max_length, PyTorch calibration (threshold, fusion and
-                      whether the user fixed it), seed
+      lrsl.json       labels, label texts, k, max_length, PyTorch calibration (the gate's measure,
+                      threshold, fusion and whether the user fixed it), seed
       classifier/     AutoModelForSequenceClassification.save_pretrained + its fast tokenizer (tokenizer.json)
       embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
       dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
@@ -15,6 +15,8 @@ Layout (format ``lrsl-checkpoint`` version 1)::
       calib.jsonl     a seeded sample of the training texts (not dev, not test): the static int8
                       presets of the export calibrate their activation scales on it
       metrics.json    everything measured during training
+      exits/          exit heads after chosen classifier layers (optional: ``python -m train.exits``,
+                      :mod:`train.exit_heads`)
 
 Labels are strings; label ids are positions in ``labels`` and match the classifier's output columns.
 No pickle: models are safetensors, everything else JSON.
@@ -47,6 +49,7 @@ class CheckpointInfo:
     base_models: dict = field(default_factory=dict)  # {"classifier": path, "embedder": path}
     fusion_fixed: bool = False  # True: the user set the fusion (--fusion); export keeps it
     out_of_scope: dict = field(default_factory=dict)  # OutOfScope.info(): how the oos rows were chosen
+    measure: str = "variance"  # the gate's sureness measure (lrsl_rt.gate); threshold is in its units
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 

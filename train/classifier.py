@@ -92,10 +92,16 @@ def predict_logits(
 
 
 def train_classifier(
-    model, tokenizer, train_texts, train_y, dev_texts, dev_y, cfg: ClassifierConfig, log=print
+    model, tokenizer, train_texts, train_y, dev_texts, dev_y, cfg: ClassifierConfig, log=print, heads=None
 ):
-    """Fine-tune in place; returns the per-epoch history. The best dev epoch's weights are kept."""
+    """Fine-tune in place; returns the per-epoch history. The best dev epoch's weights are kept.
+
+    ``heads``: {layer: :class:`train.exit_heads.ExitHead`} trained jointly with the classifier
+    (``python -m train --exit-layers``): the loss is the final head's cross-entropy plus
+    ``cfg.exit_weight`` times each exit head's; early stopping still follows the final head."""
     seed_everything(cfg.seed)
+    if heads:
+        model.exit_heads = torch.nn.ModuleDict({str(layer): h for layer, h in heads.items()})
     train_y_t = torch.as_tensor(train_y)
     dev_y = np.asarray(dev_y)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -117,7 +123,7 @@ def train_classifier(
         batches = grouped_batches(lengths, cfg.batch_size, cfg.group_size, gen)
         train_loss = optimizer.epoch(
             _batches(tokenizer, train_texts, cfg.max_length, batches),
-            lambda b: torch.nn.functional.cross_entropy(model(**b[1]).logits, train_y_t[b[0]]),
+            lambda b: _loss(model, b[1], train_y_t[b[0]], cfg.exit_weight),
             len(batches),
             f"classifier epoch {epoch}/{cfg.epochs}",
         )
@@ -142,4 +148,18 @@ def train_classifier(
                 log(f"early stop: dev accuracy did not improve for {cfg.patience} epochs")
                 break
     model.load_state_dict(best_state)
+    if heads:
+        del model.exit_heads  # the heads keep their trained weights; the classifier saves without them
     return history
+
+
+def _loss(model, batch, y, exit_weight: float):
+    """Cross-entropy of the final head, plus ``exit_weight`` times each exit head's when there are some."""
+    heads = getattr(model, "exit_heads", None)
+    if not heads:
+        return torch.nn.functional.cross_entropy(model(**batch).logits, y)
+    out = model(**batch, output_hidden_states=True)
+    loss = torch.nn.functional.cross_entropy(out.logits, y)
+    for layer, head in heads.items():
+        loss = loss + exit_weight * torch.nn.functional.cross_entropy(head(out.hidden_states[int(layer)]), y)
+    return loss

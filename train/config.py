@@ -20,6 +20,9 @@ class ClassifierConfig:
     seed: int = 42
     # batches drawn from pools of group_size * batch_size texts sorted by length; 0 = plain shuffle
     group_size: int = 50
+    layers: int | None = None  # keep only the first N encoder layers of the base model (None: all)
+    exit_layers: list[int] | None = None  # exit heads trained jointly after these layers (None: none)
+    exit_weight: float = 0.3  # weight of each exit head's loss beside the final head's
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TrainConfig:
     embedder_model: str | None = None
     k: int = 3
     fusion: str = "auto"  # "auto": chosen on dev; or a rule RULE:P[:SCOPE] kept as is (train and export)
+    measure: str = "variance"  # the gate's sureness measure (lrsl_rt.gate.MEASURES); the paper's: variance
     seed: int = 42
     threads: int | None = None
     limit_classes: int | None = None  # keep the first N classes (smoke runs)

@@ -24,7 +24,13 @@ from lrsl_rt.gate import is_hard, topk_variance
 from lrsl_rt.progress import Steps
 from lrsl_rt.rule import decide
 from lrsl_rt.staging import Artifact, check_target, staged_directory
-from lrsl_rt.tuning import PAPER_RULES, choose_fusion, evaluate_fusions, fusion_reason, sigma2_mis
+from lrsl_rt.tuning import (
+    PAPER_RULES,
+    choose_fusion,
+    evaluate_fusions,
+    fusion_reason,
+    mistakes_sureness,
+)
 
 from . import data as D
 from .checkpoint import CheckpointInfo, calibration_sample, write_info, write_jsonl
@@ -92,6 +98,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
             seed=cfg.seed,
             base_models=bases,
             fusion_fixed=fixed is not None,
+            measure=cfg.measure,
             out_of_scope=data.oos.info() if data.oos else {},
         )
         metrics = {
@@ -133,6 +140,7 @@ def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tok = _load(AutoTokenizer.from_pretrained, base)
+    _check_depth(cfg.classifier.layers, base)
     if not getattr(tok, "is_fast", False):
         raise ModelError(f"{base}: the runtime needs a fast tokenizer (tokenizer.json); this model has none")
     clf = _load(
@@ -142,11 +150,14 @@ def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
         id2label=dict(enumerate(data.labels)),
         label2id={y: i for i, y in enumerate(data.labels)},
         attn_implementation="eager",
+        **({"num_hidden_layers": cfg.classifier.layers} if cfg.classifier.layers else {}),
     )
     check_max_length(clf.config, cfg.classifier.max_length, base)  # before training, not mid-epoch
+    heads = _joint_heads(clf, cfg.classifier.exit_layers, len(data.labels))
     history = train_classifier(
-        clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log
+        clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log, heads
     )
+    clf.lrsl_exit_heads = heads  # written beside the classifier by write_checkpoint
     return clf, tok, history
 
 
@@ -195,16 +206,17 @@ def fit_embedder(cfg: TrainConfig, data: Data, triplets, base: str, log):
 
 
 def calibrate(cfg: TrainConfig, data: Data, logits_dev, cos_dev, fixed: Fusion | None, log):
-    """(sigma2_mis, fusion, fusion table) on dev."""
+    """(threshold, fusion, fusion table) on dev; the threshold is sigma2_mis under ``cfg.measure``."""
     y_dev = data.y["dev"]
     try:
-        threshold = sigma2_mis(logits_dev, y_dev, cfg.k)
+        threshold = mistakes_sureness(logits_dev, y_dev, cfg.k, cfg.measure)
     except ValueError as e:
         raise DataError(f"dev calibration: {e}") from e
-    hard_dev = is_hard(logits_dev, cfg.k, threshold)
+    hard_dev = is_hard(logits_dev, cfg.k, threshold, cfg.measure)
     fusion, table = choose_fusion(logits_dev, cos_dev, y_dev, hard_dev, cfg.k, fixed=fixed)
     log(
-        f"sigma2_mis = {threshold:.4f}; hard share on dev {100 * hard_dev.mean():.1f}%; "
+        f"{'sigma2_mis' if cfg.measure == 'variance' else f'mean {cfg.measure} of the dev mistakes'} = "
+        f"{threshold:.4f}; hard share on dev {100 * hard_dev.mean():.1f}%; "
         f"fusion {fusion.name} ({fusion_reason(fusion, table, fixed, PAPER_RULES[0])})"
     )
     return threshold, fusion, table
@@ -215,15 +227,20 @@ def evaluate(cfg: TrainConfig, data: Data, logits, cos, threshold, fusion, log):
     results, paper = {}, {}
     for name in data.texts():
         results[name], paper[name] = _eval_split(
-            name, logits[name], cos[name], data.y[name], cfg.k, threshold, fusion, log
+            name, logits[name], cos[name], data.y[name], cfg.k, threshold, fusion, log, cfg.measure
         )
     return results, paper
 
 
 def write_checkpoint(stage: Path, clf, tok, emb, data: Data, info: CheckpointInfo, metrics: dict) -> None:
     """The checkpoint's files (layout: :mod:`train.checkpoint`) into the staging directory."""
+    heads = getattr(clf, "lrsl_exit_heads", None)
+    if heads:
+        del clf.lrsl_exit_heads
     clf.save_pretrained(stage / "classifier")
     tok.save_pretrained(stage / "classifier")
+    if heads:
+        _write_joint_heads(stage, clf, heads, info)
     emb.save(str(stage / "embedder"))
     write_jsonl(stage / "dev.jsonl", data.dev.texts, data.dev.labels)
     write_jsonl(stage / "calib.jsonl", *calibration_sample(data.train, info.seed))
@@ -256,12 +273,49 @@ def _load(loader, path: str, **kwargs):
         raise ModelError(f"{path}: cannot load this model: {str(e).strip().splitlines()[0]}") from e
 
 
-def _eval_split(name, logits, cos, gold, k, threshold, fusion, log):
-    d = decide(logits, cos, threshold, fusion, k)
+def _eval_split(name, logits, cos, gold, k, threshold, fusion, log, measure="variance"):
+    d = decide(logits, cos, threshold, fusion, k, measure=measure)
     rep = lrsl_report(gold, d.classifier_labels, d.labels, d.hard)
     log(f"[{name}] {fusion.name}\n" + format_report(rep))
     paper = {f.name: evaluate_fusions(logits, cos, gold, d.hard, k, [f])[0] for f in PAPER_RULES}
     return rep, paper
+
+
+def _joint_heads(clf, layers: list[int] | None, n_labels: int) -> dict:
+    """Exit heads to train with the classifier (``--exit-layers``), each started as its final head."""
+    from .exit_heads import depth, initial_head
+
+    if not layers:
+        return {}
+    if max(layers) >= depth(clf):
+        raise ModelError(
+            f"--exit-layers {layers}: every exit must be below the classifier's depth {depth(clf)}"
+        )
+    return {layer: initial_head(clf, n_labels) for layer in layers}
+
+
+def _write_joint_heads(stage: Path, clf, heads: dict, info: CheckpointInfo) -> None:
+    from .exit_heads import EXITS_DIR, depth, save_heads
+
+    (stage / EXITS_DIR).mkdir()
+    meta = {
+        "classifier_layers": depth(clf),
+        "hidden_size": clf.config.hidden_size,
+        "labels": len(info.labels),
+    }
+    save_heads(stage / EXITS_DIR, {k: h.eval() for k, h in heads.items()}, {**meta, "training": "joint"})
+
+
+def _check_depth(layers: int | None, base: str) -> None:
+    """--classifier-layers must not ask for more layers than the base model has (transformers would
+    add random ones)."""
+    if not layers:
+        return
+    from transformers import AutoConfig
+
+    have = getattr(_load(AutoConfig.from_pretrained, base), "num_hidden_layers", None)
+    if not isinstance(have, int) or layers > have:
+        raise ModelError(f"{base}: --classifier-layers {layers}, but the model has {have} encoder layers")
 
 
 def _fixed_fusion(spec: str):

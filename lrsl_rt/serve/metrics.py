@@ -11,7 +11,8 @@ Names (counters get ``_total``):
 - ``lrsl_queue_texts``: texts waiting for a batch
 - ``lrsl_batch_texts``, ``lrsl_batch_tokens`` (unpadded): per model call; ``lrsl_batch_seconds``
 - ``lrsl_texts_predicted_total``, ``lrsl_hard_texts_total``, ``lrsl_reranked_texts_total``,
-  ``lrsl_hard_share`` (hard / predicted since start)
+  ``lrsl_hard_share`` (hard / predicted since start), ``lrsl_exit_texts_total{layer}`` (bundles with
+  exits: texts by the classifier layer they left at, the depth for those that went through)
 - ``lrsl_model_run_seconds{stage}``: time inside ONNX Runtime, stage ``classifier`` or ``embedder``
   (count: runs, sum: seconds)
 - ``lrsl_cancelled_texts_total``: texts of requests whose client went away
@@ -57,6 +58,12 @@ class ServeMetrics:
         self.hard = Counter("lrsl_hard_texts", "texts the gate found hard (embedder ran)", registry=r)
         self.reranked = Counter("lrsl_reranked_texts", "texts whose label LRSL changed", registry=r)
         self.hard_share = Gauge("lrsl_hard_share", "hard texts / texts predicted since start", registry=r)
+        self.exits = Counter(
+            "lrsl_exit_texts",
+            "texts by the classifier layer they left at (bundles with exits)",
+            ["layer"],
+            registry=r,
+        )
         self.model_seconds = Summary(
             "lrsl_model_run_seconds", "time inside ONNX Runtime per run, by model", ["stage"], registry=r
         )
@@ -93,6 +100,9 @@ class ServeMetrics:
         self._n_texts += texts
         self._n_hard += sum(p.hard for p in predictions)
         self.hard_share.set(self._n_hard / self._n_texts)
+        for p in predictions:
+            if p.exit_layer is not None:
+                self.exits.labels(str(p.exit_layer)).inc()
 
     def cancelled(self, n: int) -> None:
         self.cancelled_texts.inc(n)
@@ -101,8 +111,14 @@ class ServeMetrics:
         self.failed_batches.inc()
 
     def timed(self, session, stage: str):
-        """``session`` with its ``run`` timed into ``lrsl_model_run_seconds{stage}``."""
-        return _TimedSession(session, self.model_seconds.labels(stage))
+        """``session`` with its ``run`` timed into ``lrsl_model_run_seconds{stage}``; a stage chain
+        (a bundle with exits) gets each of its stage sessions timed under ``stage``."""
+        from ..exits import StageChain
+
+        summary = self.model_seconds.labels(stage)
+        if isinstance(session, StageChain):
+            return StageChain([_TimedSession(s, summary) for s in session.stages], session.pad, session.depth)
+        return _TimedSession(session, summary)
 
 
 class _TimedSession:
@@ -115,6 +131,13 @@ class _TimedSession:
         start = time.perf_counter()
         try:
             return self._session.run(arrays)
+        finally:
+            self._summary.observe(time.perf_counter() - start)
+
+    def run_outputs(self, arrays, outputs):
+        start = time.perf_counter()
+        try:
+            return self._session.run_outputs(arrays, outputs)
         finally:
             self._summary.observe(time.perf_counter() - start)
 
