@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_models import TOPICS, make_tiny_bert, synthetic_dataset  # noqa: E402
+from tiny_models import OUT_OF_SCOPE, TOPICS, make_tiny_bert, synthetic_dataset  # noqa: E402
 
 LABELS = list(TOPICS)
 # The keys of Prediction.to_dict() without an explanation: the record contract, written once for the tests.
@@ -96,6 +96,23 @@ def tiny_bundle_fp32(tmp_path_factory, tiny_checkpoint) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_bundle_fp32") / "bundle"
     return build_bundle(tiny_checkpoint, out, precision="fp32", max_accuracy_drop=1.0, log=lambda msg: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_oos(tiny_checkpoint, tmp_path_factory):
+    """An fp32 bundle with an abstain calibration: the tiny checkpoint plus out-of-scope dev/test texts."""
+    import shutil
+
+    from export import build_bundle
+    from train.checkpoint import write_jsonl
+
+    ckpt = tmp_path_factory.mktemp("oos_ckpt") / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    write_jsonl(ckpt / "dev_oos.jsonl", OUT_OF_SCOPE[:4], ["weather"] * 4)
+    write_jsonl(ckpt / "test_oos.jsonl", OUT_OF_SCOPE[2:], ["weather"] * 4)
+    write_jsonl(ckpt / "train.jsonl", *synthetic_dataset(5, seed=7))
+    out = tmp_path_factory.mktemp("oos_bundle") / "bundle"
+    return build_bundle(ckpt, out, precision="fp32", max_accuracy_drop=1.0, log=lambda m: None)
 
 
 @pytest.fixture(scope="session", autouse=True)

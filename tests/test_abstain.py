@@ -4,7 +4,6 @@ abstain section, and the record schema through the API and the CLI (abstain off 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,15 +26,7 @@ from lrsl_rt.manifest import Manifest, read_manifest
 from lrsl_rt.rule import decide
 
 ROOT = Path(__file__).resolve().parents[1]
-# texts about none of the tiny topics (tests/tiny_models.py): weather, food, sport
-OUT_OF_SCOPE = [
-    "what is the weather like today",
-    "recommend a good pizza place",
-    "who won the football match",
-    "play some music please",
-    "how tall is the tower",
-    "tell me a joke",
-]
+from tiny_models import OUT_OF_SCOPE  # noqa: E402
 
 
 # ---- scores and rules, by hand -------------------------------------------------------------------
@@ -149,25 +140,8 @@ def test_unknown_ratio_is_seeded_and_recorded(tmp_path, tiny_data):
 
 
 # ---- export and runtime -------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def oos_bundle(tiny_checkpoint, tmp_path_factory):
-    """An fp32 bundle exported from the tiny checkpoint plus out-of-scope dev/test texts."""
-    from tiny_models import synthetic_dataset
-
-    from export import build_bundle
-    from train.checkpoint import write_jsonl
-
-    ckpt = tmp_path_factory.mktemp("oos_ckpt") / "ckpt"
-    shutil.copytree(tiny_checkpoint, ckpt)
-    write_jsonl(ckpt / "dev_oos.jsonl", OUT_OF_SCOPE[:4], ["weather"] * 4)
-    write_jsonl(ckpt / "test_oos.jsonl", OUT_OF_SCOPE[2:], ["weather"] * 4)
-    write_jsonl(ckpt / "train.jsonl", *synthetic_dataset(5, seed=7))
-    out = tmp_path_factory.mktemp("oos_bundle") / "bundle"
-    return build_bundle(ckpt, out, precision="fp32", max_accuracy_drop=1.0, log=lambda m: None)
-
-
-def test_export_writes_an_abstain_section_chosen_by_dev_auroc(oos_bundle):
-    m = read_manifest(oos_bundle)
+def test_export_writes_an_abstain_section_chosen_by_dev_auroc(tiny_bundle_oos):
+    m = read_manifest(tiny_bundle_oos)
     assert m.format_version == 2 and m.abstain is not None
     table = m.metrics["abstain"]["scores"]
     assert m.abstain.score == max(table, key=lambda s: table[s]["dev_auroc"])
@@ -177,31 +151,33 @@ def test_export_writes_an_abstain_section_chosen_by_dev_auroc(oos_bundle):
     ] >= 0
 
 
-def test_abstain_off_gives_the_records_of_a_bundle_without_abstain(oos_bundle, tiny_bundle_fp32, tiny_data):
+def test_abstain_off_gives_the_records_of_a_bundle_without_abstain(
+    tiny_bundle_oos, tiny_bundle_fp32, tiny_data
+):
     from lrsl_rt import Reranker
 
     texts = tiny_data[2][0] + OUT_OF_SCOPE
     plain = [p.to_dict() for p in Reranker.from_bundle(tiny_bundle_fp32).predict(texts)]
-    off = [p.to_dict() for p in Reranker.from_bundle(oos_bundle).predict(texts, abstain=False)]
+    off = [p.to_dict() for p in Reranker.from_bundle(tiny_bundle_oos).predict(texts, abstain=False)]
     assert off == plain
     assert read_manifest(tiny_bundle_fp32).to_dict()["format_version"] == 1
 
 
-def test_abstained_record_carries_the_fallback_label_and_the_classifier_label(oos_bundle, tmp_path):
+def test_abstained_record_carries_the_fallback_label_and_the_classifier_label(tiny_bundle_oos, tmp_path):
     from lrsl_rt import Reranker
 
-    m = read_manifest(oos_bundle)
+    m = read_manifest(tiny_bundle_oos)
     # fix the threshold above every score: every text is out of scope
-    d = json.loads((oos_bundle / "manifest.json").read_text())
+    d = json.loads((tiny_bundle_oos / "manifest.json").read_text())
     d["abstain"] = {**d["abstain"], "score": "max_prob", "threshold": 1.0}
-    r = Reranker.from_bundle(oos_bundle)
+    r = Reranker.from_bundle(tiny_bundle_oos)
     r = Reranker(
         Manifest.from_dict(d),
         r.tokenizer,
         r.classifier,
         r.embedder,
         r.label_embeddings,
-        bundle_dir=oos_bundle,
+        bundle_dir=tiny_bundle_oos,
     )
     p = r.predict(["card not here"])[0]
     assert p.out_of_scope is True and p.label == m.abstain.fallback_label and p.label_id == -1
@@ -219,8 +195,8 @@ def _no_abstain(r):
     )
 
 
-def test_manifest_refuses_abstain_in_version_1_and_a_fallback_that_is_a_label(oos_bundle):
-    d = json.loads((oos_bundle / "manifest.json").read_text())
+def test_manifest_refuses_abstain_in_version_1_and_a_fallback_that_is_a_label(tiny_bundle_oos):
+    d = json.loads((tiny_bundle_oos / "manifest.json").read_text())
     with pytest.raises(BundleError, match="need format_version 2"):
         Manifest.from_dict({**d, "format_version": 1})
     bad = {**d, "abstain": {**d["abstain"], "fallback_label": d["labels"][0]}}
@@ -236,24 +212,28 @@ def _cli(*args):
     )
 
 
-def test_cli_records_abstain_on_by_default_and_off_with_the_flag(oos_bundle, tmp_path):
-    on = _cli("predict", "--bundle", str(oos_bundle), "--format", "jsonl", "card not here", OUT_OF_SCOPE[0])
+def test_cli_records_abstain_on_by_default_and_off_with_the_flag(tiny_bundle_oos, tmp_path):
+    on = _cli(
+        "predict", "--bundle", str(tiny_bundle_oos), "--format", "jsonl", "card not here", OUT_OF_SCOPE[0]
+    )
     assert on.returncode == 0, on.stderr
     records = [json.loads(x) for x in on.stdout.splitlines()]
     assert [set(r) >= {"out_of_scope"} for r in records] == [True, True]
-    off = _cli("predict", "--bundle", str(oos_bundle), "--no-abstain", "--format", "csv", "card not here")
+    off = _cli(
+        "predict", "--bundle", str(tiny_bundle_oos), "--no-abstain", "--format", "csv", "card not here"
+    )
     assert off.returncode == 0 and "out_of_scope" not in off.stdout.splitlines()[0]
-    on_csv = _cli("predict", "--bundle", str(oos_bundle), "--format", "csv", "card not here")
+    on_csv = _cli("predict", "--bundle", str(tiny_bundle_oos), "--format", "csv", "card not here")
     assert "out_of_scope" in on_csv.stdout.splitlines()[0].split(",")
 
 
-def test_cli_eval_reports_out_of_scope_figures(oos_bundle, tmp_path, tiny_data):
+def test_cli_eval_reports_out_of_scope_figures(tiny_bundle_oos, tmp_path, tiny_data):
     rows = [{"text": t, "label": y} for t, y in zip(*tiny_data[2], strict=True)]
     rows += [{"text": t, "label": "none"} for t in OUT_OF_SCOPE]
     path = tmp_path / "eval.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = _cli("eval", "--bundle", str(oos_bundle), "--input", str(path), "--oos-label", "none")
+    res = _cli("eval", "--bundle", str(tiny_bundle_oos), "--input", str(path), "--oos-label", "none")
     assert res.returncode == 0, res.stderr
     assert f"out of scope (n={len(OUT_OF_SCOPE)}): recall" in res.stdout
-    unknown = _cli("eval", "--bundle", str(oos_bundle), "--input", str(path))
+    unknown = _cli("eval", "--bundle", str(tiny_bundle_oos), "--input", str(path))
     assert unknown.returncode == 1 and "label 'none' is not one of the bundle's" in unknown.stderr

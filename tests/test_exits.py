@@ -259,9 +259,8 @@ def test_info_and_metrics_show_the_exits(exits_bundle_fp32, tiny_data):
 def test_frontier_benchmark_measures_each_bundle_and_the_exit_shares(
     exits_bundle_fp32, plain_bundle_fp32, exits_checkpoint, tmp_path
 ):
-    from benchmarks.lib.results_render import kind_of
-
     from benchmarks.frontier import main
+    from benchmarks.lib.results_render import kind_of
 
     out = tmp_path / "frontier.json"
     args = ["--texts", str(exits_checkpoint / "test.jsonl"), "--out", str(out), "--threads", "1"]

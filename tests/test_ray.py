@@ -323,3 +323,26 @@ def test_job_survives_a_killed_actor(capsys, cluster, tiny_bundle_fp32, tmp_path
     assert f"rows in {n:,} = rows out {n:,}" in stdout
     lines = read_output(tmp_path / "out", "parquet", columns=["line"]).column("line").to_pylist()
     assert sorted(lines) == list(range(1, n + 1))
+
+
+def test_abstain_reaches_the_ray_rows_as_in_the_cli(capsys, cluster, tiny_bundle_oos, tmp_path):
+    from tiny_models import OUT_OF_SCOPE
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:8] + OUT_OF_SCOPE), "utf-8")
+    for flag, present in (("--abstain", True), ("--no-abstain", False)):
+        out = tmp_path / f"preds{flag}"
+        code, _, err = run(
+            capsys, "predict", "--engine", "ray", "--bundle", tiny_bundle_oos, "--input", src, flag,
+            "--output", out, "--output-format", "jsonl", "--actors", "1",
+        )  # fmt: skip
+        assert code == 0, err
+        got = sorted(
+            (json.loads(x) for f in out.glob("*.jsonl") for x in f.read_text("utf-8").splitlines()),
+            key=lambda r: r["line"],
+        )
+        want = inprocess(capsys, tiny_bundle_oos, src, flag)
+        assert [("out_of_scope" in g) for g in got] == [present] * len(want)
+        assert [(g["label"], g.get("out_of_scope")) for g in got] == [
+            (w["label"], w.get("out_of_scope")) for w in want
+        ]

@@ -19,6 +19,15 @@ TOPICS = {
     "top_up_failed": ["top", "up", "failed", "declined", "money", "add"],
     "lost_card": ["lost", "stolen", "card", "missing", "block", "freeze"],
 }
+# texts about none of the TOPICS: weather, food, sport (the abstain tests' out-of-scope texts)
+OUT_OF_SCOPE = [
+    "what is the weather like today",
+    "recommend a good pizza place",
+    "who won the football match",
+    "play some music please",
+    "how tall is the tower",
+    "tell me a joke",
+]
 FILLER = ["i", "my", "the", "is", "why", "how", "do", "can", "please", "help", "what", "a", "not", "it"]
 
 
