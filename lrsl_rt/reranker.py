@@ -23,7 +23,8 @@ The Reranker holds no mutable state after loading: one instance can serve many t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class Reranker:
     ('card_arrival', False, False)
 
     The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
+    ``on_run``, when set, is called as ``on_run(role, seconds)`` after each ONNX Runtime run, with the
+    run's wall time (padding excluded): a server's per-stage metrics come from it.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Reranker:
         label_embeddings: np.ndarray,
         batch_size: int = DEFAULT_BATCH_SIZE,
         bundle_dir: str | os.PathLike | None = None,
+        on_run: Callable[[str, float], None] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -70,6 +74,7 @@ class Reranker:
         self.embedder = embedder
         self.batch_size = batch_size
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
+        self.on_run = on_run
         want = (len(manifest.labels), manifest.embedding_dim)
         if label_embeddings.shape != want:
             raise BundleError(
@@ -186,10 +191,18 @@ class Reranker:
         while chunk := list(islice(it, chunk_size)):
             _check_texts(chunk, offset)
             offset += len(chunk)
-            yield from self._predict_chunk(chunk, explain)
+            yield from self._predict_chunk(self.tokenizer.tokenize(chunk), explain)
 
-    def _predict_chunk(self, texts: list[str], explain: bool) -> list[Prediction]:
-        rows = self.tokenizer.tokenize(texts)
+    def predict_tokens(self, rows: list[Tokens], explain: bool = False) -> list[Prediction]:
+        """One Prediction per row of ``self.tokenizer.tokenize(texts)``, as ``predict(texts)`` gives in one chunk.
+
+        For callers that tokenize ahead of the model call: a server counts each request's tokens (for
+        its batch budget) off its event loop and hands the same rows to the batch, so no text is
+        tokenized twice.
+        """
+        return self._predict_chunk(list(rows), explain)
+
+    def _predict_chunk(self, rows: list[Tokens], explain: bool) -> list[Prediction]:
         logits = self.run_batched("classifier", rows)
         d = decide(
             logits,
@@ -198,7 +211,7 @@ class Reranker:
             self.fusion,
             self.k,
         )
-        n = len(texts)
+        n = len(rows)
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
         scores = classifier_prob.copy()
         fused_scores = np.full(n, np.nan)
@@ -254,7 +267,11 @@ class Reranker:
         out = None
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            y = np.asarray(session.run(self.tokenizer.pad([rows[i] for i in idx])), dtype=np.float32)
+            inputs = self.tokenizer.pad([rows[i] for i in idx])
+            start = time.perf_counter()
+            y = np.asarray(session.run(inputs), dtype=np.float32)
+            if self.on_run is not None:
+                self.on_run(role, time.perf_counter() - start)
             if out is None:
                 out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
             out[idx] = y
