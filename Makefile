@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 bench accuracy results table levers clean
-RECORD := $(PY) benchmarks/run_record.py
+RECORD := $(PY) -m benchmarks.run_record
 
 install:
 	@bash scripts/install.sh
@@ -49,25 +49,25 @@ $(ART)/bundle-fp32/manifest.json: $(ART)/checkpoint/lrsl.json
 
 ## Latency/throughput and accuracy tables (needs `make bundle` first); `make results` turns them into docs/results/.
 bench: install $(ART)/bundle-fp32/manifest.json
-	$(PY) benchmarks/latency.py --bundle $(ART)/bundle --bundle-fp32 $(ART)/bundle-fp32 \
+	$(PY) -m benchmarks.latency --bundle $(ART)/bundle --bundle-fp32 $(ART)/bundle-fp32 \
 		--checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/latency.json
 
 accuracy: install $(ART)/bundle-fp32/manifest.json
-	$(PY) benchmarks/accuracy.py --checkpoint $(ART)/checkpoint --bundle $(ART)/bundle \
+	$(PY) -m benchmarks.accuracy --checkpoint $(ART)/checkpoint --bundle $(ART)/bundle \
 		--bundle-fp32 $(ART)/bundle-fp32 --threads 2 --out $(ART)/accuracy.json
 
 ## docs/results/: one dated page per result JSON under artifacts/ (training, export, bench, accuracy) and the index.
 results: install
-	$(PY) benchmarks/results_doc.py artifacts --out docs/results
+	$(PY) -m benchmarks.results_doc artifacts --out docs/results
 
 ## Multi-data-set accuracy table from each built data set's metrics (artifacts/datasets.md + .json,
 ## with its run record: `make results` pages it).
 table:
-	$(PY) benchmarks/datasets_table.py --artifacts artifacts --out artifacts/datasets
+	$(PY) -m benchmarks.datasets_table --artifacts artifacts --out artifacts/datasets
 
 ## Levers (label representations, hardness gates, MLP reranker) on $(DATASET)'s checkpoint, no retraining.
 levers: $(ART)/checkpoint/lrsl.json
-	$(PY) benchmarks/levers.py --checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/levers
+	$(PY) -m benchmarks.levers --checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/levers
 
 clean:
 	rm -rf artifacts .pytest_cache

@@ -1,6 +1,29 @@
-"""Benchmarks of lrsl-rt: latency/throughput against PyTorch and Optimum (``latency.py``) and accuracy
-of the PyTorch checkpoint against the exported bundles (``accuracy.py``).
+"""Benchmarks of lrsl-rt. Each module at this level is an entry script, run from the checkout as
+``python -m benchmarks.NAME --help``; what they share lives in :mod:`benchmarks.lib`. They are not part
+of the installed package, and the tests only smoke-run them (never timing anything).
 
-Run them as scripts from the checkout (``python benchmarks/latency.py --help``); they are not part of
-the installed package and tests only smoke-run them (``tests/test_benchmarks.py``).
+Entry scripts, and what each measures:
+
+==================  ================================================================================
+``latency``         latency, throughput, memory and start-up of lrsl-rt against PyTorch and Optimum
+                    (``make bench``)
+``accuracy``        accuracy of the PyTorch checkpoint and of its bundles on one split (``make accuracy``)
+``datasets_table``  the multi-data-set accuracy table from what ``train`` and ``export`` wrote
+                    (``make table``)
+``levers``          label representations, hardness gates and an MLP reranker on a checkpoint, without
+                    retraining (``make levers``)
+``embedder_lever``  the embedder's training budget and negatives against the checkpoint's embedder
+``int8_variants``   int8 quantization variants of a classifier: agreement with fp32, accuracy, speed
+``quant_presets``   the export's int8 presets side by side: agreement, accuracy, batch invariance, size,
+                    speed
+``invariance``      batch invariance: the share of texts whose answer alone and in a batch differ
+``profile_ops``     where the classifier spends its time, per ONNX operator type
+``serve``           ``lrsl-rt serve`` under closed-loop load against the in-process Reranker
+``scaleout``        rows per second of ``lrsl-rt predict --engine ray`` against the in-process CLI
+``soak``            resident memory over many predictions through the API and the CLI
+``results_doc``     not a measurement: the dated pages of ``docs/results/`` from the result JSON
+                    (``make results``)
+``run_record``      not a measurement: runs a command (training, export) and records its run beside
+                    its output
+==================  ================================================================================
 """

@@ -1,6 +1,6 @@
 """Accuracy of the PyTorch checkpoint and of the exported bundles on the same split, side by side.
 
-    python benchmarks/accuracy.py --checkpoint CKPT --bundle DIR [--bundle-fp32 DIR] [--split test|dev]
+    python -m benchmarks.accuracy --checkpoint CKPT --bundle DIR [--bundle-fp32 DIR] [--split test|dev]
         [--out FILE.json] [--threads N] [--batch-size B]
 
 Rows, all on CKPT/<split>.jsonl:
@@ -28,20 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import train/, lrsl_rt/ and benchmarks.* from the checkout
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
-from lrsl_rt.errors import LrslError  # noqa: E402
-from lrsl_rt.metrics import lrsl_report  # noqa: E402
+from benchmarks.lib.accuracy_report import markdown
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.errors import LrslError, UsageError
+from lrsl_rt.metrics import lrsl_report
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
+    p = CommandParser(prog="python -m benchmarks.accuracy", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="training checkpoint (python -m train)"
     )
@@ -145,40 +140,12 @@ def recorded_results(ckpt: Path, split: str) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")).get("results", {}).get(split)
 
 
-def markdown(result: dict) -> str:
-    def pct(x):
-        return "-" if x is None else f"{100 * x:.2f}%"
-
-    header = ["model", "threshold", "accuracy classifier", "accuracy LRSL", "hard share", "hard: classifier",
-              "hard: LRSL", "fixed", "broken", "agrees with PyTorch (clf / LRSL)"]  # fmt: skip
-    lines = [
-        f"## Accuracy on {result['split']} (n={result['n']}) of {result['checkpoint']}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for name, r in result["rows"].items():
-        rep, agree = r["report"], r.get("agreement_with_pytorch")
-        cells = [name, f"{r['threshold']:.4g}", pct(rep["accuracy_classifier"]), pct(rep["accuracy_lrsl"]),
-                 pct(rep["hard_share"]), pct(rep["hard_accuracy_classifier"]), pct(rep["hard_accuracy_lrsl"]),
-                 str(rep["fixed"]), str(rep["broken"]),
-                 f"{pct(agree['classifier'])} / {pct(agree['lrsl'])}" if agree else "-"]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    rec = result["recorded"]
-    if rec:
-        now = result["rows"]["pytorch"]["report"]
-        lines += ["", f"training run's metrics.json for {result['split']}: classifier {pct(rec.get('accuracy_classifier'))}, "
-                  f"LRSL {pct(rec.get('accuracy_lrsl'))} (recomputed here: {pct(now['accuracy_classifier'])}, "
-                  f"{pct(now['accuracy_lrsl'])})"]  # fmt: skip
-    lines += [
-        "",
-        "hard: the samples each model's own gate marks hard; fixed/broken: hard samples LRSL turned right/wrong",
-    ]
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
 
 
-def main(argv=None) -> int:
-    from benchmarks.run_record import finish_record, run_record
+def _main(argv: list[str] | None) -> int:
+    from benchmarks.lib.record import finish_record, run_record
 
     args = parse_args(argv)
     run = run_record()
@@ -186,16 +153,14 @@ def main(argv=None) -> int:
     try:
         info, texts, gold = load_split(ckpt, args.split)
     except (OSError, ValueError, LrslError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     reference = pytorch_predictions(ckpt, info, texts, args.threads)
     rows = {"pytorch": row(reference, gold, None)}
     for path in filter(None, (args.bundle, args.bundle_fp32)):
         try:
             p = bundle_predictions(path, info.labels, texts, args.threads, args.batch_size)
-        except (LrslError, ValueError) as e:
-            print(f"Error: {e}", file=sys.stderr)
-            return 1
+        except ValueError as e:
+            raise LrslError(str(e)) from e
         name = f"bundle {p['precision']}" + (f" ({p['preset']})" if p["preset"] else "")
         rows[name if name not in rows else f"{name} {path}"] = row(p, gold, reference)
     result = {

@@ -5,8 +5,8 @@ zero-shot accuracy before/after fine-tuning, training wall time, the dev calibra
 the bundle's ``manifest.json`` metrics (the shipped int8 bundle through ``Reranker.predict`` on the
 same test split). Nothing is typed by hand except the published anchors, which carry their source.
 
-    python benchmarks/datasets_table.py --artifacts artifacts --out artifacts/datasets
-    python benchmarks/datasets_table.py --run banking77=CKPT:BUNDLE --run hwu64=CKPT --out table
+    python -m benchmarks.datasets_table --artifacts artifacts --out artifacts/datasets
+    python -m benchmarks.datasets_table --run banking77=CKPT:BUNDLE --run hwu64=CKPT --out table
 
 ``--artifacts DIR`` takes every ``DIR/<name>/checkpoint`` (with ``DIR/<name>/bundle`` when present);
 ``--run NAME=CHECKPOINT[:BUNDLE]`` names them one by one. Writes ``OUT.json`` (kind ``datasets``,
@@ -15,18 +15,13 @@ with the run record: ``results_doc.py`` pages it) and ``OUT.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import benchmarks.* as a package, never its modules bare
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError
 
 # Published test accuracies the product is compared with (see each data set's SOURCE.md).
 ANCHORS = {
@@ -39,7 +34,7 @@ BUNDLE_ACCURACY_MIN = {"banking77": 0.931}
 REPORT_KEYS = ("n", "accuracy_classifier", "accuracy_lrsl", "n_hard", "hard_share", "fixed", "broken")
 
 
-class TableError(ValueError):
+class TableError(LrslError):
     """A missing or malformed input; the message names the file and the key."""
 
 
@@ -240,20 +235,20 @@ def write(table: dict, out: Path, run: dict) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/datasets_table.py", description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.datasets_table", description=__doc__.split("\n\n")[0])
     p.add_argument("--artifacts", help="folder of <name>/checkpoint[/..bundle] (e.g. artifacts)")
     p.add_argument("--run", action="append", default=[], metavar="NAME=CHECKPOINT[:BUNDLE]")
     p.add_argument("--out", required=True, help="output path without extension; writes OUT.json and OUT.md")
     a = p.parse_args(argv)
     run = script_record(__file__, argv)
-    try:
-        runs = [parse_run(s) for s in a.run] + (find_runs(Path(a.artifacts)) if a.artifacts else [])
-        if not runs:
-            raise TableError("nothing to tabulate: give --artifacts DIR or --run NAME=CHECKPOINT[:BUNDLE]")
-        table = build_table(runs)
-    except TableError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+    runs = [parse_run(s) for s in a.run] + (find_runs(Path(a.artifacts)) if a.artifacts else [])
+    if not runs:
+        raise TableError("nothing to tabulate: give --artifacts DIR or --run NAME=CHECKPOINT[:BUNDLE]")
+    table = build_table(runs)
     for path in write(table, Path(a.out), run):
         print(path)
     sys.stdout.write(markdown(table["datasets"]))

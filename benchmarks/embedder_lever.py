@@ -1,6 +1,6 @@
 """Lever 4 of issue 16: the embedder's training budget and its negatives, against the checkpoint's embedder.
 
-    python benchmarks/embedder_lever.py --checkpoint artifacts/hwu64/checkpoint --variants 2x1 2x2 \\
+    python -m benchmarks.embedder_lever --checkpoint artifacts/hwu64/checkpoint --variants 2x1 2x2 \\
         --out artifacts/hwu64/levers/embedder.json
 
 A variant ``EPOCHSxNEGATIVES`` fine-tunes a fresh embedder from the checkpoint's base model with the
@@ -17,7 +17,6 @@ batch size, so ``2x2`` costs what the default ``4x1`` costs and ``2x1`` half of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -27,17 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import lever_eval as E  # noqa: E402
-from benchmarks.levers import SPLITS, strip_private, training_split, verdicts  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
-from lrsl_rt.calibrate import MIN_Z, sigma2_mis  # noqa: E402
-from lrsl_rt.gate import is_hard  # noqa: E402
+from benchmarks.lib import lever_eval as E
+from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.calibrate import MIN_Z, sigma2_mis
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError
+from lrsl_rt.gate import is_hard
 
 
 def parse_variant(spec: str) -> tuple[int, int]:
@@ -181,7 +176,9 @@ def run(a, log) -> tuple[dict, str]:
         torch.set_num_threads(a.threads)
     cache = Path(a.arrays) if a.arrays else Path(a.out).parent / "arrays.npz"
     if not cache.is_file():
-        raise FileNotFoundError(f"{cache}: no levers arrays; run benchmarks/levers.py on {ckpt} first")
+        raise FileNotFoundError(
+            f"{cache}: no levers arrays; run python -m benchmarks.levers --checkpoint {ckpt} first"
+        )
     with np.load(cache, allow_pickle=False) as z:
         arrays = dict(z)
     texts, gold = training_split(ckpt, info, a.train)
@@ -207,7 +204,11 @@ def run(a, log) -> tuple[dict, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/embedder_lever.py", description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.embedder_lever", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--variants", nargs="+", default=["2x1", "2x2"], help="EPOCHSxNEGATIVES of each variant")
     p.add_argument("--out", required=True, help="result JSON (the markdown goes beside it)")
@@ -220,8 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res, md = run(a, log)
     except (ValueError, FileNotFoundError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        raise LrslError(str(e)) from e
     write_result(
         Path(a.out), res, md, kind="embedder-lever", title="Embedder budget and negatives", run=record
     )

@@ -1,6 +1,6 @@
 """int8 quantization variants of a checkpoint's classifier: top-1 agreement with fp32, accuracy, speed.
 
-    python benchmarks/int8_variants.py --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
+    python -m benchmarks.int8_variants --checkpoint CKPT [--variants fused_u8u8,fused_s8rr,...]
         [--batch-size B] [--threads N] [--work DIR] [--out FILE.json]
 
 The export ships one int8 preset per CPU family (``export.optimize.PRESETS``). This script answers
@@ -28,14 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from lrsl_rt.command import DefaultsHelpFormatter  # noqa: E402
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE  # noqa: E402
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.errors import UsageError
 
 DEFAULT_VARIANTS = "fused_u8u8,fused_s8rr,fused_s8,raw_u8u8,raw_s8rr,fused_u8u8_ffn2,fused_s8rr_ffn2"
 WEIGHTS = {"u8u8": ("QUInt8", False), "s8": ("QInt8", False), "s8rr": ("QInt8", True)}
@@ -44,9 +39,9 @@ WEIGHTS = {"u8u8": ("QUInt8", False), "s8": ("QInt8", False), "s8rr": ("QInt8", 
 def parse_variant(name: str) -> tuple[str, str, bool]:
     parts = name.split("_")
     if len(parts) not in (2, 3) or parts[0] not in ("raw", "fused") or parts[1] not in WEIGHTS:
-        raise SystemExit(f"unknown variant {name!r}: expected {{raw|fused}}_{{u8u8|s8|s8rr}}[_ffn2]")
+        raise UsageError(f"unknown variant {name!r}: expected {{raw|fused}}_{{u8u8|s8|s8rr}}[_ffn2]")
     if len(parts) == 3 and parts[2] != "ffn2":
-        raise SystemExit(f"unknown variant suffix in {name!r}: only _ffn2")
+        raise UsageError(f"unknown variant suffix in {name!r}: only _ffn2")
     return parts[0], parts[1], len(parts) == 3
 
 
@@ -113,7 +108,7 @@ def agreement_rows(logits: dict, ref: dict, splits: dict) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsHelpFormatter)
+    p = CommandParser(prog="python -m benchmarks.int8_variants", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="texts per model call")
@@ -126,10 +121,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     a = parse_args(argv)
 
-    from benchmarks.run_record import finish_record, run_record
+    from benchmarks.lib.record import finish_record, run_record
     from export.onnx_export import export_onnx, load_classifier, load_tokenizer
     from export.optimize import optimize_graph
     from lrsl_rt.session import OnnxSession

@@ -1,6 +1,6 @@
 """Batch invariance of bundles: is a text's answer the same alone and in any batch?
 
-    python benchmarks/invariance.py BUNDLE [BUNDLE ...] [--texts FILE] [--limit N]
+    python -m benchmarks.invariance BUNDLE [BUNDLE ...] [--texts FILE] [--limit N]
         [--batch-sizes 32,8] [--seed 0] [--threads N] [--out FILE.json] [--markdown FILE.md]
 
 For each bundle, every text is predicted (``Reranker.predict`` for the LRSL and classifier labels,
@@ -21,91 +21,13 @@ pages it) and the table to ``--markdown`` (default: ``FILE.md`` beside it).
 
 from __future__ import annotations
 
-import argparse
-import random
 import sys
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
-
-DEFAULT_BATCH_SIZES = (32, 8)
-
-
-def run_grouped(bundle, texts: list[str], groups: list[list[int]], threads: int | None) -> dict:
-    """Logits, LRSL and classifier label ids of ``texts``, each group of indices one model call."""
-    from lrsl_rt import Reranker
-
-    size = max(len(g) for g in groups)
-    r = Reranker.from_bundle(bundle, threads=threads, batch_size=size)
-    logits = np.empty((len(texts), len(r.labels)), np.float32)
-    label, clf = np.empty(len(texts), np.int64), np.empty(len(texts), np.int64)
-    for g in groups:
-        batch = [texts[i] for i in g]
-        logits[g] = r.logits(batch)
-        predictions = r.predict(batch)
-        label[g] = [p.label_id for p in predictions]
-        clf[g] = [p.classifier_label_id for p in predictions]
-    return {"logits": logits, "label": label, "classifier_label": clf}
-
-
-def batching_runs(
-    bundle, texts: list[str], batch_sizes=DEFAULT_BATCH_SIZES, seed: int = 0, threads=None
-) -> dict:
-    """``{"alone": ..., "mixed_B": ...}``: the outputs of :func:`run_grouped` per way of batching."""
-    n = len(texts)
-    runs = {"alone": run_grouped(bundle, texts, [[i] for i in range(n)], threads)}
-    for k, b in enumerate(batch_sizes):
-        order = list(range(n))
-        random.Random(seed + k).shuffle(order)
-        groups = [order[s : s + b] for s in range(0, n, b)]
-        runs[f"mixed_{b}"] = run_grouped(bundle, texts, groups, threads)
-    return runs
-
-
-def compare(runs: dict) -> dict:
-    """Invariance rates and max |logit difference| of every run against ``alone``."""
-    alone = runs["alone"]
-    same = np.ones(len(alone["label"]), bool)
-    per_run = {}
-    for name, r in runs.items():
-        if name == "alone":
-            continue
-        label_same = (r["label"] == alone["label"]) & (r["classifier_label"] == alone["classifier_label"])
-        same &= label_same
-        per_run[name] = {
-            "labels_identical": float(label_same.mean()),
-            "max_abs_logit_diff": float(np.max(np.abs(r["logits"] - alone["logits"]), initial=0.0)),
-        }
-    return {
-        "n": int(len(same)),
-        "labels_identical": float(same.mean()),
-        "texts_changed": int((~same).sum()),
-        "max_abs_logit_diff": max((v["max_abs_logit_diff"] for v in per_run.values()), default=0.0),
-        "runs": per_run,
-    }
-
-
-def describe(bundle) -> dict:
-    """Precision, preset and the manifest's invariance claim of a bundle."""
-    from lrsl_rt.manifest import read_manifest
-
-    m = read_manifest(Path(bundle))
-    q = m.metrics.get("quantization", {})
-    return {
-        "bundle": str(bundle),
-        "precision": m.precision,
-        "preset": m.preset,
-        "claims_batch_invariant": q.get("batch_invariant", m.precision != "int8"),
-    }
+from benchmarks.lib.batching import DEFAULT_BATCH_SIZES, batching_runs, compare, describe
+from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
 
 
 def markdown(rows: list[dict]) -> str:
@@ -121,8 +43,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.invariance", description=__doc__.split("\n\n")[0])
     p.add_argument("bundles", nargs="+", help="bundle directories")
     p.add_argument("--texts", default=str(DEFAULT_TEXTS), help="texts file (default: Banking77 test)")
     p.add_argument("--limit", type=int, default=0, help="evenly spaced texts to use (0: all)")

@@ -1,6 +1,6 @@
 """Latency, throughput, memory and start-up time of lrsl-rt against PyTorch and Optimum, on real texts.
 
-    python benchmarks/latency.py --bundle DIR [--bundle-fp32 DIR] [--checkpoint DIR] [--texts FILE]
+    python -m benchmarks.latency --bundle DIR [--bundle-fp32 DIR] [--checkpoint DIR] [--texts FILE]
         [--threads N] [--batch-sizes 1,8,32] [--repeats R] [--provider cpu|cuda] [--out FILE.json]
         [--plot FILE.png] [--quick]
 
@@ -49,15 +49,9 @@ import tempfile
 from importlib.util import find_spec
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import benchmarks.* as a package, never its modules bare
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import latency_report as report  # noqa: E402
-from benchmarks import optimum_model  # noqa: E402
-from benchmarks.common import (  # noqa: E402
+from benchmarks.lib import latency_report as report
+from benchmarks.lib import optimum_model
+from benchmarks.lib.common import (
     DEFAULT_TEXTS,
     bench_env,
     emit_result,
@@ -66,19 +60,22 @@ from benchmarks.common import (  # noqa: E402
     subsample,
     write_jsonl,
 )
-from benchmarks.contenders import DESCRIPTIONS  # noqa: E402
-from benchmarks.machine import cpu_info, versions  # noqa: E402
-from benchmarks.run_record import finish_record, run_record  # noqa: E402
-from benchmarks.startup import startup  # noqa: E402
-from benchmarks.summary import mac_utilisation, summarize, token_lengths  # noqa: E402
-from lrsl_rt.errors import LrslError  # noqa: E402
+from benchmarks.lib.contenders import DESCRIPTIONS
+from benchmarks.lib.machine import cpu_info, versions
+from benchmarks.lib.record import finish_record, run_record
+from benchmarks.lib.startup import startup
+from benchmarks.lib.summary import mac_utilisation, summarize, token_lengths
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError, UsageError
 
 QUICK = {"n_texts": 12, "repeats": 1, "warmup": 2, "startup_runs": 2}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    p = CommandParser(
+        prog="python -m benchmarks.latency",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bundle", required=True, metavar="DIR", help="the int8 lrsl-rt bundle")
     p.add_argument(
@@ -130,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---- the worker side --------------------------------------------------------------------------
 def worker_main(args) -> int:
-    from benchmarks.measure import measure
+    from benchmarks.lib.measure import measure
 
     if args.worker == "prepare-optimum":
         emit_result(optimum_model.prepare_optimum(args.checkpoint, args.optimum_dir, args.preset))
@@ -199,7 +196,7 @@ def make_plan(args, log) -> tuple[list[str], dict, dict]:
 
 # ---- running ----------------------------------------------------------------------------------
 def worker_cmd(args, name: str, data: Path, settings: dict, optimum_dir: Path | None) -> list[str]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--data", str(data)]
+    cmd = [sys.executable, "-m", "benchmarks.latency", "--worker", name, "--data", str(data)]
     cmd += ["--bundle", str(args.bundle), "--threads", str(args.threads), "--warmup", str(args.warmup)]
     cmd += ["--batch-sizes", ",".join(map(str, args.batch_sizes)), "--provider", settings["provider"]]
     cmd += ["--spinning", args.spinning, "--max-length", str(settings["max_length"])]
@@ -240,7 +237,8 @@ def prepare_optimum_model(args, cpu, settings, tmp: Path, log) -> tuple[Path, di
     log(f"Optimum: exporting and quantizing the classifier ({preset}) into {optimum_dir}")
     cmd = [
         sys.executable,
-        str(Path(__file__).resolve()),
+        "-m",
+        "benchmarks.latency",
         "--worker",
         "prepare-optimum",
         "--bundle",
@@ -266,7 +264,11 @@ def method(args, settings) -> dict:
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
@@ -279,8 +281,7 @@ def main(argv=None) -> int:
         data = subsample(read_texts(args.texts or DEFAULT_TEXTS), args.n_texts)
         names, skipped, settings = make_plan(args, log)
     except (ValueError, OSError, LrslError) as e:  # bad paths, an unreadable bundle or texts file
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
     cpu = cpu_info()
     optimum_dir, optimum_info, errors = None, None, {}
     with tempfile.TemporaryDirectory(prefix="lrsl_bench_") as tmp:

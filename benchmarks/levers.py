@@ -1,7 +1,7 @@
 """Levers of issue 16 on a trained checkpoint, without retraining: label representations, hardness
 gates at a matched hard share, and an MLP reranker against the similarity rule.
 
-    python benchmarks/levers.py --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers
+    python -m benchmarks.levers --checkpoint artifacts/hwu64/checkpoint --out artifacts/hwu64/levers
 
 1. Arrays, computed once and cached in ``OUT/arrays.npz`` (reused while the checkpoint's labels and
    split sizes match): the PyTorch classifier's dev/test logits (``train.classifier.predict_logits``)
@@ -14,7 +14,7 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
    (a) label representations: label name (today), class prototype, their normalized mean;
    (b) hardness gates: top-k variance, top-2 margin, entropy, max probability, each marking as many dev
        samples hard as the variance gate does;
-   (c) MLP reranker over per-candidate features (:func:`benchmarks.lever_eval.candidate_features`)
+   (c) MLP reranker over per-candidate features (:func:`benchmarks.lib.lever_eval.candidate_features`)
        trained on dev, vs the similarity rule, on the variance gate's hard samples.
 3. ``OUT/levers.json`` (kind ``levers``, with the run record: ``results_doc.py`` pages it) and
    ``OUT/levers.md``.
@@ -22,44 +22,19 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import train/, lrsl_rt/ and benchmarks.* from the checkout
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import lever_eval as E  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
-from lrsl_rt.calibrate import MIN_Z, sigma2_mis  # noqa: E402
-from lrsl_rt.fusion import Fusion  # noqa: E402
-from lrsl_rt.gate import is_hard  # noqa: E402
-
-SPLITS = ("dev", "test")
-
-
-def training_split(ckpt: Path, info, train_file: str | None):
-    """(texts, gold ids) of the training texts the checkpoint was trained on."""
-    from train import data as D
-    from train.pipeline import TrainConfig, load_splits
-
-    if train_file:
-        split = D.read_labelled(train_file, "text", "label" if train_file.endswith(".jsonl") else "category")
-    else:
-        config = json.loads((ckpt / "metrics.json").read_text(encoding="utf-8")).get("config")
-        if not config:
-            raise ValueError(f"{ckpt}/metrics.json: no 'config'; pass --train FILE with the training texts")
-        keep = {k: v for k, v in config.items() if k not in ("classifier", "embedder")}
-        _, split, _, _ = load_splits(TrainConfig(**keep), log=lambda s: None)
-    index = {y: i for i, y in enumerate(info.labels)}
-    rows = [(t, index[y]) for t, y in zip(split.texts, split.labels, strict=True) if y in index]
-    return [t for t, _ in rows], np.array([g for _, g in rows], dtype=np.int64)
+from benchmarks.lib import lever_eval as E
+from benchmarks.lib.lever_eval import SPLITS, strip_private, training_split, verdicts
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.calibrate import MIN_Z, sigma2_mis
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import LrslError
+from lrsl_rt.fusion import Fusion
+from lrsl_rt.gate import is_hard
 
 
 def compute_arrays(ckpt: Path, train_file: str | None, threads: int | None, log) -> dict[str, np.ndarray]:
@@ -110,19 +85,6 @@ def load_arrays(ckpt: Path, cache: Path, train_file, threads, log) -> dict[str, 
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **arrays)
     return arrays
-
-
-def strip_private(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("_")}
-
-
-def verdicts(rows: dict[str, dict], incumbent: str) -> dict:
-    """rows[split][name]["_ok"] -> McNemar vs the incumbent on each split, and the dev decision."""
-    out = {s: E.compare({n: r["_ok"] for n, r in rows[s].items()}, incumbent) for s in SPLITS}
-    adopted = [n for n in rows["dev"] if n != incumbent and out["dev"][n]["beats_incumbent"]]
-    best = max(adopted, key=lambda n: rows["dev"][n]["accuracy_lrsl"], default=incumbent)
-    confirmed = None if best == incumbent else out["test"][best]["z"] >= MIN_Z
-    return {"mcnemar": out, "incumbent": incumbent, "adopted_on_dev": best, "confirmed_on_test": confirmed}
 
 
 def evaluate(a: dict[str, np.ndarray], k: int, fusion: Fusion) -> dict:
@@ -231,7 +193,11 @@ def markdown(res: dict, title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks/levers.py", description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--out", required=True, help="folder for arrays.npz, levers.json, levers.md")
     p.add_argument(
@@ -252,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         arrays = load_arrays(ckpt, Path(a.cache) if a.cache else out / "arrays.npz", a.train, a.threads, log)
         res = evaluate(arrays, info.k, info.fusion_rule)
     except (ValueError, FileNotFoundError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 1
+        raise LrslError(str(e)) from e
     res["checkpoint"] = str(ckpt)
     md = markdown(res, ckpt.parent.name if ckpt.name == "checkpoint" else ckpt.name)
     write_result(out / "levers.json", res, md, kind="levers", title="Levers without retraining", run=run)

@@ -1,6 +1,6 @@
 """Where a bundle's classifier spends its time, per operator type, from ONNX Runtime's profiler.
 
-    python benchmarks/profile_ops.py BUNDLE [--role classifier] [--calls 1,32] [--batch-size N]
+    python -m benchmarks.profile_ops BUNDLE [--role classifier] [--calls 1,32] [--batch-size N]
         [--n-texts 256] [--warmup 20] [--threads N] [--out FILE.json] [--markdown FILE.md]
 
 For each call size C in ``--calls``, ``--n-texts`` evenly spaced Banking77 test texts are cut into
@@ -20,21 +20,16 @@ operators. Time it only on a quiet machine (the profiler's figures are wall-cloc
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, read_texts, subsample  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.common import DEFAULT_TEXTS, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import UsageError
 
 
 def profiled_session(path: Path, threads: int | None, prefix: Path):
@@ -67,7 +62,7 @@ def aggregate(events: list[dict], skip_runs: int) -> dict:
         key=lambda e: e["ts"],
     )
     if len(runs) <= skip_runs:
-        raise SystemExit(f"only {len(runs)} model runs profiled; lower --warmup")
+        raise UsageError(f"only {len(runs)} model runs profiled; lower --warmup")
     start = runs[skip_runs]["ts"]
     kept = runs[skip_runs:]
     by_op: dict[str, dict] = defaultdict(lambda: {"us": 0.0, "count": 0})
@@ -132,8 +127,12 @@ def markdown(results: list[dict], top: int = 12) -> str:
     return "\n".join(out) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.profile_ops", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--role", choices=("classifier", "embedder"), default="classifier")
     p.add_argument("--calls", default="1,32", help="texts per call (default 1,32)")

@@ -1,7 +1,7 @@
 """int8 presets of one checkpoint side by side: agreement with fp32, LRSL accuracy, batch invariance,
 bundle size and (``--time``) the speed of the full path.
 
-    python benchmarks/quant_presets.py --checkpoint CKPT --work DIR
+    python -m benchmarks.quant_presets --checkpoint CKPT --work DIR
         [--presets fp32,avx512_vnni,static_avx512_vnni,static_avx512_vnni:percentile]
         [--calibration-texts FILE] [--invariance-limit N] [--threads N]
         [--time [--repeats 3] [--n-texts 500]] [--out FILE.json] [--markdown FILE.md]
@@ -27,20 +27,15 @@ with the run record: ``results_doc.py`` pages it) and the table to ``--markdown`
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import DEFAULT_TEXTS, median_range, read_texts, subsample  # noqa: E402
-from benchmarks.invariance import batching_runs, compare, describe  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.batching import batching_runs, compare, describe
+from benchmarks.lib.common import DEFAULT_TEXTS, median_range, read_texts, subsample
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import UsageError
 
 DEFAULT_PRESETS = "fp32,avx512_vnni,static_avx512_vnni,avx2_s8rr,static_avx2_s8rr"
 RULE = {"max_lrsl_drop": 0.003, "min_agreement": 0.99}
@@ -54,11 +49,11 @@ def preset_name(spec: str) -> str | None:
         return None
     base, _, method = spec.partition(":")
     if base not in PRESETS:
-        raise SystemExit(f"unknown preset {base!r}; known: fp32, {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {base!r}; known: fp32, {', '.join(PRESETS)}")
     if not method:
         return base
     if not PRESETS[base].batch_invariant:
-        raise SystemExit(f"{spec}: only static presets take a calibration method")
+        raise UsageError(f"{spec}: only static presets take a calibration method")
     name = f"{base}_{method}"
     PRESETS[name] = replace(PRESETS[base], name=name, calibration=method)
     return name
@@ -114,7 +109,7 @@ def timed(bundles: dict[str, Path], repeats: int, n_texts: int, threads: int | N
     import tempfile
 
     from benchmarks import latency
-    from benchmarks.common import bench_env, run_json, write_jsonl
+    from benchmarks.lib.common import bench_env, run_json, write_jsonl
 
     data = subsample(read_texts(DEFAULT_TEXTS), n_texts)
     results: dict[str, list] = {name: [] for name in bundles}
@@ -162,8 +157,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.quant_presets", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="training checkpoint (python -m train)")
     p.add_argument("--work", required=True, help="folder for the bundles (one per preset)")
     p.add_argument("--presets", default=DEFAULT_PRESETS, help=f"comma-separated (default {DEFAULT_PRESETS})")

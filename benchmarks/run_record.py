@@ -1,163 +1,29 @@
-"""Where a result came from: the command, when it ran, the machine, the versions, the git commit.
+"""Run a command that is not a benchmark and write its run record (command, times, machine, versions,
+git commit, exit status) beside its output, for ``python -m benchmarks.results_doc``::
 
-A result JSON carries this record under ``"run"`` so that ``results_doc.py`` can write the dated
-results page without anything typed by hand. Scripts in ``benchmarks/`` add it themselves::
-
-    run = script_record(__file__, argv)     # when the run starts (argv: main's, None for sys.argv)
-    ...
-    write_result(out, result, markdown, kind="serve", title="HTTP serving", run=run)
-
-``write_result`` writes the JSON in the shape ``results_doc.py`` pages and the markdown beside it
-(``latency.py``, ``accuracy.py`` and ``int8_variants.py`` set ``result["run"] = finish_record(run)``
-in their own JSON instead).
-
-Programs that are not benchmarks (``python -m train``, ``python -m export``) write their own JSON
-(``metrics.json``, ``manifest.json``) and know nothing of the machine's int8 flags; run them through
-this module instead, which runs the command, then writes the record beside their output::
-
-    python benchmarks/run_record.py --out artifacts/banking77/checkpoint.run.json -- \\
+    python -m benchmarks.run_record --out artifacts/banking77/checkpoint.run.json -- \\
         python -m train --dataset banking77 --out artifacts/banking77/checkpoint
 
-The record is written whatever the exit status (``exit_code`` says how it ended); the command's own
-exit status is returned, so ``make`` stops where the command failed.
+The record is written whatever the exit status; the command's own exit status is returned, so
+``make`` stops where the command failed. The record itself: :mod:`benchmarks.lib.record`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import benchmarks.* as a package, never its modules bare
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.machine import cpu_info, versions  # noqa: E402
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def git_commit(cwd: Path = ROOT) -> str | None:
-    """Short commit of the checkout, with ``+dirty`` when tracked files differ from it; None outside git."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True
-        )
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True).stdout.strip()  # fmt: skip
-    except OSError:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty else "")
-
-
-def script_command(argv: list[str]) -> str:
-    """The command line of a running script as a user would type it from the checkout: ``python -m
-    MODULE`` when this process was started that way on the script, else ``python PATH``.
-
-    >>> script_command([str(ROOT / "benchmarks" / "latency.py"), "--out", "a b.json"])
-    "python benchmarks/latency.py --out 'a b.json'"
-    """
-    script = Path(argv[0]).resolve()
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is not None and spec.origin and Path(spec.origin).resolve() == script:
-        module = spec.name.removesuffix(".__main__")
-        return shlex.join(["python", "-m", module, *argv[1:]])
-    if script.is_relative_to(ROOT):
-        script = script.relative_to(ROOT)
-    return shlex.join(["python", str(script), *argv[1:]])
-
-
-def run_record(argv: list[str] | None = None, *, command: str | None = None) -> dict:
-    """The record of this process's run (``argv`` defaults to ``sys.argv``); call it when the run starts."""
-    return {
-        "command": command or script_command(list(sys.argv if argv is None else argv)),
-        "started_at": utc_now(),
-        "git_commit": git_commit(),
-        "machine": {"cpu": cpu_info(), "versions": versions()},
-    }
-
-
-def script_record(script: str | Path, argv: list[str] | None = None) -> dict:
-    """The record of a script's run with ``argv`` (the arguments its ``main(argv)`` got; None: this
-    process's), so a ``main`` called from a test names its own arguments, not the test runner's."""
-    return run_record([str(script), *(sys.argv[1:] if argv is None else argv)])
-
-
-def finish_record(record: dict, exit_code: int | None = None) -> dict:
-    """The record with the run's end time and wall time (whole seconds); call it when the result is written."""
-    end = utc_now()
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    wall = datetime.strptime(end, fmt) - datetime.strptime(record["started_at"], fmt)
-    record.update(finished_at=end, wall_s=wall.total_seconds())
-    if exit_code is not None:
-        record["exit_code"] = exit_code
-    return record
-
-
-def write_result(
-    out: str | Path | None,
-    result: dict,
-    markdown: str,
-    *,
-    kind: str,
-    title: str,
-    run: dict,
-    exit_code: int = 0,
-    markdown_out: str | Path | None = None,
-) -> dict | None:
-    """Write a benchmark's result JSON in the shape ``results_doc.py`` pages (``kind``, ``title``,
-    ``markdown``, ``run``) and its markdown to ``markdown_out`` (default: beside it, ``out`` with
-    ``.md``); returns the document. Without ``out`` only the markdown is written (when
-    ``markdown_out`` names a file) and None is returned, for scripts whose JSON is optional.
-
-    The markdown opens with the command that produced it, so the file is readable on its own.
-    """
-    if out is None:
-        if markdown_out is not None:
-            write_markdown(markdown_out, markdown, run)
-        return None
-    out = Path(out)
-    doc = {"kind": kind, "title": title, **result, "markdown": markdown, "run": finish_record(run, exit_code)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    write_markdown(out.with_suffix(".md") if markdown_out is None else markdown_out, markdown, run)
-    return doc
-
-
-def write_markdown(path: str | Path, markdown: str, run: dict) -> Path:
-    """``markdown`` in ``path``, opening with the command of ``run``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"Command: `{run['command']}`\n\n{markdown.strip()}\n", encoding="utf-8")
-    return path
-
-
-def run_and_record(cmd: list[str], out: Path) -> int:
-    """Run ``cmd`` (output passes through), then write its record to ``out``; the command's exit status."""
-    record = run_record(command=shlex.join(cmd))
-    try:
-        code = subprocess.run(cmd).returncode
-    except OSError as e:
-        print(f"Error: cannot run {cmd[0]!r}: {e}", file=sys.stderr)
-        code = 127
-    finish_record(record, code)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run": record}, indent=2) + "\n", encoding="utf-8")
-    return code
+from benchmarks.lib.record import run_and_record
+from lrsl_rt.command import CommandParser, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.run_record", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, metavar="FILE.run.json", help="where to write the record")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run")
     a = p.parse_args(argv)

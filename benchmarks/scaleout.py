@@ -21,7 +21,6 @@ Writes ``scaleout.json`` (kind ``scaleout``, with the run record: ``results_doc.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import shutil
@@ -32,10 +31,11 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.common import DEFAULT_TEXTS, ROOT, bench_env, median_range, read_texts
-from benchmarks.machine import cpu_info, versions
-from benchmarks.run_record import script_record, write_result
-from benchmarks.startup import cli_command
+from benchmarks.lib.common import DEFAULT_TEXTS, ROOT, bench_env, median_range, read_texts
+from benchmarks.lib.machine import cpu_info, versions
+from benchmarks.lib.record import script_record, write_result
+from benchmarks.lib.startup import cli_command
+from lrsl_rt.command import CommandParser, run_command
 
 ONE_ROW = 1
 
@@ -155,8 +155,12 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scaleout", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    p = CommandParser(prog="python -m benchmarks.scaleout", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", required=True, metavar="DIR", help="the lrsl-rt bundle")
     p.add_argument("--texts", default=str(DEFAULT_TEXTS), help=f"texts file (default {DEFAULT_TEXTS})")
     p.add_argument(

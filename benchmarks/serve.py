@@ -1,6 +1,6 @@
 """``lrsl-rt serve`` under closed-loop load, against the in-process Reranker, on real texts.
 
-    python benchmarks/serve.py --bundle DIR [--texts FILE] [--threads N] [--concurrency 1,8,32,128]
+    python -m benchmarks.serve --bundle DIR [--texts FILE] [--threads N] [--concurrency 1,8,32,128]
         [--requests R] [--max-batch-texts 32] [--max-wait-ms 0] [--out FILE.json] [--quick]
 
 Three contenders, each in its own process with its ONNX Runtime threads set explicitly (``--threads``,
@@ -44,14 +44,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
-    sys.path[0] = str(ROOT)  # import benchmarks.* as a package, never its modules bare
-elif str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.lib.common import (
     DEFAULT_TEXTS,
+    ROOT,
     bench_env,
     emit_result,
     full_batches,
@@ -61,8 +56,8 @@ from benchmarks.common import (  # noqa: E402
     subsample,
     write_jsonl,
 )
-from benchmarks.machine import cpu_info, versions  # noqa: E402
-from benchmarks.run_record import script_record, write_result  # noqa: E402
+from benchmarks.lib.machine import cpu_info, versions
+from benchmarks.lib.record import script_record, write_result
 
 QUICK = {"n_texts": 16, "requests": 40, "warmup": 4, "concurrency": "1,8"}
 DEFAULTS = {"n_texts": 1000, "requests": 2000, "warmup": 100, "concurrency": "1,8,32,128"}
@@ -261,7 +256,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    from benchmarks import serve_report
+    from benchmarks.lib import serve_report
     from lrsl_rt.manifest import read_manifest
 
     try:
@@ -275,7 +270,8 @@ def main(argv=None) -> int:
         log("in-process Reranker")
         cmd = [
             sys.executable,
-            str(Path(__file__).resolve()),
+            "-m",
+            "benchmarks.serve",
             "--worker",
             "inprocess",
             "--data",

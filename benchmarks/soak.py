@@ -13,7 +13,7 @@
 Growth = (highest RSS over the last tenth of the samples - RSS at the end of the first tenth, the
 warm-up) / that baseline, in percent. A leak shows as growth that rises with ``--n``; allocator noise
 does not. The table goes to stdout; ``--out FILE.json`` writes every sample, the settings and the
-machine (:mod:`benchmarks.machine`) with the run record (kind ``soak``: ``results_doc.py`` pages it),
+machine (:mod:`benchmarks.lib.machine`) with the run record (kind ``soak``: ``results_doc.py`` pages it),
 and the table in ``FILE.md`` beside it. Linux only (``/proc``). Not a test: nothing here is asserted;
 the exit status is 1 when the CLI run failed.
 """
@@ -29,15 +29,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import DEFAULT_TEXTS, ROOT, read_texts
-from .machine import cpu_info, versions
-from .run_record import script_record, write_result
+from benchmarks.lib.common import DEFAULT_TEXTS, ROOT, read_texts
+from benchmarks.lib.machine import cpu_info, versions
+from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import CommandParser, run_command
+from lrsl_rt.errors import UsageError
 
 GROWTH_TARGET_PCT = 5.0  # docs/guide/reliability.md: RSS growth over a soak run of at most 5 %
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", required=True, metavar="DIR")
     p.add_argument("--n", type=int, default=100_000, help="predictions per mode (default 100000)")
     p.add_argument("--batch", type=int, default=1, help="texts per API call (default 1)")
@@ -158,13 +160,16 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
+    return run_command(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     run = script_record(__file__, argv)
     texts = [t for t in read_texts(args.texts or DEFAULT_TEXTS).texts if t.strip()]
     if not texts:
-        print("Error: no texts to soak with", file=sys.stderr)
-        return 2
+        raise UsageError("no texts to soak with")
     result = {
         "method": {k: v for k, v in vars(args).items() if k != "out"} | {"bundle": str(args.bundle)},
         "machine": {"cpu": cpu_info(), "versions": versions()},

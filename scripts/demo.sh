@@ -63,4 +63,4 @@ echo
 echo "demo: bundle at $ART/bundle"
 echo "next: lrsl-rt predict --bundle $ART/bundle --explain \"your text\"   (why a label was chosen)"
 echo "      lrsl-rt eval --bundle $ART/bundle --input ../shared/datasets/banking77/test.csv --label-field category"
-echo "      python benchmarks/latency.py --bundle $ART/bundle --threads 2   (size your hardware)"
+echo "      python -m benchmarks.latency --bundle $ART/bundle --threads 2   (size your hardware)"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.invariance import batching_runs, compare, describe
+from benchmarks.lib.batching import batching_runs, compare, describe
 from export import ExportError, build_bundle
 from export.calibration import calibration_texts, read_texts
 from export.optimize import PRESETS, cpu_family, op_counts

@@ -1,4 +1,5 @@
-"""Smoke tests of benchmarks/latency.py and benchmarks/accuracy.py on the tiny checkpoint and bundles.
+"""Smoke tests of the entry scripts of benchmarks/ (latency, accuracy, int8_variants, serve) on the
+tiny checkpoint and bundles.
 
 They check that the scripts run end to end and write what they promise (one entry per contender with
 positive figures, the markdown tables, the PNG, the JSON) -- never how fast anything is.
@@ -14,7 +15,7 @@ import sys
 from conftest import ROOT
 from tiny_models import synthetic_dataset
 
-from benchmarks.optimum_model import optimum_available
+from benchmarks.lib.optimum_model import optimum_available
 
 LRSL = ("lrsl_clf_int8", "lrsl_clf_fp32", "lrsl_int8", "lrsl_fp32", "lrsl_int8_shared")
 
@@ -26,7 +27,7 @@ def _run(script: str, *args) -> subprocess.CompletedProcess:
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }
-    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)]
+    cmd = [sys.executable, "-m", f"benchmarks.{script}", *map(str, args)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (
         f"{script} exited {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -46,7 +47,7 @@ def _texts_file(tmp_path):
 def test_latency_quick(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
     out = tmp_path / "results" / "latency.json"
     proc = _run(
-        "latency.py", "--quick", "--bundle", tiny_bundle, "--bundle-fp32", tiny_bundle_fp32,
+        "latency", "--quick", "--bundle", tiny_bundle, "--bundle-fp32", tiny_bundle_fp32,
         "--checkpoint", tiny_checkpoint, "--texts", _texts_file(tmp_path), "--threads", "1",
         "--batch-sizes", "1,4", "--startup-runs", "1", "--out", out,
     )  # fmt: skip
@@ -88,7 +89,8 @@ def test_latency_quick(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32)
 def test_latency_bad_bundle_is_usage_error(tmp_path):
     cmd = [
         sys.executable,
-        str(ROOT / "benchmarks" / "latency.py"),
+        "-m",
+        "benchmarks.latency",
         "--bundle",
         str(tmp_path / "nope"),
         "--quick",
@@ -100,7 +102,7 @@ def test_latency_bad_bundle_is_usage_error(tmp_path):
 def test_accuracy(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
     out = tmp_path / "accuracy.json"
     proc = _run(
-        "accuracy.py", "--checkpoint", tiny_checkpoint, "--bundle", tiny_bundle,
+        "accuracy", "--checkpoint", tiny_checkpoint, "--bundle", tiny_bundle,
         "--bundle-fp32", tiny_bundle_fp32, "--threads", "1", "--out", out,
     )  # fmt: skip
     result = json.loads(out.read_text())
@@ -121,7 +123,7 @@ def test_accuracy(tmp_path, tiny_checkpoint, tiny_bundle, tiny_bundle_fp32):
 def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
     out = tmp_path / "variants.json"
     proc = _run(
-        "int8_variants.py",
+        "int8_variants",
         "--checkpoint",
         tiny_checkpoint,
         "--variants",
@@ -150,7 +152,7 @@ def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
 def test_serve_quick(tmp_path, tiny_bundle):
     out = tmp_path / "serve.json"
     proc = _run(
-        "serve.py", "--quick", "--bundle", tiny_bundle, "--texts", _texts_file(tmp_path), "--threads", "1",
+        "serve", "--quick", "--bundle", tiny_bundle, "--texts", _texts_file(tmp_path), "--threads", "1",
         "--concurrency", "1,4", "--requests", "12", "--warmup", "2", "--out", out,
     )  # fmt: skip
     result = json.loads(out.read_text())

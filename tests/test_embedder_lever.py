@@ -33,7 +33,7 @@ def test_retraining_the_checkpoints_settings_reproduces_its_embedder(built, tmp_
     assert embedder_lever.main(args) == 0
     res = json.loads(out.read_text())
     assert res["kind"] == "embedder-lever"
-    assert res["run"]["command"].startswith("python benchmarks/embedder_lever.py --checkpoint")
+    assert res["run"]["command"].startswith("python -m benchmarks.embedder_lever --checkpoint")
     sec = res["embedder"]
     assert sec["incumbent"] == "1x1" and set(sec["rows"]["dev"]) == {"1x1", "1x1 retrained", "1x2"}
     for split in ("dev", "test"):
@@ -45,7 +45,7 @@ def test_retraining_the_checkpoints_settings_reproduces_its_embedder(built, tmp_
     assert costs["1x2"]["triplets"] == 2 * costs["1x1 retrained"]["triplets"]
     assert costs["1x2"]["negatives"] == 2 and costs["1x2"]["steps"] > costs["1x1 retrained"]["steps"]
     md = out.with_suffix(".md").read_text()
-    assert md.startswith("Command: `python benchmarks/embedder_lever.py") and "| 1x2 |" in md
+    assert md.startswith("Command: `python -m benchmarks.embedder_lever") and "| 1x2 |" in md
     assert md.count("Kept: **1x1**") + md.count("Adopted on dev: **") == 1
     capsys.readouterr()
 
@@ -65,5 +65,5 @@ def test_without_levers_arrays_it_says_what_to_run(built, tmp_path, capsys):
     )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("Error: ") and "run benchmarks/levers.py" in err[-1]
+    assert err[-1].startswith("Error: ") and "run python -m benchmarks.levers" in err[-1]
     assert not (tmp_path / "o.json").exists()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trained_tiny import trained
 
-from benchmarks import lever_eval as E
+from benchmarks.lib import lever_eval as E
 from lrsl_rt.fusion import Fusion
 
 
@@ -47,12 +47,16 @@ def test_candidate_features_and_gold_position():
     assert E.gold_position(np.array([[0, 2], [0, 2]]), np.array([2, 1])).tolist() == [1, -1]
 
 
-def test_lrsl_predict_reranks_only_hard_rows():
-    """Both rows rerank to label 1 under logits*cos^2 (2.8*0.81 > 3*0.04), but only row 0 is hard."""
+def test_gate_row_reranks_only_the_gates_hard_rows_with_the_rule():
+    """Both rows rerank to label 1 under logits*cos^2 (2.8*0.81 > 3*0.04), but only row 0 is hard
+    (the gate's mask, not the rule's threshold): LRSL labels [1, 0], both right."""
     logits = np.array([[3.0, 2.8, 0.1], [3.0, 2.8, 0.1]])
     cos = np.array([[0.2, 0.9, 0.5], [0.2, 0.9, 0.5]])
-    pred = E.lrsl_predict(logits, cos, np.array([True, False]), Fusion("logits_cos", 2, "all"), 3)
-    assert pred.tolist() == [1, 0]
+    row = E.gate_row(
+        np.array([True, False]), logits, cos, np.array([1, 0]), Fusion("logits_cos", 2, "all"), 3
+    )
+    assert row["accuracy_lrsl"] == 1.0 and row["_ok"].tolist() == [True, True]
+    assert (row["n_hard"], row["mistakes"], row["mistakes_caught"]) == (1, 1, 1)
 
 
 def test_mlp_learns_to_follow_the_cosine():
@@ -98,7 +102,7 @@ def test_levers_script_on_a_tiny_checkpoint(built, tmp_path, capsys):
     # the JSON is a results page of its own: kind, title, the markdown and the run's record
     assert first["kind"] == "levers" and first["markdown"].strip() in md
     args = ["--checkpoint", str(built.checkpoint), "--out", str(out)]
-    assert first["run"]["command"] == shlex.join(["python", "benchmarks/levers.py", *args])
+    assert first["run"]["command"] == shlex.join(["python", "-m", "benchmarks.levers", *args])
     assert md.startswith(f"Command: `{first['run']['command']}`\n\n# Levers on ")
     capsys.readouterr()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.optimum_model import OPTIMUM_FILE
+from benchmarks.lib.optimum_model import OPTIMUM_FILE
 
 DESCRIPTIONS = {
     "pytorch_fp32": "PyTorch eager fp32 classifier (transformers), the baseline",

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, bench_env, median_range
+from benchmarks.lib.common import ROOT, bench_env, median_range
 
 COLD_TEXT = "I still have not received my new card"
 IMPORTS = (("import_lrsl_rt", "import lrsl_rt"), ("import_reranker", "from lrsl_rt import Reranker"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from benchmarks.common import median_range
-from benchmarks.machine import classifier_macs, int8_peak
+from benchmarks.lib.common import median_range
+from benchmarks.lib.machine import classifier_macs, int8_peak
 
 CLASSIFIER_ONLY = ("pytorch_fp32", "optimum_int8", "lrsl_clf_int8", "lrsl_clf_fp32")
 

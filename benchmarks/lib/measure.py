@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from benchmarks.common import accuracy, full_batches, latency_stats
-from benchmarks.contenders import CONTENDERS, LrslFull, Output
+from benchmarks.lib.common import accuracy, full_batches, latency_stats
+from benchmarks.lib.contenders import CONTENDERS, LrslFull, Output
 
 
 def measure(name: str, opts, texts: list[str], gold: list[str] | None) -> dict:

@@ -2,9 +2,9 @@
 
 Inputs are the classifier's logits and the fine-tuned embedder's unit-length text embeddings of a
 split, the gold label ids, and the label representations. The LRSL decision itself (argmax, gate,
-fusion of the hard rows) is :func:`lrsl_predict`, one adapter over ``lrsl_rt.fusion.rerank`` so the
-scripts follow the runtime's rule; every lever is compared with its incumbent by
-``lrsl_rt.calibrate.mcnemar`` on the same samples (adopt when z >= ``MIN_Z`` on dev).
+fusion of the hard rows) is the runtime's, :func:`lrsl_rt.rule.decide`, given the gate's mask; every
+lever is compared with its incumbent by ``lrsl_rt.calibrate.mcnemar`` on the same samples (adopt when
+z >= ``MIN_Z`` on dev, :func:`verdicts`).
 
 Shortcuts: hardness gates other than the variance are matched to the variance gate's dev hard
 share by taking the same number of lowest scores on dev; their threshold then carries to test
@@ -14,19 +14,17 @@ trained on the other folds), its test figures come from an MLP trained on all of
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from lrsl_rt.calibrate import MIN_Z, mcnemar
-from lrsl_rt.fusion import Fusion, rerank, softmax
+from lrsl_rt.fusion import softmax
 from lrsl_rt.gate import topk_indices, topk_variance
+from lrsl_rt.rule import decide
 
-
-def lrsl_predict(logits: np.ndarray, cos: np.ndarray, hard: np.ndarray, fusion: Fusion, k: int) -> np.ndarray:
-    """LRSL labels: the classifier's argmax, the hard rows reranked with ``fusion``."""
-    pred = np.argmax(logits, axis=1)
-    if hard.any():
-        pred[hard] = rerank(logits[hard], cos[hard], fusion, k)
-    return pred
+SPLITS = ("dev", "test")
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -79,7 +77,7 @@ def gate_row(hard: np.ndarray, logits: np.ndarray, cos: np.ndarray, gold: np.nda
     """How many of the classifier's mistakes a gate sends to reranking, and LRSL accuracy with it."""
     wrong = np.argmax(logits, axis=1) != gold
     caught = int(np.sum(hard & wrong))
-    pred = lrsl_predict(logits, cos, hard, fusion, k)
+    pred = decide(logits, cos, None, fusion, k, hard=hard).labels
     return {
         "hard_share": float(hard.mean()),
         "n_hard": int(hard.sum()),
@@ -191,3 +189,35 @@ def compare(ok: dict[str, np.ndarray], incumbent: str) -> dict[str, dict]:
         name: {**mcnemar(o, ok[incumbent]), "beats_incumbent": mcnemar(o, ok[incumbent])["z"] >= MIN_Z}
         for name, o in ok.items()
     }
+
+
+# ---- what levers and embedder_lever share ---------------------------------------------------------
+def training_split(ckpt: Path, info, train_file: str | None):
+    """(texts, gold ids) of the training texts the checkpoint was trained on."""
+    from train import data as D
+    from train.pipeline import TrainConfig, load_splits
+
+    if train_file:
+        split = D.read_labelled(train_file, "text", "label" if train_file.endswith(".jsonl") else "category")
+    else:
+        config = json.loads((ckpt / "metrics.json").read_text(encoding="utf-8")).get("config")
+        if not config:
+            raise ValueError(f"{ckpt}/metrics.json: no 'config'; pass --train FILE with the training texts")
+        keep = {k: v for k, v in config.items() if k not in ("classifier", "embedder")}
+        _, split, _, _ = load_splits(TrainConfig(**keep), log=lambda s: None)
+    index = {y: i for i, y in enumerate(info.labels)}
+    rows = [(t, index[y]) for t, y in zip(split.texts, split.labels, strict=True) if y in index]
+    return [t for t, _ in rows], np.array([g for _, g in rows], dtype=np.int64)
+
+
+def strip_private(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def verdicts(rows: dict[str, dict], incumbent: str) -> dict:
+    """rows[split][name]["_ok"] -> McNemar vs the incumbent on each split, and the dev decision."""
+    out = {s: compare({n: r["_ok"] for n, r in rows[s].items()}, incumbent) for s in SPLITS}
+    adopted = [n for n in rows["dev"] if n != incumbent and out["dev"][n]["beats_incumbent"]]
+    best = max(adopted, key=lambda n: rows["dev"][n]["accuracy_lrsl"], default=incumbent)
+    confirmed = None if best == incumbent else out["test"][best]["z"] >= MIN_Z
+    return {"mcnemar": out, "incumbent": incumbent, "adopted_on_dev": best, "confirmed_on_test": confirmed}

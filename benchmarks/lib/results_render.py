@@ -256,13 +256,13 @@ def render_generic(doc: dict) -> list[str]:
 
 
 def render_latency(r: dict) -> list[str]:
-    from benchmarks.latency_report import markdown
+    from benchmarks.lib.latency_report import markdown
 
     return ["", markdown(r).replace("## lrsl-rt latency benchmark", "## Latency benchmark", 1)]
 
 
 def render_accuracy(r: dict) -> list[str]:
-    from benchmarks.accuracy import markdown
+    from benchmarks.lib.accuracy_report import markdown
 
     return ["", markdown(r)]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEXTS = ROOT.parent / "shared" / "datasets" / "banking77" / "test.csv"
 LABEL_KEYS = ("label", "category")
 RESULT_PREFIX = "BENCH_RESULT "  # a worker's JSON result line on stdout

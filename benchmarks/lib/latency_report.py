@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.contenders import DESCRIPTIONS
+from benchmarks.lib.contenders import DESCRIPTIONS
 
 STAGES = ("tokenize", "classifier", "gate", "embedder", "fuse")
 SPINNING = {
