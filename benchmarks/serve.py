@@ -199,8 +199,10 @@ def run_server(
             client(server.url, bodies, texts, alone, c, args.warmup)
             level = L.measured(server, lambda c=c: client(server.url, bodies, texts, alone, c, args.duration))
             entry["closed_loop"][str(c)] = level
-        if open_loop:
-            best = max(level["qps"] for level in entry["closed_loop"].values())
+        best = max(level["qps"] for level in entry["closed_loop"].values())
+        if open_loop and best <= 0:
+            log(f"server {entry['name']!r}: no request answered in the closed loop; no open loop")
+        elif open_loop:
             rates = {f"{p} %": best * p / 100 for p in args.rates}
             log(f"driver check: {2 * max(rates.values()):.0f} requests/s against a trivial endpoint")
             check = L.driver_check(bodies, 2 * max(rates.values()), args.duration, env)

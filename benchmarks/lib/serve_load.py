@@ -187,7 +187,7 @@ async def _python_clients(url: str, texts: list[str], concurrency: int, duration
 
     latencies, served, failures = [], [], []
     counter = iter(range(10**9))
-    deadline = time.perf_counter() + duration
+    deadline = float("inf")  # set once the client exists (making one takes a while: its TLS context)
 
     async def client(c) -> None:
         for i in counter:
@@ -205,6 +205,7 @@ async def _python_clients(url: str, texts: list[str], concurrency: int, duration
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
         start = time.perf_counter()
+        deadline = start + duration
         await asyncio.gather(*(client(c) for _ in range(concurrency)))
         wall = time.perf_counter() - start
     return {"latencies": latencies, "served": served, "failures": failures, "wall": wall}
