@@ -94,6 +94,7 @@ async def predict(request):
 
 
 async def _answer(state: ServeState, texts: list[str], explain: bool) -> list:
+    state.batcher.check_room(len(texts))  # overload answers 429 before tokenizing
     rows = await state.tokenize(texts)
     return await state.batcher.submit(rows, [len(r) for r in rows], explain)
 

@@ -97,10 +97,7 @@ class MicroBatcher:
         """The predictions of ``texts`` in order; QueueFull, Draining or BatchFailed otherwise."""
         if self._closed:
             raise Draining("the server is shutting down")
-        if self.queued_texts + len(texts) > self.limits.max_queue:
-            raise QueueFull(
-                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
-            )
+        self.check_room(len(texts))
         loop = asyncio.get_running_loop()
         req = _Request(list(texts), list(tokens), explain, loop.create_future(), loop.time())
         self._queue.append(req)
@@ -114,6 +111,13 @@ class MicroBatcher:
             if self._observer and untaken:
                 self._observer.cancelled(untaken)
             raise
+
+    def check_room(self, n: int) -> None:
+        """QueueFull unless ``n`` more texts fit in the queue now (a caller can refuse before costly work)."""
+        if self.queued_texts + n > self.limits.max_queue:
+            raise QueueFull(
+                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
+            )
 
     def _drop(self, req: _Request) -> None:
         """Take a request's texts that are still queued out of the queue."""
