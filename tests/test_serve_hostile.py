@@ -136,6 +136,7 @@ def test_content_length_with_transfer_encoding_is_refused_and_nothing_after_it_i
     ("request_bytes", "status", "message"),
     [
         (b"GARBAGE / HTTP/1.1\r\n\r\n", 400, "malformed HTTP request"),
+        (post_head(chunked=True) + b"zz\r\nhello\r\n", 400, "malformed HTTP request"),
         (b"GET /" + b"x" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 431, "over 16384 bytes"),
         (b"GET / HTTP/1.1\r\n" + b"X-Filler: " + b"y" * 20_000 + b"\r\n\r\n", 431, "over 16384 bytes"),
     ],

@@ -144,10 +144,14 @@ class GuardedProtocol(HttpToolsProtocol):
         """Answer ``status`` with a JSON error and close gently; behind an answer in progress, close after it."""
         self._stop_head_clock()
         self.guard.on_refused(status)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._refused = True
-            self.cycle.keep_alive = False  # uvicorn closes the connection after this answer
-            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not (cycle.more_body and not cycle.response_started):  # a later request broke: finish this one
+                self._refused = True
+                cycle.keep_alive = False  # uvicorn closes the connection after this answer
+                return
+            cycle.disconnected = True  # this request's own body broke: its endpoint stops waiting for it
+            cycle.message_event.set()
         if self.transport.is_closing():
             self._refused = True
             return
