@@ -18,7 +18,8 @@ Entry scripts, and what each measures:
                     speed
 ``invariance``      batch invariance: the share of texts whose answer alone and in a batch differ
 ``profile_ops``     where the classifier spends its time, per ONNX operator type
-``serve``           ``lrsl-rt serve`` under closed-loop load against the in-process Reranker
+``serve``           ``lrsl-rt serve`` under wrk's closed loop and an open loop at fixed rates (429s
+                    past the maximum), against the in-process Reranker; client and server CPU
 ``scaleout``        rows per second of ``lrsl-rt predict --engine ray`` against the in-process CLI
 ``soak``            resident memory over many predictions through the API and the CLI
 ``open_intent``     out-of-scope texts: every abstain score's AUROC and the chosen operating point

@@ -1,52 +1,49 @@
-"""``lrsl-rt serve`` under closed-loop load, against the in-process Reranker, on real texts.
+"""``lrsl-rt serve`` under load from outside Python, against the in-process Reranker, on real texts.
 
-    python -m benchmarks.serve --bundle DIR [--texts FILE] [--threads N] [--concurrency 1,8,32,128]
-        [--requests R] [--max-batch-texts 32] [--max-wait-ms 0] [--out FILE.json] [--quick]
+    python -m benchmarks.serve --bundle DIR [--texts FILE] [--threads N] [--server-flags FLAGS ...]
+        [--concurrency 1,8,32,128] [--rates 50,80,100,150] [--duration 10] [--client auto|wrk|python]
+        [--out FILE.json] [--quick]
 
-Three contenders, each in its own process with its ONNX Runtime threads set explicitly (``--threads``,
-default the usable CPUs):
+Contenders, each in its own process, all on the same texts (one per request) and bundle in one run:
 
-- ``inprocess``: ``Reranker.predict`` in a worker process (this script with ``--worker``): batch-1
-  latency per text (one text per call; these labels are each text's answer *alone*) and throughput at
-  ``--batch`` (default 32) texts per call over full batches.
-- ``served``: ``lrsl-rt serve`` (the real CLI, ``--port 0`` on 127.0.0.1) with micro-batching
-  (``--max-batch-texts``, ``--max-wait-ms``), driven by closed-loop clients at each concurrency:
-  C asyncio tasks in this process, each with its own connection, sending one text per request and the
-  next as soon as the answer arrives. Throughput is requests answered / wall time of the level;
-  latency is per request, client side (HTTP, JSON and the queue included). The mean batch comes from
-  the server's ``/metrics`` (``lrsl_batch_texts`` sum / count over the level).
-- ``served_batching_off``: the same server with ``--max-batch-texts 1``.
+- ``inprocess``: ``Reranker.predict`` in a worker process (this script with ``--worker``), with
+  ``--threads`` ONNX Runtime threads: batch-1 latency per text (these labels are each text's answer
+  *alone*) and throughput at ``--batch`` (32) texts per call.
+- one ``lrsl-rt serve`` per ``--server-flags`` (default: the server's defaults, ``--workers 1`` and
+  ``--max-batch-texts 1``), each driven by a **closed loop**: wrk (one thread, C connections, each
+  sending its next request when the last is answered) for ``--duration`` seconds at each concurrency,
+  after ``--warmup`` unmeasured seconds. Without wrk the script says how to install it and falls back
+  to asyncio + httpx clients in this process, named as such in the table: they share the cores with
+  the server, so their figures measure the client too.
+- the first server also gets an **open loop** (:mod:`benchmarks.lib.openloop`, a process of its own):
+  requests at fixed arrival times, at ``--rates`` percent of that server's best closed-loop q/s. Past
+  100 % the queue fills and the server answers 429 with ``Retry-After``; the p99 of the accepted
+  requests shows what the queue bound (``--max-queue-texts``) costs them. Before those levels the
+  driver is checked against a trivial endpoint at twice the highest rate (``driver check``).
 
-The client runs in this process and shares the machine's cores with the server: on a small machine
-its HTTP work is part of what the served figures pay. Every level sends ``--requests`` requests after
-``--warmup`` unmeasured ones, cycling through ``--n-texts`` evenly spaced texts of the file.
+Each level records the client's CPU share and the server's (psutil), the server's mean batch
+(``/metrics``) and, where the client reads the answers (open loop, Python fallback), the share of
+requests whose label differs from the same text's label alone (dynamic int8: batch neighbours move
+labels; the server says whether its bundle can do that, in ``/info``).
 
-Batch effect: with dynamic int8 quantization a text's logits depend on the other texts of its batch.
-For each served level the script reports the share of requests whose label differs from the label the
-same text gets alone (the in-process batch-1 run).
-
-``--quick`` is a smoke run (few texts and requests, concurrency 1 and 8). Output: markdown on stdout
-(``serve_report.py``); with ``--out FILE.json`` the results (kind ``serve``, with the run record:
-``results_doc.py`` pages it) and the markdown in ``FILE.md`` beside it.
+``--quick`` is a smoke run. Output: markdown on stdout (:mod:`benchmarks.lib.serve_report`); with
+``--out FILE.json`` the results (kind ``serve``, with the run record: ``results_doc`` pages it) and
+the markdown in ``FILE.md`` beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
-import re
-import signal
-import subprocess
+import shlex
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from benchmarks.lib.common import (
     DEFAULT_TEXTS,
-    ROOT,
     bench_env,
     emit_result,
     full_batches,
@@ -58,9 +55,29 @@ from benchmarks.lib.common import (
 )
 from benchmarks.lib.machine import cpu_info, versions
 from benchmarks.lib.record import script_record, write_result
+from lrsl_rt.command import run_command
+from lrsl_rt.errors import UsageError
 
-QUICK = {"n_texts": 16, "requests": 40, "warmup": 4, "concurrency": "1,8"}
-DEFAULTS = {"n_texts": 1000, "requests": 2000, "warmup": 100, "concurrency": "1,8,32,128"}
+QUICK = {"n_texts": 16, "duration": 1.0, "warmup": 0.5, "concurrency": "1,8", "rates": "50,150"}
+DEFAULTS = {
+    "n_texts": 1000,
+    "duration": 10.0,
+    "warmup": 2.0,
+    "concurrency": "1,8,32,128",
+    "rates": "50,80,100,150",
+}
+DEFAULT_SERVERS = ["", "--workers 1", "--max-batch-texts 1"]
+OPEN_CLIENT = "benchmarks.lib.openloop (asyncio, a process of its own, fixed arrival times)"
+
+
+def _ints(p, flag: str, text: str) -> list[int]:
+    try:
+        values = sorted({int(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        p.error(f"{flag} must be positive integers separated by commas, got {text!r}")
+    return values
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -70,15 +87,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bundle", required=True, metavar="DIR", help="the lrsl-rt bundle to serve")
     p.add_argument("--texts", metavar="FILE", help=f".txt/.csv/.jsonl texts (default {DEFAULT_TEXTS})")
     p.add_argument("--n-texts", type=int, help="evenly spaced texts to cycle through (default 1000)")
-    p.add_argument("--threads", type=int, help="ONNX Runtime threads of the server and the in-process run")
-    p.add_argument("--concurrency", help="closed-loop client counts (default 1,8,32,128)")
-    p.add_argument("--requests", type=int, help="measured requests per level (default 2000)")
-    p.add_argument("--warmup", type=int, help="unmeasured requests before each level (default 100)")
+    p.add_argument(
+        "--threads", type=int, help="ONNX Runtime threads of the in-process run (default: the CPUs)"
+    )
+    p.add_argument(
+        "--server-flags",
+        action="append",
+        metavar="FLAGS",
+        help=f"`lrsl-rt serve` flags of one server, e.g. '--workers 1' (repeat; default {DEFAULT_SERVERS})",
+    )
+    p.add_argument("--concurrency", help="closed-loop connections (default 1,8,32,128)")
+    p.add_argument(
+        "--rates", help="open-loop rates, percent of the best closed-loop q/s (default 50,80,100,150)"
+    )
+    p.add_argument("--duration", type=float, help="measured seconds per level (default 10)")
+    p.add_argument(
+        "--warmup", type=float, help="unmeasured seconds before each closed-loop level (default 2)"
+    )
+    p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto", help="closed-loop client")
     p.add_argument("--batch", type=int, default=32, help="texts per call of the in-process throughput (32)")
-    p.add_argument("--max-batch-texts", type=int, default=32, help="the served run's --max-batch-texts")
-    p.add_argument("--max-wait-ms", type=float, default=0.0, help="the served run's --max-wait-ms")
     p.add_argument("--thread-pool", choices=("session", "shared"), default="session")
-    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per process")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for the in-process run")
     p.add_argument("--out", metavar="FILE.json", help="write the results as JSON")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -87,12 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    try:
-        args.concurrency = sorted({int(c) for c in str(args.concurrency).split(",") if c.strip()})
-    except ValueError:
-        p.error(f"--concurrency must be integers separated by commas, got {args.concurrency!r}")
-    if not args.concurrency or min(args.concurrency) < 1:
-        p.error("--concurrency must be positive")
+    args.concurrency = _ints(p, "--concurrency", args.concurrency)
+    args.rates = _ints(p, "--rates", args.rates)
+    args.server_flags = DEFAULT_SERVERS if args.server_flags is None else args.server_flags
     args.threads = args.threads or cpu_info()["usable_cpus"]
     return args
 
@@ -103,7 +129,7 @@ def inprocess_worker(args) -> dict:
 
     texts = read_texts(args.data).texts
     r = Reranker.from_bundle(args.bundle, threads=args.threads, thread_pool=args.thread_pool)
-    for t in texts[: args.warmup]:
+    for t in texts[:32]:
         r.predict([t])
     times, alone = [], []
     for t in texts:
@@ -124,129 +150,80 @@ def inprocess_worker(args) -> dict:
     }
 
 
+def run_inprocess(args, data_file: Path) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.serve", "--worker", "inprocess", "--data", str(data_file)]
+    cmd += ["--bundle", str(args.bundle), "--threads", str(args.threads), "--batch", str(args.batch)]
+    cmd += ["--thread-pool", args.thread_pool]
+    return run_json(cmd, bench_env(args.threads), args.timeout)
+
+
 # ---- the served contenders ------------------------------------------------------------------------------
-class ServerProcess:
-    """``python -m lrsl_rt serve --port 0 ...``; the port is read from its stderr."""
+def closed_client(args, log):
+    """(name, level function) of the closed-loop client: wrk, or the Python fallback."""
+    from benchmarks.lib import serve_load as L
 
-    def __init__(self, args, max_batch_texts: int) -> None:
-        cmd = [sys.executable, "-m", "lrsl_rt", "serve", "--bundle", str(args.bundle), "--port", "0"]
-        cmd += ["--threads", str(args.threads), "--thread-pool", args.thread_pool]
-        cmd += ["--max-batch-texts", str(max_batch_texts), "--max-wait-ms", str(args.max_wait_ms)]
-        cmd += ["--max-queue-texts", str(max(1024, 4 * max(args.concurrency)))]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=bench_env(args.threads), stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        found = threading.Event()
-
-        def read():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                if "listening on" in line:
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(120):
-            self.stop()
-            raise RuntimeError("server printed no port line:\n" + "".join(self.lines[-15:]))
-        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", "".join(self.lines)).group(1)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def wait_ready(self, timeout: float = 300) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + "".join(self.lines[-15:]))
-            try:
-                if httpx.get(f"{self.url}/health", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("server not ready in time")
-
-    def batch_totals(self) -> tuple[float, float]:
-        """(sum, count) of the server's lrsl_batch_texts histogram."""
-        import httpx
-        from prometheus_client.parser import text_string_to_metric_families
-
-        values = {}
-        for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics", timeout=10).text):
-            for s in family.samples:
-                values[s.name] = s.value
-        return values.get("lrsl_batch_texts_sum", 0.0), values.get("lrsl_batch_texts_count", 0.0)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
+    wrk = L.wrk_version() if args.client != "python" else None
+    if wrk:
+        return f"{wrk}, 1 thread", lambda url, bodies, texts, alone, c, d: L.wrk_level(url, bodies, c, d)
+    if args.client == "wrk":
+        raise UsageError(f"--client wrk: wrk not found; {L.WRK_HINT}")
+    if args.client == "auto":
+        log(f"wrk not found: {L.WRK_HINT}. Falling back to the Python client, which measures itself too")
+    name = "python asyncio + httpx in the benchmark process" + (
+        " (fallback: no wrk)" if args.client == "auto" else ""
+    )
+    return name, lambda url, bodies, texts, alone, c, d: L.python_level(url, texts, alone, c, d)
 
 
-async def closed_loop(url: str, texts: list[str], concurrency: int, n: int) -> dict:
-    """``n`` requests from ``concurrency`` clients, each waiting for its answer before the next."""
-    import httpx
+def run_server(
+    args, flags: str, bodies: Path, texts, alone, client, open_loop: bool, log
+) -> tuple[dict, dict]:
+    """One server's closed-loop levels (and open-loop levels when asked); (entry, driver check)."""
+    from benchmarks.lib import serve_load as L
 
-    latencies: list[float] = []
-    served: list[tuple[int, str]] = []  # (text index, label)
-    counter = iter(range(n))
-    failures: list[str] = []
-
-    async def client(c) -> None:
-        for i in counter:
-            k = i % len(texts)
-            start = time.perf_counter()
-            r = await c.post("/predict", json={"inputs": texts[k]})
-            latencies.append(time.perf_counter() - start)
-            if r.status_code != 200:
-                failures.append(f"{r.status_code} {r.text[:100]}")
-                continue
-            served.append((k, r.json()[0]["label"]))
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(c) for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    return {"latencies": latencies, "served": served, "wall": wall, "failures": failures}
-
-
-def run_served(args, texts: list[str], alone: list[str], max_batch_texts: int, log) -> dict:
-    server = ServerProcess(args, max_batch_texts)
+    env = bench_env()
+    server = L.ServerProcess(args.bundle, shlex.split(flags), env)
+    check = {}
     try:
-        server.wait_ready()
-        levels = {}
+        info = server.wait_ready()
+        b = info["batching"]
+        entry = {
+            "name": flags or "defaults",
+            "flags": flags,
+            "workers": b["workers"],
+            "threads": b["threads"],
+        }
+        entry["closed_loop"], entry["open_loop"] = {}, {}
         for c in args.concurrency:
-            log(f"served (max batch {max_batch_texts}): concurrency {c}")
-            asyncio.run(closed_loop(server.url, texts, c, args.warmup))
-            before = server.batch_totals()
-            run = asyncio.run(closed_loop(server.url, texts, c, args.requests))
-            after = server.batch_totals()
-            batches = after[1] - before[1]
-            differ = sum(label != alone[k] for k, label in run["served"])
-            levels[str(c)] = {
-                **latency_stats(run["latencies"]),
-                "qps": len(run["served"]) / run["wall"],
-                "requests": len(run["served"]),
-                "failures": run["failures"][:5],
-                "n_failures": len(run["failures"]),
-                "mean_batch_texts": (after[0] - before[0]) / batches if batches else None,
-                "label_differs_from_alone": differ / max(1, len(run["served"])),
-                "n_label_differs": differ,
-            }
-        return {"max_batch_texts": max_batch_texts, "levels": levels}
+            log(f"server {entry['name']!r}: closed loop, concurrency {c}")
+            client(server.url, bodies, texts, alone, c, args.warmup)
+            level = L.measured(server, lambda c=c: client(server.url, bodies, texts, alone, c, args.duration))
+            entry["closed_loop"][str(c)] = level
+        best = max(level["qps"] for level in entry["closed_loop"].values())
+        if open_loop and best <= 0:
+            log(f"server {entry['name']!r}: no request answered in the closed loop; no open loop")
+        elif open_loop:
+            rates = {f"{p} %": best * p / 100 for p in args.rates}
+            log(f"driver check: {2 * max(rates.values()):.0f} requests/s against a trivial endpoint")
+            check = L.driver_check(bodies, 2 * max(rates.values()), args.duration, env)
+            for name, rate in rates.items():
+                log(f"server {entry['name']!r}: open loop, {rate:.0f} requests/s ({name})")
+                level = L.measured(
+                    server, lambda r=rate: L.open_level(server.url, bodies, r, args.duration, env)
+                )
+                labels = level.pop("labels")
+                level["label_differs_from_alone"] = sum(x != alone[k] for k, x in labels) / max(
+                    1, len(labels)
+                )
+                entry["open_loop"][name] = level
+        return entry, check
     finally:
         code = server.stop()
         if code != 0:
             log(f"warning: the server exited {code}:\n" + "".join(server.lines[-10:]))
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
         emit_result(inprocess_worker(args))
@@ -257,49 +234,52 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     from benchmarks.lib import serve_report
+    from lrsl_rt.info import batch_invariant
     from lrsl_rt.manifest import read_manifest
 
     try:
         data = subsample(read_texts(args.texts or DEFAULT_TEXTS), args.n_texts)
         manifest = read_manifest(args.bundle)
     except (ValueError, OSError) as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from e
+    closed_name, client = closed_client(args, log)
     with tempfile.TemporaryDirectory(prefix="lrsl_bench_serve_") as tmp:
         data_file = write_jsonl(Path(tmp) / "texts.jsonl", data)
+        bodies = Path(tmp) / "bodies.jsonl"
+        bodies.write_text("".join(json.dumps({"inputs": t}) + "\n" for t in data.texts), encoding="utf-8")
         log("in-process Reranker")
-        cmd = [
-            sys.executable,
-            "-m",
-            "benchmarks.serve",
-            "--worker",
-            "inprocess",
-            "--data",
-            str(data_file),
-        ]
-        cmd += ["--bundle", str(args.bundle), "--threads", str(args.threads), "--batch", str(args.batch)]
-        cmd += ["--warmup", str(args.warmup), "--thread-pool", args.thread_pool]
-        inprocess = run_json(cmd, bench_env(args.threads), args.timeout)
-    alone = inprocess.pop("alone_labels")
-    served = run_served(args, data.texts, alone, args.max_batch_texts, log)
-    off = run_served(args, data.texts, alone, 1, log)
+        inprocess = run_inprocess(args, data_file)
+        alone = inprocess.pop("alone_labels")
+        servers, check = [], {}
+        for i, flags in enumerate(args.server_flags):
+            entry, got = run_server(
+                args, flags, bodies, data.texts, alone, client, i == 0 and bool(args.rates), log
+            )
+            servers.append(entry)
+            check = check or got
     result = {
         "method": {
             "threads": args.threads,
             "thread_pool": args.thread_pool,
             "concurrency": args.concurrency,
-            "requests": args.requests,
-            "warmup": args.warmup,
-            "max_wait_ms": args.max_wait_ms,
+            "rates_percent": args.rates,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
             "quick": args.quick,
-            "client": "closed loop, asyncio + httpx in the benchmark process, one text per request, loopback",
+            "closed_client": closed_name,
+            "open_client": OPEN_CLIENT,
         },
-        "bundle": {"path": str(args.bundle), "precision": manifest.precision, "preset": manifest.preset},
+        "bundle": {
+            "path": str(args.bundle),
+            "precision": manifest.precision,
+            "preset": manifest.preset,
+            "answers_depend_on_batch": not batch_invariant(manifest),
+        },
         "texts": {"source": data.source, "n": len(data)},
         "machine": {"cpu": cpu_info(), "versions": versions()},
         "inprocess": inprocess,
-        "served": served,
-        "served_batching_off": off,
+        "driver_check": check,
+        "servers": servers,
     }
     result["targets"] = serve_report.targets(result)
     md = serve_report.markdown(result)
@@ -308,6 +288,10 @@ def main(argv=None) -> int:
         write_result(args.out, result, md, kind="serve", title="HTTP serving (lrsl-rt serve)", run=record)
         log(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_command(lambda: _main(argv))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ exit head gives probabilities [0.95, 0.03, 0.02] leaves with exit_layer 2 (0.95 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .errors import BundleError
@@ -59,9 +61,12 @@ class StageChain:
         measure: str,
         k: int,
         collect: list | None = None,
+        on_run=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(logits (n, L) float32, exit_layer (n,) int64) in input order.
 
+        ``on_run``: the Reranker's timing hook, called as ``on_run("classifier", seconds)`` after
+        each stage run.
         ``collect``: a list that receives one (n, L) array per stage, the logits of the rows that
         reached it (NaN elsewhere) -- calibration runs with every threshold at +inf to get them all.
         """
@@ -81,7 +86,10 @@ class StageChain:
             for start in range(0, len(alive), batch_size):
                 idx = alive[start : start + batch_size]
                 feeds = self.pad([rows[i] for i in idx]) if s == 0 else _pad_hidden(hidden, idx, lengths)
+                t0 = time.perf_counter()
                 out = session.run_outputs(feeds, (LOGITS,) if last else (LOGITS, HIDDEN_OUT))
+                if on_run is not None:
+                    on_run("classifier", time.perf_counter() - t0)
                 y = np.asarray(out[0], dtype=np.float32)
                 if logits is None:
                     logits = np.empty((n, y.shape[1]), dtype=np.float32)

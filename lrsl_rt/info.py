@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .manifest import read_manifest, resolve_file
+from .manifest import Manifest, read_manifest, resolve_file
 
 
 def _version(dist: str) -> str | None:
@@ -45,6 +45,14 @@ def environment() -> dict:
     return env
 
 
+def batch_invariant(m: Manifest) -> bool:
+    """Whether a text gets the same answer in any batch: what the export recorded
+    (``metrics.quantization.batch_invariant``), else yes for fp32/fp16 and no for int8, whose dynamic
+    activation scales depend on the whole batch (docs/guide/quantization.md)."""
+    recorded = (m.metrics.get("quantization") or {}).get("batch_invariant")
+    return recorded if isinstance(recorded, bool) else m.precision != "int8"
+
+
 def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
     m = read_manifest(bundle_dir)
     files = {}
@@ -73,6 +81,7 @@ def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
         "fusion_name": m.fusion.name,
         "precision": m.precision,
         "preset": m.preset,
+        "batch_invariant": batch_invariant(m),
         "embedding_dim": m.embedding_dim,
         "max_length": m.tokenizer.max_length,
         "exits": exit_summary(m),
@@ -128,7 +137,9 @@ def format_bundle(s: dict) -> str:
         *_exit_lines(s),
         f"fusion:      {s['fusion_name']}",
         *_abstain_line(s["abstain"]),
-        f"precision:   {s['precision']}" + (f" (preset {s['preset']})" if s["preset"] else ""),
+        f"precision:   {s['precision']}"
+        + (f" (preset {s['preset']})" if s["preset"] else "")
+        + ("; batch-invariant" if s["batch_invariant"] else "; answers can depend on batch neighbours"),
         f"embedding:   {s['embedding_dim']} dims; max length {s['max_length']} tokens",
         f"created:     {s['created_at']} by {', '.join(f'{k} {v}' for k, v in s['created_by'].items())}",
         f"checksums:   {s['checksums']}",

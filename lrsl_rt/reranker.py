@@ -24,7 +24,8 @@ The Reranker holds no mutable state after loading: one instance can serve many t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Reranker:
 
     The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
     ``classifier`` is one session, or the :class:`~lrsl_rt.exits.StageChain` of a bundle with exits.
+    ``on_run``, when set, is called as ``on_run(role, seconds)`` after each ONNX Runtime run, with the
+    run's wall time (padding excluded): a server's per-stage metrics come from it.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Reranker:
         batch_size: int = DEFAULT_BATCH_SIZE,
         bundle_dir: str | os.PathLike | None = None,
         train_embeddings: np.ndarray | None = None,
+        on_run: Callable[[str, float], None] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -75,6 +79,7 @@ class Reranker:
         self.embedder = embedder
         self.batch_size = batch_size
         self.bundle_dir = Path(bundle_dir) if bundle_dir is not None else None
+        self.on_run = on_run
         want = (len(manifest.labels), manifest.embedding_dim)
         if label_embeddings.shape != want:
             raise BundleError(
@@ -212,7 +217,7 @@ class Reranker:
         while chunk := list(islice(it, chunk_size)):
             _check_texts(chunk, offset)
             offset += len(chunk)
-            yield from self._predict_chunk(chunk, explain, abstain)
+            yield from self._predict_chunk(self.tokenizer.tokenize(chunk), explain, abstain)
 
     def abstains(self, asked: bool | None = None) -> bool:
         """Whether predictions abstain: the bundle's choice unless ``asked`` says otherwise."""
@@ -231,8 +236,18 @@ class Reranker:
         exits = ("exit_layer",) if self.manifest.exits else ()
         return exits + (("out_of_scope",) if self.abstains(abstain) else ())
 
-    def _predict_chunk(self, texts: list[str], explain: bool, abstain: bool = False) -> list[Prediction]:
-        rows = self.tokenizer.tokenize(texts)
+    def predict_tokens(
+        self, rows: list[Tokens], explain: bool = False, abstain: bool | None = None
+    ) -> list[Prediction]:
+        """One Prediction per row of ``self.tokenizer.tokenize(texts)``, as ``predict(texts)`` gives in one chunk.
+
+        For callers that tokenize ahead of the model call: a server counts each request's tokens (for
+        its batch budget) off its event loop and hands the same rows to the batch, so no text is
+        tokenized twice.
+        """
+        return self._predict_chunk(list(rows), explain, self.abstains(abstain))
+
+    def _predict_chunk(self, rows: list[Tokens], explain: bool, abstain: bool = False) -> list[Prediction]:
         logits, exit_layer = self._classify(rows)
         settled = None if exit_layer is None else exit_layer < self.manifest.classifier_layers
         every_row = abstain and self.manifest.abstain.score in ALL_ROW_SCORES
@@ -250,7 +265,7 @@ class Reranker:
             measure=self.manifest.measure,
             settled=settled,
         )
-        n = len(texts)
+        n = len(rows)
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
         scores = classifier_prob.copy()
         fused_scores = np.full(n, np.nan)
@@ -294,7 +309,7 @@ class Reranker:
         if not isinstance(self.classifier, StageChain):
             return self.run_batched("classifier", rows), None
         m = self.manifest
-        return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k)
+        return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run)
 
     def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
         labels, k = self.labels, self.k
@@ -330,7 +345,11 @@ class Reranker:
         out = None
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            y = np.asarray(session.run(self.tokenizer.pad([rows[i] for i in idx])), dtype=np.float32)
+            inputs = self.tokenizer.pad([rows[i] for i in idx])
+            t0 = time.perf_counter()
+            y = np.asarray(session.run(inputs), dtype=np.float32)
+            if self.on_run is not None:
+                self.on_run(role, time.perf_counter() - t0)
             if out is None:
                 out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
             out[idx] = y

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 from tiny_models import synthetic_dataset
 
@@ -150,21 +152,46 @@ def test_int8_variants_smoke(tiny_checkpoint, tmp_path):
 
 
 def test_serve_quick(tmp_path, tiny_bundle):
+    """The Python fallback for the closed loop (no wrk needed), the open-loop driver and its check."""
     out = tmp_path / "serve.json"
+    one = "--workers 1 --threads 1"
     proc = _run(
         "serve", "--quick", "--bundle", tiny_bundle, "--texts", _texts_file(tmp_path), "--threads", "1",
-        "--concurrency", "1,4", "--requests", "12", "--warmup", "2", "--out", out,
+        "--client", "python", f"--server-flags={one}", f"--server-flags={one} --max-batch-texts 1",
+        "--concurrency", "1,4", "--out", out,
     )  # fmt: skip
     result = json.loads(out.read_text())
     assert result["inprocess"]["qps"] > 0 and result["inprocess"]["b1"]["p50_ms"] > 0
-    for key, batch in (("served", 32), ("served_batching_off", 1)):
-        assert result[key]["max_batch_texts"] == batch and set(result[key]["levels"]) == {"1", "4"}
-        for level in result[key]["levels"].values():
-            assert level["requests"] == 12 and level["n_failures"] == 0 and level["qps"] > 0
+    assert "python asyncio + httpx" in result["method"]["closed_client"]
+    first, off = result["servers"]
+    assert (first["workers"], first["threads"]) == (1, 1) and result["bundle"]["answers_depend_on_batch"]
+    for server in (first, off):
+        assert set(server["closed_loop"]) == {"1", "4"}
+        for level in server["closed_loop"].values():
+            assert level["requests"] > 0 and level["errors"]["failed"] == 0 and level["qps"] > 0
             assert 0 <= level["label_differs_from_alone"] <= 1 and level["mean_batch_texts"] >= 1
-    assert result["served_batching_off"]["levels"]["4"]["mean_batch_texts"] == 1
+            assert level["client_cpu_s"] > 0
+    assert off["closed_loop"]["4"]["mean_batch_texts"] == 1
+    assert set(first["open_loop"]) == {"50 %", "150 %"} and off["open_loop"] == {}
+    for level in first["open_loop"].values():
+        assert level["sent"] > 0 and level["unanswered"] == 0 and level["statuses"].get("200", 0) > 0
+        assert 0 <= level["label_differs_from_alone"] <= 1
+    check = result["driver_check"]
+    assert check["target_rps"] == 2 * first["open_loop"]["150 %"]["target_rps"] and check["sent"] > 0
     assert set(result["targets"]) == {"c1_p50_gap_ms"}  # no concurrency 32 in this run
-    assert (
-        "| served, concurrency 4 |" in proc.stdout
-        and "| served, batching off, concurrency 4 |" in proc.stdout
-    )
+    assert f"| {one} | 4 |" in proc.stdout and f"| {one} | 150 % |" in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_serve_quick_with_wrk(tmp_path, tiny_bundle):
+    out = tmp_path / "serve.json"
+    _run(
+        "serve", "--quick", "--bundle", tiny_bundle, "--texts", _texts_file(tmp_path), "--threads", "1",
+        "--client", "wrk", "--server-flags=--workers 1 --threads 1", "--concurrency", "2", "--rates", "50",
+        "--out", out,
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["method"]["closed_client"].startswith("wrk")
+    level = result["servers"][0]["closed_loop"]["2"]
+    assert level["requests"] > 0 and level["errors"]["non_2xx"] == 0 and level["p50_ms"] > 0
+    assert level["client_cpu_s"] > 0 and level["mean_batch_texts"] >= 1

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 FORBIDDEN = ("torch", "transformers", "onnx", "sklearn", "sentence_transformers", "optimum")
-SERVER_STACK = ("starlette", "uvicorn", "prometheus_client", "httpx")
+SERVER_STACK = ("starlette", "uvicorn", "httptools", "prometheus_client", "httpx")
 OPTIONAL = ("ray", "pyarrow", "pandas")  # the ray extra: only lrsl_rt.ray's modules import them
 MODULES = (
     "cli",
@@ -41,7 +41,9 @@ MODULES = (
     "serve.schema",
     "serve.batcher",
     "serve.metrics",
+    "serve.state",
     "serve.app",
+    "serve.supervisor",
     "serve.main",
     "ray",
 )

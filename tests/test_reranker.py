@@ -181,6 +181,30 @@ def test_predict_is_deterministic_and_iter_equals_predict(r_int8, texts):
     assert list(r.predict_iter(texts)) == r.predict(texts)
 
 
+def test_predict_tokens_equals_predict_and_tokenizes_nothing(r_int8, texts):
+    """Rows tokenized beforehand give predict's answers, and the tokenizer is not called again."""
+    r = split(r_int8, texts)
+    rows = r.tokenizer.tokenize(texts)
+    calls = []
+    tokenize = r.tokenizer.tokenize
+    r.tokenizer.tokenize = lambda t: calls.append(t) or tokenize(t)
+    try:
+        got = r.predict_tokens(rows, explain=True)
+    finally:
+        del r.tokenizer.tokenize
+    assert calls == [] and got == r.predict(texts, explain=True)
+
+
+def test_on_run_sees_every_onnx_run_with_its_role(r_int8, texts):
+    r = with_threshold(r_int8, np.median(topk_variance(r_int8.logits(texts), r_int8.k)), batch_size=4)
+    runs = []
+    r.on_run = lambda role, seconds: runs.append((role, seconds))
+    n_hard = sum(p.hard for p in r.predict(texts))
+    roles = [role for role, _ in runs]
+    assert roles.count("classifier") == -(-len(texts) // 4) and roles.count("embedder") == -(-n_hard // 4)
+    assert all(s > 0 for _, s in runs)
+
+
 def test_predict_iter_streams_in_chunks(r_int8, texts):
     pulled = []
 

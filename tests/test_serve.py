@@ -29,7 +29,9 @@ from conftest import ROOT
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
-prom_parser = pytest.importorskip("prometheus_client.parser")
+pytest.importorskip("httptools")
+pytest.importorskip("prometheus_client")
+from serve_client import START_TIMEOUT, Server, metric_values, value, wait_for_metric  # noqa: E402
 
 TEXTS = [
     "my card is still not here",
@@ -41,60 +43,6 @@ TEXTS = [
     "the money is missing, can you help?",
     "card delivery waiting",
 ]
-START_TIMEOUT = 60.0
-
-
-# ---- the server process ----------------------------------------------------------------------------
-class Server:
-    """``python -m lrsl_rt serve ... --port 0`` in a subprocess; its stderr is collected by a thread."""
-
-    def __init__(self, bundle, *flags: str) -> None:
-        cmd = [sys.executable, "-m", "lrsl_rt", "serve", "--bundle", str(bundle), "--port", "0"]
-        cmd += ["--threads", "1", *flags]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._port_line = threading.Event()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        if not self._port_line.wait(START_TIMEOUT):
-            self.kill()
-            raise AssertionError(f"server printed no port line:\n{self.log}")
-        port = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.log).group(1)
-        self.url = f"http://127.0.0.1:{port}"
-        self.health_seen: list[tuple[int, dict]] = []
-
-    def _read_stderr(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if "listening on" in line:
-                self._port_line.set()
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_ready(self) -> None:
-        """Poll /health until 200, recording every answer (503 while the bundle loads)."""
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(base_url=self.url, timeout=10) as c:
-            while time.monotonic() < deadline:
-                r = c.get("/health")
-                self.health_seen.append((r.status_code, r.json()))
-                if r.status_code == 200:
-                    return
-                time.sleep(0.02)
-        raise AssertionError(
-            f"server not ready in {START_TIMEOUT} s; health: {self.health_seen[-3:]}\n{self.log}"
-        )
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -138,29 +86,6 @@ def assert_same_record(got: dict, want: dict) -> None:
     assert {k: v for k, v in got.items() if isinstance(v, float)} == pytest.approx(
         {k: v for k, v in want.items() if isinstance(v, float)}, abs=1e-5
     )
-
-
-def metric_values(url: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of /metrics as {(name, sorted labels): value}, parsed by prometheus_client."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    out = {}
-    for family in prom_parser.text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(m: dict, name: str, **labels) -> float:
-    return m.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for_metric(url: str, name: str, want: float, timeout: float = 20.0, **labels) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value(metric_values(url), name, **labels) == want:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{name}{labels} never reached {want}")
 
 
 # ---- predictions ------------------------------------------------------------------------------------
@@ -213,7 +138,23 @@ def test_concurrent_clients_get_their_own_records_in_order(server, reference):
 BAD_REQUESTS = [
     ("POST", "/predict", b'{"inputs": ["a", }', 422, r"not valid JSON: .* line 1 column"),
     ("POST", "/predict", b"[1, 2]", 422, r'JSON object with an "inputs" field, got an array'),
-    ("POST", "/predict", b'{"text": "a"}', 422, r"unknown field\(s\) \['text'\]"),
+    ("POST", "/predict", b'{"text": "a"}', 422, r'unknown field\(s\) "text"; expected'),
+    (
+        "POST",
+        "/predict",
+        b'{"inputs": ["ok", "\\ud800"]}',
+        422,
+        r"inputs\[1\]: not valid Unicode: lone surrogate",
+    ),
+    ("POST", "/predict", b"[" * 10_000, 422, r"not usable JSON: arrays or objects nested too deeply"),
+    ("POST", "/predict", b'{"inputs": ' + b"7" * 5000 + b"}", 422, r"not usable JSON: a number of more than"),
+    (
+        "POST",
+        "/predict",
+        b'{"inputs": "a", "' + b"k" * 5000 + b'": 1}',
+        422,
+        r'unknown field\(s\) "k{40}"; expected',
+    ),
     ("POST", "/predict", b'{"explain": true}', 422, r'missing field "inputs"'),
     ("POST", "/predict", b'{"inputs": ["ok", 7]}', 422, r"inputs\[1\]: expected a string, got a number 7"),
     ("POST", "/predict", b'{"inputs": 3}', 422, r'"inputs" must be a string or a list of strings'),
@@ -225,15 +166,18 @@ BAD_REQUESTS = [
     ("GET", "/predict", None, 405, r"method GET not allowed on /predict; use POST"),
     ("POST", "/health", b"{}", 405, r"method POST not allowed on /health"),
     ("GET", "/nope", None, 404, r"no endpoint GET /nope"),
+    ("POST", "/predict/", b'{"inputs": "a"}', 404, r"no endpoint POST /predict/;"),
+    ("GET", "/" + "x" * 8000, None, 404, r"^no endpoint GET /x{39}\.\.\.; endpoints"),
 ]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "message"), BAD_REQUESTS)
 def test_bad_request(server, reference, method, path, body, status, message):
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        r = c.request(method, path, content=body)
+        r = c.request(method, path, content=body, headers={"Host": "elsewhere.example"})
         assert r.status_code == status, r.text
         assert set(r.json()) == {"error"} and re.search(message, r.json()["error"]), r.json()
+        assert len(r.text) < 300 and "location" not in r.headers
         ok = c.post("/predict", json={"inputs": TEXTS[0]})  # and the server keeps serving
         assert ok.status_code == 200 and ok.json() == records(reference, TEXTS[:1])
 
@@ -278,6 +222,17 @@ def test_info(server, reference):
     assert info["bundle"]["fusion"] == reference.fusion.to_dict()
     assert info["batching"]["max_request_texts"] == 8 and info["batching"]["threads"] == 1
     assert info["environment"]["lrsl-rt"]
+    assert info["answers_depend_on_batch"] is False and info["bundle"]["batch_invariant"] is True
+    assert "answers do not depend on batch neighbours (fp32)" in server.log
+
+
+def test_a_dynamic_int8_bundle_says_its_answers_can_depend_on_the_batch(tiny_bundle):
+    from lrsl_rt.info import bundle_summary
+    from lrsl_rt.serve.state import invariance_line
+
+    summary = bundle_summary(tiny_bundle)
+    assert summary["precision"] == "int8" and summary["batch_invariant"] is False
+    assert "answers can depend on batch neighbours" in invariance_line(summary)
 
 
 # ---- overload, disconnects, shutdown -------------------------------------------------------------------
@@ -320,6 +275,7 @@ def test_disconnect_then_sigterm_drains_every_accepted_request(tiny_bundle_fp32,
             c.post("/predict", json={"inputs": TEXTS[:3]})
         wait_for_metric(s.url, "lrsl_cancelled_texts_total", 3)
         wait_for_metric(s.url, "lrsl_queue_texts", 0)
+        wait_for_metric(s.url, "lrsl_http_requests_total", 1, endpoint="/predict", status="499")
 
         async def main():
             async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
@@ -358,11 +314,23 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
         assert s.log.count("ready: Reranker(") == 2, s.log
         workers = psutil.Process(s.proc.pid).children()
         assert len(workers) == 2 and all("lrsl_rt.serve.main" in " ".join(w.cmdline()) for w in workers)
-        with httpx.Client(base_url=s.url, timeout=30) as c:
-            for text in TEXTS[:4]:
+        pids, sent = set(), 0
+        for i in range(100):  # a new connection each time, until both workers have answered
+            text = TEXTS[i % len(TEXTS)]
+            with httpx.Client(base_url=s.url, timeout=30) as c:
                 assert c.post("/predict", json={"inputs": text}).json() == records(reference, [text])
-            batching = c.get("/info").json()["batching"]
-        assert batching["workers"] == 2 and batching["threads"] == 1
+                sent += 1
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                info = c.get("/info").json()
+                pids.add(info["pid"])
+            if len(pids) == 2 and sent >= 4:
+                break
+        assert pids == {w.pid for w in workers}
+        assert info["batching"]["workers"] == 2 and info["batching"]["threads"] == 1
+        for _ in range(4):  # whichever worker answers the scrape counts the whole server
+            m = metric_values(s.url)
+            assert value(m, "lrsl_http_requests_total", endpoint="/predict", status="200") == sent
+            assert value(m, "lrsl_texts_predicted_total") == sent
         assert s.stop() == 0, s.log
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
@@ -370,6 +338,22 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
 
 
 # ---- the command line -------------------------------------------------------------------------------
+def test_workers_auto_and_threads_follow_the_cores():
+    from lrsl_rt.serve import settings
+
+    assert settings.resolve_workers("auto", None, 1) == (1, 1)
+    assert settings.resolve_workers("auto", None, 2) == (2, 1)
+    assert settings.resolve_workers("auto", None, 64) == (
+        settings.AUTO_MAX_WORKERS,
+        64 // settings.AUTO_MAX_WORKERS,
+    )
+    assert settings.resolve_workers("auto", 2, 6) == (3, 2)
+    assert settings.resolve_workers(1, None, 4) == (1, 4)
+    import doctest
+
+    assert doctest.testmod(settings).failed == 0
+
+
 def test_serve_usage_errors(capsys, tiny_bundle_fp32, tmp_path):
     from lrsl_rt.cli import main
 
@@ -380,6 +364,10 @@ def test_serve_usage_errors(capsys, tiny_bundle_fp32, tmp_path):
     assert "not found" in capsys.readouterr().err
     assert main(["serve", "--bundle", str(tiny_bundle_fp32), "--max-wait-ms", "-1"]) == 2
     assert "expected a number >= 0" in capsys.readouterr().err
+    assert main(["serve", "--bundle", str(tiny_bundle_fp32), "--workers", "many"]) == 2
+    assert "expected a positive integer or 'auto'" in capsys.readouterr().err
+    assert main(["serve", "--bundle", str(tiny_bundle_fp32), "--header-timeout", "0"]) == 2
+    assert "expected a number > 0" in capsys.readouterr().err
 
 
 def test_serve_without_the_extra_names_it(tiny_bundle_fp32):
@@ -462,6 +450,44 @@ def test_batcher_model_failure_fails_only_that_batch(reference):
     assert isinstance(answers[1], QueueFull)
 
 
+def test_batcher_counts_as_cancelled_only_the_texts_no_batch_took(reference):
+    """A request cancelled while its first texts run in a batch: those count as predicted, the queued
+    rest as cancelled -- never a text in both counters."""
+    from lrsl_rt.serve.batcher import BatchLimits, MicroBatcher
+
+    started, release = threading.Event(), threading.Event()
+    counts = {"cancelled": 0, "predicted": 0}
+
+    class Observer:
+        def queue(self, n): ...
+        def failed(self): ...
+        def cancelled(self, n):
+            counts["cancelled"] += n
+
+        def batch(self, texts, tokens, seconds, predictions):
+            counts["predicted"] += texts
+
+    def predict(texts, explain):
+        started.set()
+        release.wait(10)
+        return reference.predict(texts)
+
+    async def main():
+        b = MicroBatcher(predict, BatchLimits(2, 1000, 0.0, 100), observer=Observer())
+        b.start()
+        task = asyncio.ensure_future(b.submit(TEXTS[:5], [1] * 5))
+        await asyncio.to_thread(started.wait, 10)  # texts 0-1 run; 2-4 wait in the queue
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        release.set()
+        while not b.idle:
+            await asyncio.sleep(0.01)
+        await b.close()
+
+    asyncio.run(main())
+    assert counts == {"cancelled": 3, "predicted": 2}
+
+
 def test_accepted_connections_have_nagle_off():
     """The listening socket hands TCP_NODELAY to each connection it accepts (a real loopback
     connection): otherwise a keep-alive client waits for its delayed ACK on every response body."""
@@ -474,3 +500,28 @@ def test_accepted_connections_have_nagle_off():
         conn, _ = listener.accept()
         with conn:
             assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+# ---- abstain ----------------------------------------------------------------------------------------
+def test_abstain_records_and_counter_follow_the_bundle_and_the_flag(tiny_bundle_oos):
+    from tiny_models import OUT_OF_SCOPE
+
+    from lrsl_rt import Reranker
+
+    texts = TEXTS[:3] + OUT_OF_SCOPE
+    ref = Reranker.from_bundle(tiny_bundle_oos, threads=1)
+    for flags, abstain in (((), True), (("--no-abstain",), False)):
+        s = Server(tiny_bundle_oos, "--max-request-texts", "16", *flags)
+        try:
+            s.wait_ready()
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                got = c.post("/predict", json={"inputs": texts}).json()
+                want = json.loads(json.dumps([p.to_dict() for p in ref.predict(texts, abstain=abstain)]))
+                assert [r.get("out_of_scope") for r in got] == [r.get("out_of_scope") for r in want]
+                assert [r["label"] for r in got] == [r["label"] for r in want]
+                assert ("out_of_scope" in got[0]) is abstain
+                flagged = sum(bool(r.get("out_of_scope")) for r in got)
+                wait_for_metric(s.url, "lrsl_texts_predicted_total", len(texts))
+                assert value(metric_values(s.url), "lrsl_abstained_texts_total") == flagged
+        finally:
+            assert s.stop() == 0, s.log

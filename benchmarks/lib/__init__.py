@@ -1,4 +1,4 @@
-"""What the entry scripts of :mod:`benchmarks` share; nothing here is run on its own.
+"""What the entry scripts of :mod:`benchmarks` share; nothing here is a benchmark on its own.
 
 - ``record``: the run record (command, machine, versions, git commit) and ``write_result``.
 - ``machine``: the CPU, its int8 instructions and peak, the library versions.
@@ -10,5 +10,7 @@
 - ``lever_eval``: the levers as functions of cached arrays, and what ``levers`` and ``embedder_lever``
   share.
 - ``results_render``: the tables of one results page, by kind (``results_doc``).
-- ``serve_report``: the markdown of ``serve``.
+- ``serve_load``, ``serve_report``, ``wrk_predict.lua``: the load, the markdown and wrk's script of
+  ``serve``; ``openloop``: its open-loop driver, run by it as ``python -m benchmarks.lib.openloop``
+  in a process of its own (with ``--trivial-server``, the endpoint that checks the driver).
 """

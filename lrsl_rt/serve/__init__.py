@@ -1,10 +1,13 @@
 """``lrsl-rt serve``: an HTTP service with dynamic micro-batching, overload control and metrics.
 
 Modules, each one idea: :mod:`.settings` (flags, no server imports), :mod:`.schema` (the request
-body), :mod:`.batcher` (asyncio micro-batcher), :mod:`.metrics` (Prometheus, a registry per app),
-:mod:`.app` (Starlette endpoints and the process's phases), :mod:`.server` (uvicorn with a drain on
-SIGTERM) and :mod:`.main` (binding the port, ``--workers``). The server stack (Starlette, uvicorn,
-prometheus-client) comes with the ``serve`` extra and is imported only when a server starts.
+body), :mod:`.batcher` (asyncio micro-batcher), :mod:`.metrics` (Prometheus, a registry per app or
+one directory per ``--workers`` server), :mod:`.state` (the process's phases, its requests in
+flight, the drain), :mod:`.app` (Starlette endpoints and the per-request middleware),
+:mod:`.protocol` (the connection guard over uvicorn's httptools protocol), :mod:`.server` (uvicorn
+with a drain on SIGTERM), :mod:`.supervisor` (``--workers N``: replace dead workers) and
+:mod:`.main` (binding the port). The server stack (Starlette, uvicorn, httptools, prometheus-client)
+comes with the ``serve`` extra and is imported only when a server starts.
 """
 
 from __future__ import annotations

@@ -1,123 +1,31 @@
 """The ASGI app (Starlette): ``POST /predict``, ``GET /health``, ``GET /info``, ``GET /metrics``.
 
-Life of a server process, held in :class:`ServeState`:
+``/predict`` reads the body (within ``--body-timeout``, else 408 and close), parses it
+(:mod:`.schema`), tokenizes the texts once off the event loop (:meth:`ServeState.tokenize`) and hands
+the rows to the :class:`~.batcher.MicroBatcher`; the answer is a JSON array with one record per input,
+in order, with the fields of the CLI's JSONL records (``Prediction.to_dict``).
 
-- ``loading``: the app answers at once, but ``/health`` and ``/predict`` are 503 while a background
-  thread loads the bundle and runs a probe prediction (so the first real request pays no warm-up).
-  A bundle that fails to load ends the process with exit 1 (``on_fatal``).
-- ``ready``: ``/predict`` parses the body (:mod:`.schema`), counts each text's tokens with the
-  bundle's tokenizer and hands the texts to the :class:`~.batcher.MicroBatcher`; the answer is a
-  JSON array with one record per input, in order, with the fields of the CLI's JSONL records
-  (``Prediction.to_dict``).
-- ``draining`` (:meth:`ServeState.drain`, on SIGTERM/SIGINT): ``/health`` and new ``/predict`` are 503;
-  the queued texts run at once; the state waits for every accepted request to be answered.
-
-Errors are ``{"error": "..."}`` with 404/405/413/422/429/500/503; an unexpected exception is a 500
-with the exception's type, never a traceback. A client that disconnects while its texts wait has
-them taken out of the queue (:meth:`MicroBatcher.submit` is cancelled).
+Every answer of the app is JSON: ``{"error": "..."}`` with 404/405/408/413/422/429/500/503, one line,
+quoting at most a few dozen characters of what the client sent. An unexpected exception is a 500 with
+the exception's type, never a traceback. A client that disconnects while its request is read or waits
+is counted with status 499 and its queued texts leave the queue. Paths are matched exactly
+(``/predict/`` is a 404: no redirect built from the client's Host header).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
-from pathlib import Path
 
-from ..errors import LrslError
-from .batcher import BatchFailed, BatchLimits, Draining, MicroBatcher, QueueFull
+from .batcher import BatchFailed, Draining, QueueFull
 from .metrics import ServeMetrics
-from .schema import ApiError, parse_predict
-from .settings import ServeSettings
+from .schema import SHOWN, ApiError, parse_predict
+from .state import ServeState, log
 
-PROBE_TEXT = "lrsl-rt serve probe"
-
-
-def log(message: str) -> None:
-    print(f"lrsl-rt serve [{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+ENDPOINTS_HINT = "endpoints: POST /predict, GET /health, GET /info, GET /metrics"
 
 
-class ServeState:
-    """What one server process knows: its phase, the loaded Reranker and batcher, its metrics."""
-
-    def __init__(self, settings: ServeSettings, on_fatal=None) -> None:
-        self.settings = settings
-        self.metrics = ServeMetrics()
-        self.phase = "loading"
-        self.reranker = None
-        self.batcher: MicroBatcher | None = None
-        self.summary: dict | None = None
-        self.in_flight = 0  # /predict requests past the phase check and not yet answered
-        self.exit_code = 0
-        self.on_fatal = on_fatal
-
-    async def load(self) -> None:
-        """Load the bundle off the event loop, probe it, start the batcher; on failure exit 1."""
-        try:
-            self.reranker, self.summary = await asyncio.to_thread(self._load_blocking)
-        except (LrslError, OSError) as e:
-            self.phase, self.exit_code = "failed", 1
-            log(f"Error: {e}")
-            if self.on_fatal:
-                self.on_fatal()
-            return
-        s = self.settings
-        limits = BatchLimits(s.max_batch_texts, s.max_batch_tokens, s.max_wait_ms / 1e3, s.max_queue_texts)
-        self.batcher = MicroBatcher(self.reranker.predict, limits, observer=self.metrics)
-        self.batcher.start()
-        if self.phase == "loading":  # not draining already
-            self.phase = "ready"
-            log(f"ready: {self.reranker!r}, {s.threads} ONNX Runtime thread(s)")
-
-    def _load_blocking(self):
-        from ..info import bundle_summary
-        from ..reranker import Reranker
-
-        s = self.settings
-        r = Reranker.from_bundle(
-            s.bundle,
-            providers=s.provider,
-            threads=s.threads,
-            batch_size=s.batch_size,
-            thread_pool=s.thread_pool,
-        )
-        r.predict([PROBE_TEXT])  # warm-up before the timing wrappers, so the metrics hold only real work
-        r.classifier = self.metrics.timed(r.classifier, "classifier")
-        r.embedder = self.metrics.timed(r.embedder, "embedder")
-        return r, bundle_summary(Path(s.bundle))
-
-    async def drain(self, timeout: float, delay: float, poll: float = 0.01) -> bool:
-        """Stop taking work, answer every accepted request; True when all were answered within ``timeout``."""
-        self.phase = "draining"
-        log(f"draining: {self.in_flight} request(s) in flight")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        if self.batcher is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.batcher.drain(), timeout)
-        while self.in_flight and loop.time() - start < timeout:
-            await asyncio.sleep(poll)
-        await asyncio.sleep(max(0.0, delay - (loop.time() - start)))
-        if self.in_flight:
-            log(f"Error: {self.in_flight} request(s) still unanswered after --drain-timeout {timeout:g} s")
-            self.exit_code = 1
-        return not self.in_flight
-
-    def info(self) -> dict:
-        from ..info import environment
-
-        return {
-            "phase": self.phase,
-            "pid": os.getpid(),
-            "bundle": self.summary,
-            "batching": self.settings.batching(),
-            "environment": environment(),
-        }
-
-
-# ---- endpoints ----------------------------------------------------------------------------------
 def _error(code: int, message: str, headers: dict | None = None, **extra):
     from starlette.responses import JSONResponse
 
@@ -131,6 +39,13 @@ def _unavailable(state: ServeState):
     return _error(503, f"not ready: {reason}", status=state.phase)
 
 
+def _gone():
+    from starlette.responses import Response
+
+    return Response(status_code=499)  # nobody reads it; the status shows in the metrics
+
+
+# ---- endpoints ----------------------------------------------------------------------------------
 async def health(request):
     from starlette.responses import JSONResponse
 
@@ -154,6 +69,7 @@ async def metrics(request):
 
 
 async def predict(request):
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse
 
     state: ServeState = request.app.state.serve
@@ -161,40 +77,48 @@ async def predict(request):
         return _unavailable(state)
     s = state.settings
     try:
-        body = await _read_body(request, s.max_body_bytes)
+        body = await _read_body(request, s.max_body_bytes, s.body_timeout)
         texts, explain = parse_predict(body, s.max_request_texts, s.max_text_chars)
+        preds = await _unless_disconnected(request, _answer(state, texts, explain))
     except ApiError as e:
         return _error(e.status, e.message, e.headers)
-    tokens = [len(t) for t in state.reranker.tokenizer.tokenize(texts)]
-    state.in_flight += 1
-    try:
-        preds = await _unless_disconnected(request, state.batcher.submit(texts, tokens, explain))
     except QueueFull as e:
         return _error(429, f"{e}; retry later", headers={"Retry-After": "1"})
     except Draining:
         return _unavailable(state)
     except BatchFailed as e:
         return _error(500, f"model failure in this request's batch: {e}")
-    except _ClientGone:
-        from starlette.responses import Response
-
-        return Response(status_code=499)  # nobody reads it; the status shows in the metrics
-    finally:
-        state.in_flight -= 1
+    except (ClientDisconnect, _ClientGone):
+        return _gone()
     return JSONResponse([p.to_dict() for p in preds])
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _answer(state: ServeState, texts: list[str], explain: bool) -> list:
+    state.batcher.check_room(len(texts))  # overload answers 429 before tokenizing
+    rows = await state.tokenize(texts)
+    return await state.batcher.submit(rows, [len(r) for r in rows], explain)
+
+
+async def _read_body(request, limit: int, timeout: float) -> bytes:
+    """The whole body, or ApiError 413 (over ``limit`` bytes) or 408 (not complete within ``timeout`` s)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {declared} bytes; the limit is {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        message = f"request body not complete within {timeout:g} s (--body-timeout)"
+        raise ApiError(408, message, {"Connection": "close"}) from None
 
 
 class _ClientGone(Exception):
@@ -212,56 +136,75 @@ async def _unless_disconnected(request, work):
     watch = asyncio.ensure_future(disconnected())
     try:
         await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    finally:  # also when this request itself is cancelled (an abort): then the cancellation goes on
         watch.cancel()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            raise _ClientGone()
+    if task.cancelled():
+        raise _ClientGone()
     return task.result()
 
 
-# ---- errors and metrics for every request --------------------------------------------------------
+# ---- every request: errors, metrics, the drain's bookkeeping --------------------------------------
 async def _http_error(request, exc):
+    path = request.url.path
+    shown = path if len(path) <= SHOWN else path[:SHOWN] + "..."
     if exc.status_code == 404:
-        message = f"no endpoint {request.method} {request.url.path}; endpoints: POST /predict, GET /health, GET /info, GET /metrics"
+        message = f"no endpoint {request.method} {shown}; {ENDPOINTS_HINT}"
     elif exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        message = f"method {request.method} not allowed on {request.url.path}; use {allowed}"
+        message = f"method {request.method} not allowed on {shown}; use {allowed}"
     else:
         message = str(exc.detail)
     return _error(exc.status_code, message, headers=exc.headers)
 
 
-class _MetricsMiddleware:
-    """Counts every HTTP request by endpoint and status, and times it (pure ASGI, so 404s count too).
+class _RequestGuard:
+    """Tracks, counts and times every HTTP request (pure ASGI, so 404s count too).
 
-    An unexpected exception becomes a 500 ``{"error": ...}`` and one log line here, so no traceback
-    reaches the client or the log (Starlette's outer error middleware would print one).
+    - The request is in ``state.active`` until its answer starts: the drain waits for it, and
+      :meth:`ServeState.abort` cancels it, which this middleware turns into a JSON 503 (or, if the
+      answer had started, into closing the connection), never an exception for uvicorn to print.
+    - An unexpected exception becomes a 500 ``{"error": ...}`` and one log line here, so no traceback
+      reaches the client or the log (Starlette's outer error middleware would print one).
     """
 
-    def __init__(self, app, metrics: ServeMetrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, state: ServeState, metrics: ServeMetrics) -> None:
+        self.app, self.state, self.metrics = app, state, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [None]
+        start, status, task = time.perf_counter(), [None], asyncio.current_task()
 
         async def send_status(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
 
+        self.state.active[task] = status
         try:
             await self.app(scope, receive, send_status)
+        except asyncio.CancelledError:
+            if self.state.stop_reason is None:
+                raise
+            _uncancel(task)
+            if status[0] is None:
+                message = f"server shutting down: {self.state.stop_reason}; retry on another server"
+                await _error(503, message, headers={"Connection": "close"})(scope, receive, send_status)
         except Exception as e:
-            log(f"Error: {scope['method']} {scope['path']}: {type(e).__name__}: {e}")
+            log(f"Error: {scope['method']} {scope['path'][:SHOWN]}: {type(e).__name__}: {e}")
             if status[0] is None:  # no response started yet
-                response = _error(500, f"internal error ({type(e).__name__})")
-                await response(scope, receive, send_status)
+                await _error(500, f"internal error ({type(e).__name__})")(scope, receive, send_status)
         finally:
+            self.state.active.pop(task, None)
             self.metrics.request(scope["path"], status[0] or 500, time.perf_counter() - start)
+
+
+def _uncancel(task) -> None:
+    if hasattr(task, "uncancel"):  # Python 3.11+: this task goes on after its cancellation
+        task.uncancel()
 
 
 def build_app(state: ServeState):
@@ -279,8 +222,7 @@ def build_app(state: ServeState):
         finally:
             loader.cancel()
             await asyncio.gather(loader, return_exceptions=True)
-            if state.batcher is not None:
-                await state.batcher.close()
+            await state.close()
 
     app = Starlette(
         routes=[
@@ -289,9 +231,10 @@ def build_app(state: ServeState):
             Route("/info", info, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
-        middleware=[Middleware(_MetricsMiddleware, metrics=state.metrics)],
+        middleware=[Middleware(_RequestGuard, state=state, metrics=state.metrics)],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False
     app.state.serve = state
     return app

@@ -2,8 +2,9 @@
 
 Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 
-- ``submit(texts, tokens, explain)`` puts a request's texts at the end of one FIFO queue and awaits
-  its own results. The queue is bounded in texts (``max_queue``): a request that does not fit is
+- ``submit(texts, tokens, explain)`` puts a request's texts (whatever ``predict`` takes: the server
+  passes rows it tokenized once, off the event loop) at the end of one FIFO queue and awaits its own
+  results. The queue is bounded in texts (``max_queue``): a request that does not fit is
   refused at once with :class:`QueueFull` (the HTTP layer answers 429), never parked.
 - One batch loop (an asyncio task) takes texts from the head of the queue into a batch of at most
   ``max_texts`` texts and ``max_tokens`` tokens (unpadded token counts; a single longer text still
@@ -18,10 +19,11 @@ Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 - Each request has its own future and result slots: results go back exactly to their request, in
   order. A failed model call fails the requests of that batch only (:class:`BatchFailed`); their
   texts still queued are dropped. A request whose awaiting task is cancelled (its client went away)
-  takes its queued texts out of the queue; results of its texts already in a running batch are
-  dropped -- it costs no more than its own texts.
-- ``drain()`` stops new submissions (:class:`Draining`), runs what is queued without waiting for
-  company, and returns once the queue is empty and no batch runs.
+  takes its queued texts out of the queue (counted as cancelled); results of its texts already in a
+  running batch are dropped (those texts count as predicted) -- it costs no more than its own texts.
+- ``flush()`` (a server's drain) stops waiting for company: what is queued runs at once, and so do
+  later submissions (requests accepted before the drain may still be uploading); ``idle`` tells when
+  nothing is queued or running. After ``close()`` submissions raise :class:`Draining`.
 
 The batcher knows nothing of HTTP or Prometheus: an optional ``observer`` gets ``queue(n)``,
 ``batch(texts, tokens, seconds, predictions)``, ``cancelled(n)`` and ``failed()`` calls.
@@ -83,7 +85,8 @@ class MicroBatcher:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsl-model")
         self._running = False
-        self._closing = False
+        self._flushing = False
+        self._closed = False
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -92,12 +95,9 @@ class MicroBatcher:
     # ---- the request side ------------------------------------------------------------------------
     async def submit(self, texts: list[str], tokens: list[int], explain: bool = False) -> list:
         """The predictions of ``texts`` in order; QueueFull, Draining or BatchFailed otherwise."""
-        if self._closing:
+        if self._closed:
             raise Draining("the server is shutting down")
-        if self.queued_texts + len(texts) > self.limits.max_queue:
-            raise QueueFull(
-                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
-            )
+        self.check_room(len(texts))
         loop = asyncio.get_running_loop()
         req = _Request(list(texts), list(tokens), explain, loop.create_future(), loop.time())
         self._queue.append(req)
@@ -106,10 +106,18 @@ class MicroBatcher:
         try:
             return await req.future
         except asyncio.CancelledError:
+            untaken = len(req.texts) - req.taken  # texts in a running batch will be predicted all the same
             self._drop(req)
-            if self._observer:
-                self._observer.cancelled(len(req.texts) - req.answered)
+            if self._observer and untaken:
+                self._observer.cancelled(untaken)
             raise
+
+    def check_room(self, n: int) -> None:
+        """QueueFull unless ``n`` more texts fit in the queue now (a caller can refuse before costly work)."""
+        if self.queued_texts + n > self.limits.max_queue:
+            raise QueueFull(
+                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
+            )
 
     def _drop(self, req: _Request) -> None:
         """Take a request's texts that are still queued out of the queue."""
@@ -145,7 +153,7 @@ class MicroBatcher:
     async def _wait_for_company(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = self._queue[0].arrived + self.limits.max_wait
-        while self._queue and not self._closing and not self._full():
+        while self._queue and not self._flushing and not self._full():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -218,14 +226,13 @@ class MicroBatcher:
     def idle(self) -> bool:
         return not self._queue and not self._running
 
-    async def drain(self, poll: float = 0.01) -> None:
-        """Refuse new work, run every queued text now, return when nothing is queued or running."""
-        self._closing = True
+    def flush(self) -> None:
+        """From now on no partial batch waits for company: queued texts run at once."""
+        self._flushing = True
         self._wake.set()
-        while not self.idle:
-            await asyncio.sleep(poll)
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -4,29 +4,23 @@
   ``lrsl-rt serve: listening on http://HOST:PORT ...`` (so ``--port 0`` is usable: scripts read it).
   Connections that arrive while a worker starts wait in the socket's backlog.
 - ``--workers 1``: uvicorn runs in this process on that socket.
-- ``--workers N``: this process becomes a supervisor. It starts N ``python -m lrsl_rt.serve.main
-  --fd FD`` workers that inherit the socket (the kernel spreads connections among their accept
-  calls) and get the settings in ``$LRSL_RT_SERVE_SETTINGS``; each loads its own bundle copy with
-  an explicit ONNX Runtime thread count (ONNX Runtime ignores OMP_NUM_THREADS and the like, so the
-  count must be set per process). SIGTERM/SIGINT are forwarded to every worker; a worker that dies
-  on its own stops the others and the supervisor exits 1.
+- ``--workers N``: this process becomes a supervisor (:mod:`.supervisor`): it keeps N worker
+  processes on the socket, replaces one that dies, and forwards SIGTERM/SIGINT.
 - Shutdown (:class:`.server.DrainingServer`): the first SIGTERM or SIGINT starts the drain
   (:meth:`ServeState.drain`: ``/health`` 503, queued texts run, accepted requests answered,
   ``--drain-delay`` kept), then uvicorn stops listening and exits; exit 0 when every accepted
-  request was answered within ``--drain-timeout``, else 1. A second signal stops at once.
-  uvicorn's own handler is replaced because it stops listening first and re-raises the signal
-  after shutdown (so the process would die by SIGTERM rather than exit 0).
+  request was answered within ``--drain-timeout``, else 1. A second signal answers the requests still
+  in flight with 503 and stops (exit 1 if there were any). uvicorn's own handler is replaced because
+  it stops listening first and re-raises the signal after shutdown (so the process would die by
+  SIGTERM rather than exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 
 from ..errors import LrslError, UsageError
 from .settings import SETTINGS_ENV, ServeSettings
@@ -35,9 +29,9 @@ EXTRA_HINT = "pip install 'lrsl-rt[serve]'"
 
 
 def require_server_stack() -> None:
-    """LrslError naming the extra when Starlette, uvicorn or prometheus-client is missing."""
+    """LrslError naming the extra when Starlette, uvicorn, httptools or prometheus-client is missing."""
     missing = []
-    for module in ("starlette", "uvicorn", "prometheus_client"):
+    for module in ("starlette", "uvicorn", "httptools", "prometheus_client"):
         try:
             __import__(module)
         except ImportError:
@@ -78,59 +72,16 @@ def serve(settings: ServeSettings) -> int:
         from .server import run_worker
 
         return run_worker(settings, sock)
+    from .supervisor import supervise
+
     return supervise(settings, sock)
-
-
-# ---- --workers N -----------------------------------------------------------------------------------
-def supervise(settings: ServeSettings, sock: socket.socket) -> int:
-    fd = sock.fileno()
-    os.set_inheritable(fd, True)
-    env = {**os.environ, SETTINGS_ENV: settings.to_json()}
-    cmd = [sys.executable, "-m", "lrsl_rt.serve.main", "--fd", str(fd)]
-    workers = [
-        subprocess.Popen(cmd, env=env, pass_fds=[fd], start_new_session=True) for _ in range(settings.workers)
-    ]
-    stopping = []
-
-    def forward(sig, frame) -> None:
-        stopping.append(sig)
-        for w in workers:
-            if w.poll() is None:
-                w.send_signal(sig)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        return _watch(workers, stopping)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        sock.close()
-
-
-def _watch(workers: list[subprocess.Popen], stopping: list) -> int:
-    failed = False
-    while any(w.poll() is None for w in workers):
-        dead = [w for w in workers if w.poll() is not None]
-        if dead and not stopping:  # a worker died on its own: stop the rest
-            failed = True
-            print(
-                f"lrsl-rt serve: worker {dead[0].pid} exited with {dead[0].returncode}; stopping the others",
-                file=sys.stderr,
-                flush=True,
-            )
-            stopping.append(signal.SIGTERM)
-            for w in workers:
-                if w.poll() is None:
-                    w.send_signal(signal.SIGTERM)
-        time.sleep(0.1)
-    codes = [w.returncode for w in workers]
-    return 1 if failed or any(codes) else 0
 
 
 def worker_main(argv: list[str] | None = None) -> int:
     """Entry of one ``--workers`` process: the settings from the environment, the socket from --fd."""
     p = argparse.ArgumentParser(prog="python -m lrsl_rt.serve.main")
     p.add_argument("--fd", type=int, required=True)
+    p.add_argument("--parent", type=int, help="the supervisor's pid: drain when it is gone")
     args = p.parse_args(argv)
     settings = ServeSettings.from_json(os.environ[SETTINGS_ENV])
     sock = socket.socket(fileno=args.fd)
@@ -138,7 +89,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         require_server_stack()
         from .server import run_worker
 
-        return run_worker(settings, sock)
+        return run_worker(settings, sock, parent=args.parent)
     except LrslError as e:
         print(f"Error: {e}", file=sys.stderr)
         return e.exit_code

@@ -1,28 +1,36 @@
 """Prometheus metrics of one server process, in a registry of its own (never the global one).
 
 A registry per app keeps two apps in one process (tests, embedding) from mixing their counts, and
-keeps ``/metrics`` to what this server measures. With ``--workers N`` each worker process has its
-own registry, and a scrape is answered by whichever worker accepts the connection: for figures of
-the whole server, run single-worker servers on separate ports and scrape each.
+keeps ``/metrics`` to what this server measures. With ``--workers N`` the supervisor gives its
+workers one directory in ``$PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode): each
+worker writes its values there, and a scrape, whichever worker answers it, sums them over the workers
+(counters and histograms over every worker since start, replaced ones included; the queue gauge over
+the live ones).
 
 Names (counters get ``_total``):
 
-- ``lrsl_http_requests_total{endpoint, status}``; ``lrsl_http_request_duration_seconds{endpoint}``
+- ``lrsl_http_requests_total{endpoint, status}``; ``lrsl_http_request_duration_seconds{endpoint}``;
+  endpoint ``connection``: answers the connection guard gave before any endpoint ran (400 malformed,
+  408 too slow, 431 head too large, 503 too many connections); status 499: the client went away
 - ``lrsl_queue_texts``: texts waiting for a batch
 - ``lrsl_batch_texts``, ``lrsl_batch_tokens`` (unpadded): per model call; ``lrsl_batch_seconds``
 - ``lrsl_texts_predicted_total``, ``lrsl_hard_texts_total``, ``lrsl_reranked_texts_total``,
-  ``lrsl_hard_share`` (hard / predicted since start), ``lrsl_exit_texts_total{layer}`` (bundles with
-  exits: texts by the classifier layer they left at, the depth for those that went through)
-- ``lrsl_model_run_seconds{stage}``: time inside ONNX Runtime, stage ``classifier`` or ``embedder``
-  (count: runs, sum: seconds)
-- ``lrsl_cancelled_texts_total``: texts of requests whose client went away
+  ``lrsl_hard_share`` (hard / predicted since start)
+- ``lrsl_exit_texts_total{layer}``: texts by the classifier layer they left at (bundles with exits)
+- ``lrsl_abstained_texts_total``: texts answered with the fallback label (out of scope)
+- ``lrsl_model_run_seconds{stage}``: time inside ONNX Runtime, stage ``classifier`` (each stage graph
+  of a chain with exits counts here) or ``embedder`` (count: runs, sum: seconds), from the Reranker's
+  ``on_run`` hook
+- ``lrsl_cancelled_texts_total``: texts of requests whose client went away, taken out of the queue
+  before any batch took them
 - ``lrsl_failed_batches_total``: model calls that raised
 """
 
 from __future__ import annotations
 
-import time
+import os
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ENDPOINTS = ("/predict", "/health", "/info", "/metrics")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -33,6 +41,7 @@ class ServeMetrics:
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
+        self.shared_dir = os.environ.get(MULTIPROC_ENV)  # set by a --workers supervisor
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
             "lrsl_http_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
@@ -44,7 +53,9 @@ class ServeMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.queue_texts = Gauge("lrsl_queue_texts", "texts waiting for a batch", registry=r)
+        self.queue_texts = Gauge(
+            "lrsl_queue_texts", "texts waiting for a batch", registry=r, multiprocess_mode="livesum"
+        )
         self.batch_texts = Histogram(
             "lrsl_batch_texts", "texts per model call", buckets=BATCH_BUCKETS, registry=r
         )
@@ -57,13 +68,13 @@ class ServeMetrics:
         self.texts = Counter("lrsl_texts_predicted", "texts predicted", registry=r)
         self.hard = Counter("lrsl_hard_texts", "texts the gate found hard (embedder ran)", registry=r)
         self.reranked = Counter("lrsl_reranked_texts", "texts whose label LRSL changed", registry=r)
-        self.hard_share = Gauge("lrsl_hard_share", "hard texts / texts predicted since start", registry=r)
         self.exits = Counter(
             "lrsl_exit_texts",
             "texts by the classifier layer they left at (bundles with exits)",
             ["layer"],
             registry=r,
         )
+        self.abstained = Counter("lrsl_abstained_texts", "texts answered with the fallback label", registry=r)
         self.model_seconds = Summary(
             "lrsl_model_run_seconds", "time inside ONNX Runtime per run, by model", ["stage"], registry=r
         )
@@ -71,9 +82,7 @@ class ServeMetrics:
             "lrsl_cancelled_texts", "texts of requests whose client disconnected", registry=r
         )
         self.failed_batches = Counter("lrsl_failed_batches", "model calls that raised", registry=r)
-        self._n_texts = self._n_hard = 0
-        for stage in ("classifier", "embedder"):
-            self.model_seconds.labels(stage)  # present at zero before the first run
+        self._stages = {s: self.model_seconds.labels(s) for s in ("classifier", "embedder")}  # 0 until run
 
     # ---- the HTTP side ---------------------------------------------------------------------------
     def request(self, path: str, status: int, seconds: float) -> None:
@@ -81,10 +90,19 @@ class ServeMetrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
-    def render(self) -> tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def refused(self, status: int) -> None:
+        """An answer of the connection guard (no endpoint ran)."""
+        self.requests.labels("connection", str(status)).inc()
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        source = self.registry
+        if self.shared_dir:
+            source = CollectorRegistry()
+            MultiProcessCollector(source, self.shared_dir)
+        return generate_latest(_WithHardShare(source)), CONTENT_TYPE_LATEST
 
     # ---- the batcher's observer ------------------------------------------------------------------
     def queue(self, n: int) -> None:
@@ -95,11 +113,9 @@ class ServeMetrics:
         self.batch_tokens.observe(tokens)
         self.batch_seconds.observe(seconds)
         self.texts.inc(texts)
-        self.hard.inc(sum(p.hard for p in predictions))  # counters cannot be read back: own tallies below
+        self.hard.inc(sum(p.hard for p in predictions))
         self.reranked.inc(sum(p.reranked for p in predictions))
-        self._n_texts += texts
-        self._n_hard += sum(p.hard for p in predictions)
-        self.hard_share.set(self._n_hard / self._n_texts)
+        self.abstained.inc(sum(bool(p.out_of_scope) for p in predictions))
         for p in predictions:
             if p.exit_layer is not None:
                 self.exits.labels(str(p.exit_layer)).inc()
@@ -110,36 +126,25 @@ class ServeMetrics:
     def failed(self) -> None:
         self.failed_batches.inc()
 
-    def timed(self, session, stage: str):
-        """``session`` with its ``run`` timed into ``lrsl_model_run_seconds{stage}``; a stage chain
-        (a bundle with exits) gets each of its stage sessions timed under ``stage``."""
-        from ..exits import StageChain
-
-        summary = self.model_seconds.labels(stage)
-        if isinstance(session, StageChain):
-            return StageChain([_TimedSession(s, summary) for s in session.stages], session.pad, session.depth)
-        return _TimedSession(session, summary)
+    def model_run(self, stage: str, seconds: float) -> None:
+        """The Reranker's ``on_run`` hook: one ONNX Runtime run of ``stage``."""
+        self._stages[stage].observe(seconds)
 
 
-class _TimedSession:
-    """Delegates to an OnnxSession; ``run`` also records its duration."""
+class _WithHardShare:
+    """A registry's families plus ``lrsl_hard_share``, computed from the summed counters at scrape time."""
 
-    def __init__(self, session, summary) -> None:
-        self._session, self._summary = session, summary
+    def __init__(self, source) -> None:
+        self.source = source
 
-    def run(self, arrays):
-        start = time.perf_counter()
-        try:
-            return self._session.run(arrays)
-        finally:
-            self._summary.observe(time.perf_counter() - start)
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
 
-    def run_outputs(self, arrays, outputs):
-        start = time.perf_counter()
-        try:
-            return self._session.run_outputs(arrays, outputs)
-        finally:
-            self._summary.observe(time.perf_counter() - start)
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
+        families = list(self.source.collect())
+        totals = {s.name: s.value for f in families for s in f.samples}
+        hard, texts = totals.get("lrsl_hard_texts_total", 0.0), totals.get("lrsl_texts_predicted_total", 0.0)
+        share = hard / texts if texts else 0.0
+        return [
+            *families,
+            GaugeMetricFamily("lrsl_hard_share", "hard texts / texts predicted since start", share),
+        ]

@@ -16,6 +16,7 @@ from ..bundle_dir import require_bundle
 from ..errors import UsageError
 
 SETTINGS_ENV = "LRSL_RT_SERVE_SETTINGS"  # how a --workers parent hands the settings to its workers
+AUTO_MAX_WORKERS = 8  # --workers auto: each worker holds a copy of the bundle in memory
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class ServeSettings:
     max_batch_texts: int = 32
     max_batch_tokens: int = 8192
     max_wait_ms: float = 0.0
-    max_queue_texts: int = 1024
+    max_queue_texts: int = 256
     max_request_texts: int = 64
     max_text_chars: int = 4000
     workers: int = 1
@@ -38,6 +39,11 @@ class ServeSettings:
     batch_size: int | None = None
     drain_timeout: float = 30.0
     drain_delay: float = 0.0
+    idle_timeout: float = 5.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_connections: int = 1000
+    abstain: bool | None = None  # None: the bundle's choice (on when it has an abstain calibration)
 
     @property
     def max_body_bytes(self) -> int:
@@ -57,6 +63,10 @@ class ServeSettings:
             "thread_pool",
             "provider",
             "batch_size",
+            "idle_timeout",
+            "header_timeout",
+            "body_timeout",
+            "max_connections",
         )
         return {k: getattr(self, k) for k in keys} | {"max_body_bytes": self.max_body_bytes}
 
@@ -78,6 +88,21 @@ def _non_negative(value: str) -> float:
     return x
 
 
+def _positive(value: str) -> float:
+    x = _non_negative(value)
+    if x == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return x
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return int(value)
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
@@ -90,6 +115,13 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
     )
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--abstain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="answer texts that fit no label with the bundle's fallback label (default: on when the bundle "
+        "has an abstain calibration; records then carry out_of_scope)",
+    )
     p.add_argument(
         "--max-batch-texts",
         type=positive_int,
@@ -112,9 +144,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
     p.add_argument(
         "--max-queue-texts",
         type=positive_int,
-        default=1024,
-        help="texts allowed to wait for a batch; beyond it requests get 429. Smaller: overload shows sooner, "
-        "with shorter waits",
+        default=256,
+        help="texts allowed to wait for a batch, per worker; beyond it requests get 429. An accepted text "
+        "waits at most about this many texts' model time: smaller, overload shows sooner, with shorter waits",
     )
     p.add_argument(
         "--max-request-texts", type=positive_int, default=64, help="most texts in one request (else 413)"
@@ -127,9 +159,11 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
-        default=1,
-        help="server processes on the same port, each with its own bundle copy (default 1)",
+        type=_workers,
+        default="auto",
+        help="server processes on the same port, each with its own bundle copy and queue (default auto: "
+        f"usable cores / --threads, at most {AUTO_MAX_WORKERS}). 1 worker with all the cores answers a lone "
+        "request sooner; one single-thread worker per core serves more under concurrent load",
     )
     p.add_argument(
         "--drain-timeout",
@@ -144,6 +178,37 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
         help="on SIGTERM/SIGINT, seconds to keep answering 503 before closing the port, so a load balancer "
         "sees /health fail first (default 0)",
     )
+    _add_connection_arguments(p, positive_int)
+
+
+def _add_connection_arguments(p: argparse.ArgumentParser, positive_int) -> None:
+    """Bounds on what one client connection may hold: time without a request, time per request part, count."""
+    p.add_argument(
+        "--idle-timeout",
+        type=_positive,
+        default=5.0,
+        help="seconds a connection may stay open without a request in progress, new or kept alive (default 5)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=_positive,
+        default=10.0,
+        help="seconds from a request's first byte to the end of its headers, else 408 and close (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=_positive,
+        default=30.0,
+        help="seconds from the end of a request's headers to the end of its body, else 408 and close "
+        "(default 30); allow the largest body at your slowest client's upload rate",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=1000,
+        help="open connections per worker; a connection beyond it gets 503 and is closed (default 1000). "
+        "Keep it under the open-file limit (ulimit -n), which the server raises to its hard limit",
+    )
 
 
 def usable_cpus() -> int:
@@ -153,15 +218,31 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_workers(workers: int | str, threads: int | None, cpus: int) -> tuple[int, int]:
+    """(workers, ONNX Runtime threads per worker) for ``--workers`` and ``--threads`` on ``cpus`` cores.
+
+    ``auto`` workers: the cores divided by the threads (1 unless given), at most AUTO_MAX_WORKERS;
+    threads not given: the cores divided among the workers.
+
+    >>> resolve_workers("auto", None, 2), resolve_workers("auto", None, 16), resolve_workers("auto", 2, 4)
+    ((2, 1), (8, 2), (2, 2))
+    >>> resolve_workers(1, None, 4), resolve_workers(3, None, 2)
+    ((1, 4), (3, 1))
+    """
+    if workers == "auto":
+        workers = max(1, min(AUTO_MAX_WORKERS, cpus // (threads or 1)))
+    return workers, threads or max(1, cpus // workers)
+
+
 def settings_from_args(args) -> ServeSettings:
-    """Check the flags together and resolve the thread count: --threads, else the cores divided among the workers."""
+    """Check the flags together and resolve ``--workers auto`` and the thread count (:func:`resolve_workers`)."""
     if args.max_request_texts > args.max_queue_texts:
         raise UsageError(
             f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
             f"{args.max_queue_texts}: such a request could never be queued"
         )
     path = require_bundle(args.bundle)
-    threads = args.threads or max(1, usable_cpus() // args.workers)
+    workers, threads = resolve_workers(args.workers, args.threads, usable_cpus())
     return ServeSettings(
         bundle=str(path),
         host=args.host,
@@ -172,11 +253,16 @@ def settings_from_args(args) -> ServeSettings:
         max_queue_texts=args.max_queue_texts,
         max_request_texts=args.max_request_texts,
         max_text_chars=args.max_text_chars,
-        workers=args.workers,
+        workers=workers,
         threads=threads,
         thread_pool=args.thread_pool,
         provider=args.provider,
         batch_size=args.batch_size,
         drain_timeout=args.drain_timeout,
         drain_delay=args.drain_delay,
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_connections=args.max_connections,
+        abstain=args.abstain,
     )

@@ -1,0 +1,152 @@
+"""What one server process knows: its phase, the loaded Reranker and batcher, its requests in flight.
+
+Phases of :class:`ServeState`:
+
+- ``loading``: the app answers at once, but ``/health`` and ``/predict`` are 503 while a background
+  thread loads the bundle and runs a probe prediction (so the first real request pays no warm-up).
+  A bundle that fails to load ends the process with exit 1 (``on_fatal``).
+- ``ready``: requests are served. Each request's texts are tokenized once, in a thread of their own
+  (:meth:`ServeState.tokenize`: long texts never stall the event loop, ``/health`` included), and the
+  same rows go to the batch (:meth:`Reranker.predict_tokens`).
+- ``draining`` (:meth:`ServeState.drain`, on the first SIGTERM/SIGINT): ``/health`` and new requests
+  are 503; the queue runs without waiting for company, and every request accepted before the drain
+  (one still uploading its body included) is answered. Those still unanswered when the drain gives up
+  (``--drain-timeout``, or a second signal: :meth:`ServeState.abort`) get a JSON 503 at once, and the
+  exit code becomes 1.
+
+Every HTTP request is tracked in ``active`` from the moment the app sees it until it is answered
+(the app's middleware does it), which is what the drain waits for and what an abort answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import LrslError
+from .batcher import BatchLimits, MicroBatcher
+from .metrics import ServeMetrics
+from .settings import ServeSettings
+
+PROBE_TEXT = "lrsl-rt serve probe"
+
+
+def log(message: str) -> None:
+    print(f"lrsl-rt serve [{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+
+
+class ServeState:
+    def __init__(self, settings: ServeSettings, on_fatal=None) -> None:
+        self.settings = settings
+        self.metrics = ServeMetrics()
+        self.phase = "loading"
+        self.reranker = None
+        self.batcher: MicroBatcher | None = None
+        self.summary: dict | None = None
+        self.active: dict[asyncio.Task, list] = {}  # request task -> [response status, None until sent]
+        self.stop_reason: str | None = None  # set by abort(): why requests in flight got 503
+        self.exit_code = 0
+        self.on_fatal = on_fatal
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsl-tokenize")
+
+    async def load(self) -> None:
+        """Load the bundle off the event loop, probe it, start the batcher; on failure exit 1."""
+        try:
+            self.reranker, self.summary = await asyncio.to_thread(self._load_blocking)
+        except (LrslError, OSError) as e:
+            self.phase, self.exit_code = "failed", 1
+            log(f"Error: {e}")
+            if self.on_fatal:
+                self.on_fatal()
+            return
+        s = self.settings
+        limits = BatchLimits(s.max_batch_texts, s.max_batch_tokens, s.max_wait_ms / 1e3, s.max_queue_texts)
+        abstain = self.reranker.abstains(s.abstain)
+        predict = functools.partial(self.reranker.predict_tokens, abstain=abstain)
+        self.batcher = MicroBatcher(predict, limits, observer=self.metrics)
+        self.batcher.start()
+        if self.phase == "loading":  # not draining already
+            self.phase = "ready"
+            log(f"ready: {self.reranker!r}, {s.threads} ONNX Runtime thread(s)")
+            log(invariance_line(self.summary))
+
+    def _load_blocking(self):
+        from ..info import bundle_summary
+        from ..reranker import Reranker
+
+        s = self.settings
+        r = Reranker.from_bundle(
+            s.bundle,
+            providers=s.provider,
+            threads=s.threads,
+            batch_size=s.batch_size,
+            thread_pool=s.thread_pool,
+        )
+        r.predict([PROBE_TEXT])  # warm-up before the timing hook, so the metrics hold only real work
+        r.on_run = self.metrics.model_run
+        return r, bundle_summary(Path(s.bundle))
+
+    async def tokenize(self, texts: list[str]) -> list:
+        """The texts' token rows, computed in the tokenizer's thread (tokenizers releases the GIL)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenizer_thread, self.reranker.tokenizer.tokenize, texts)
+
+    # ---- shutdown --------------------------------------------------------------------------------
+    async def drain(self, timeout: float, delay: float, poll: float = 0.01) -> None:
+        """Stop taking requests, answer the accepted ones (503 to those left after ``timeout``), keep ``delay``."""
+        self.phase = "draining"
+        log(f"draining: {len(self.active)} request(s) in flight")
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        if self.batcher is not None:
+            self.batcher.flush()
+        while self.active and loop.time() - start < timeout:
+            await asyncio.sleep(poll)
+        if self.active:
+            self.abort(f"not answered within --drain-timeout {timeout:g} s")
+        await asyncio.sleep(max(0.0, delay - (loop.time() - start)))
+
+    def abort(self, reason: str) -> int:
+        """Answer every request in flight that has no answer yet with a JSON 503 now; how many (exit 1 if any)."""
+        self.phase = "draining"
+        self.stop_reason = reason
+        pending = [task for task, status in self.active.items() if status[0] is None]
+        for task in pending:
+            task.cancel()  # the middleware turns the cancellation into the 503 answer
+        if pending:
+            self.exit_code = 1
+            log(f"Error: {len(pending)} request(s) answered 503 unserved: {reason}")
+        return len(pending)
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+
+    def info(self) -> dict:
+        from ..info import environment
+
+        invariant = self.summary["batch_invariant"] if self.summary else None
+        return {
+            "phase": self.phase,
+            "pid": os.getpid(),
+            "bundle": self.summary,
+            "answers_depend_on_batch": None if invariant is None else not invariant,
+            "batching": self.settings.batching(),
+            "environment": environment(),
+        }
+
+
+def invariance_line(summary: dict) -> str:
+    """Whether this server's answers can depend on the texts batched with them, and what to do about it."""
+    what = summary["precision"] + (f" preset {summary['preset']}" if summary["preset"] else "")
+    if summary["batch_invariant"]:
+        return f"answers do not depend on batch neighbours ({what})"
+    return (
+        f"answers can depend on batch neighbours ({what}: dynamic int8 scales follow the batch); for "
+        "answers that do not depend on traffic, export a static preset (docs/guide/serve.md)"
+    )
