@@ -252,8 +252,9 @@ class Reranker:
         settled = None if exit_layer is None else exit_layer < self.manifest.classifier_layers
         every_row = abstain and self.manifest.abstain.score in ALL_ROW_SCORES
         emb = self.run_batched("embedder", rows) if every_row else None
-        if emb is not None:
-            similarities = lambda idx: emb[idx] @ self._label_embeddings_t  # noqa: E731
+        cos = emb @ self._label_embeddings_t if emb is not None else None  # every row's, computed once
+        if cos is not None:
+            similarities = lambda idx: cos[idx]  # noqa: E731
         else:
             similarities = lambda idx: self._similarities([rows[i] for i in idx])  # noqa: E731
         d = decide(
@@ -273,7 +274,7 @@ class Reranker:
             scores[d.hard_idx] = confidence(d.fused)
             fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
         explanations = self._explain(logits, d) if explain else [None] * n
-        oos = self._out_of_scope(logits, d, scores, emb) if abstain else None
+        oos = self._out_of_scope(logits, d, scores, emb, cos) if abstain else None
         fallback = self.manifest.abstain.fallback_label if abstain else None
         labels = self.labels
         return [
@@ -293,14 +294,11 @@ class Reranker:
             for i in range(n)
         ]
 
-    def _out_of_scope(self, logits: np.ndarray, d: Decision, final: np.ndarray, emb) -> np.ndarray:
-        """The abstain decision of each row (:mod:`lrsl_rt.abstain`); ``emb``: every row's
-        embedding when the score needs it, else None."""
+    def _out_of_scope(self, logits: np.ndarray, d: Decision, final: np.ndarray, emb, cos) -> np.ndarray:
+        """The abstain decision of each row (:mod:`lrsl_rt.abstain`); ``emb`` and ``cos``: every row's
+        embedding and label similarities when the score needs them, else None."""
         a = self.manifest.abstain
-        cos = knn = None
-        if emb is not None:
-            cos = emb @ self._label_embeddings_t
-            knn = knn_score(emb, self.train_embeddings) if a.score == "knn" else None
+        knn = knn_score(emb, self.train_embeddings) if a.score == "knn" else None
         s = scores_of(a.score, logits, d, self.k, final_confidence=final, cos=cos, knn=knn)
         return is_unsure(s, a.threshold)
 
