@@ -320,3 +320,54 @@ def test_train_cli_errors_and_help_defaults(tmp_path):
     r = cli("--out", str(tmp_path / "c"), "--nope")
     assert r.returncode == 2 and r.stderr.startswith("Error: unrecognized arguments: --nope")
     assert not (tmp_path / "c").exists()
+
+
+def test_embedder_from_reuses_a_checkpoints_embedder_and_refuses_other_labels(tmp_path, tiny_base, tiny_data):
+    from train.classifier import ClassifierConfig
+    from train.embedder import EmbedderConfig
+    from train.errors import CheckpointError
+    from train.pipeline import TrainConfig, run
+
+    (tx, ty), (dx, dy), _ = tiny_data
+    files = {}
+    for name, xs, ys in (("train", tx, ty), ("dev", dx, dy)):
+        files[name] = tmp_path / f"{name}.csv"
+        files[name].write_text("text,label\n" + "".join(f"{x},{y}\n" for x, y in zip(xs, ys, strict=True)))
+    cfg = dict(
+        train=str(files["train"]),
+        dev=str(files["dev"]),
+        classifier_model=str(tiny_base),
+        classifier=ClassifierConfig(epochs=1, lr=5e-3, batch_size=8, max_length=32),
+    )
+    emb = EmbedderConfig(epochs=1, lr=1e-3, batch_size=4)
+    tiny_checkpoint = run(
+        TrainConfig(out=str(tmp_path / "first"), embedder_model=str(tiny_base), embedder=emb, **cfg),
+        log=lambda s: None,
+    )
+    logs = []
+    out = run(
+        TrainConfig(out=str(tmp_path / "ckpt"), embedder_from=str(tiny_checkpoint), **cfg), log=logs.append
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["embedder_history"] == []  # not trained: the reused weights are written unchanged
+    assert metrics["embedder_zero_shot"]["reused_from"] == str(tiny_checkpoint)
+    for f in (tiny_checkpoint / "embedder").rglob("*.safetensors"):
+        assert (out / "embedder" / f.relative_to(tiny_checkpoint / "embedder")).read_bytes() == f.read_bytes()
+    assert any("reuse the trained embedder" in line for line in logs)
+    # other label texts: refused after reading the data, before the classifier is trained
+    described = tmp_path / "descriptions.json"
+    described.write_text(json.dumps({y: f"all about {y}" for y in set(ty)}))
+    logs = []
+    with pytest.raises(D.DataError, match=r"--embedder-from .*: its label texts differ .*'all about "):
+        run(
+            TrainConfig(
+                out=str(tmp_path / "bad"),
+                embedder_from=str(tiny_checkpoint),
+                label_descriptions=str(described),
+                **cfg,
+            ),
+            log=logs.append,
+        )
+    assert not any("fine-tune the classifier" in line for line in logs)
+    with pytest.raises(CheckpointError, match="not found; is .* a checkpoint"):
+        run(TrainConfig(out=str(tmp_path / "bad"), embedder_from=str(tmp_path), **cfg), log=lambda s: None)

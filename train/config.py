@@ -53,6 +53,7 @@ class TrainConfig:
     label_descriptions: str | None = None
     classifier_model: str | None = None
     embedder_model: str | None = None
+    embedder_from: str | None = None  # a checkpoint whose trained embedder is reused (no embedder training)
     k: int = 3
     fusion: str = "auto"  # "auto": chosen on dev; or a rule RULE:P[:SCOPE] kept as is (train and export)
     measure: str = "variance"  # the gate's sureness measure (lrsl_rt.gate.MEASURES); the paper's: variance

@@ -33,7 +33,7 @@ from lrsl_rt.tuning import (
 )
 
 from . import data as D
-from .checkpoint import CheckpointInfo, calibration_sample, write_info, write_jsonl
+from .checkpoint import CheckpointInfo, calibration_sample, read_info, write_info, write_jsonl
 from .classifier import predict_logits, seed_everything, train_classifier
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig  # noqa: F401 - public here too
 from .embedder import label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
@@ -78,12 +78,18 @@ def run(cfg: TrainConfig, log=print) -> Path:
     }
     with step("data", "read the data"):
         data = read_data(cfg, log)
+        check_embedder_from(cfg, data)
     with step("classifier_training", f"fine-tune the classifier from {bases['classifier']}"):
         clf, tok, clf_history = fit_classifier(cfg, data, bases["classifier"], log)
     with step("topk_mining", "classifier logits on train / dev / test (top-k mining)"):
         logits, triplets, negatives = mine(cfg, data, clf, tok, log)
-    with step("embedder_training", f"fine-tune the embedder from {bases['embedder']}"):
-        emb, emb_history, zero_shot, cos = fit_embedder(cfg, data, triplets, bases["embedder"], log)
+    if cfg.embedder_from:
+        bases["embedder"] = str(Path(cfg.embedder_from) / "embedder")
+        with step("embedder_training", f"reuse the trained embedder of {cfg.embedder_from} (no training)"):
+            emb, emb_history, zero_shot, cos = reuse_embedder(cfg, data, log)
+    else:
+        with step("embedder_training", f"fine-tune the embedder from {bases['embedder']}"):
+            emb, emb_history, zero_shot, cos = fit_embedder(cfg, data, triplets, bases["embedder"], log)
     with step("calibration", "dev calibration: sigma2_mis and the fusion rule"):
         threshold, fusion, table = calibrate(cfg, data, logits["dev"], cos["dev"], fixed, log)
     with step("write", "evaluation and checkpoint"):
@@ -203,6 +209,43 @@ def fit_embedder(cfg: TrainConfig, data: Data, triplets, base: str, log):
     log(f"embedder zero-shot accuracy (argmax label similarity): {json.dumps(accuracy)}")
     cos.setdefault("test", None)
     return emb, history, accuracy, cos
+
+
+def check_embedder_from(cfg: TrainConfig, data: Data) -> None:
+    """Before any training: ``--embedder-from`` names a checkpoint trained on the same labels with the
+    same label texts (its embedder places texts near those texts)."""
+    if not cfg.embedder_from:
+        return
+    src = Path(cfg.embedder_from)
+    other = read_info(src)
+    for what, there, here in (
+        ("labels", other.labels, data.labels),
+        ("label texts", other.label_texts, data.label_texts),
+    ):
+        if there != here:
+            diff = next(
+                (f"{a!r} there, {b!r} here" for a, b in zip(there, here, strict=False) if a != b), None
+            )
+            raise DataError(
+                f"--embedder-from {src}: its {what} differ from this run's "
+                f"({diff or f'{len(there)} there, {len(here)} here'}); its embedder was trained for other labels"
+            )
+    if not (src / "embedder").is_dir():
+        raise CheckpointError(f"--embedder-from {src}: no embedder/ folder")
+
+
+def reuse_embedder(cfg: TrainConfig, data: Data, log):
+    """fit_embedder's results for the trained embedder of checkpoint ``cfg.embedder_from``, unchanged."""
+    from sentence_transformers import SentenceTransformer
+
+    src = Path(cfg.embedder_from)
+    emb = _load(SentenceTransformer, str(src / "embedder"), device="cpu")
+    emb.max_seq_length = cfg.classifier.max_length
+    cos = {name: label_similarities(emb, t, data.label_texts) for name, t in data.texts().items()}
+    accuracy = {name: zero_shot_accuracy(c, data.y[name]) for name, c in cos.items()}
+    log(f"reused embedder's accuracy (argmax label similarity): {json.dumps(accuracy)}")
+    cos.setdefault("test", None)
+    return emb, [], {"before": accuracy, "after": accuracy, "reused_from": str(src)}, cos
 
 
 def calibrate(cfg: TrainConfig, data: Data, logits_dev, cos_dev, fixed: Fusion | None, log):
