@@ -14,6 +14,8 @@ gates at a matched hard share, and an MLP reranker against the similarity rule.
    (a) label representations: label name (today), class prototype, their normalized mean;
    (b) hardness gates: top-k variance, top-2 margin, entropy, max probability, each marking as many dev
        samples hard as the variance gate does;
+   (b') the same measures as shipped (``python -m train --measure``): each with its own threshold,
+        the measure's mean over the dev mistakes (sigma2_mis under the variance), so hard shares differ;
    (c) MLP reranker over per-candidate features (:func:`benchmarks.lib.lever_eval.candidate_features`)
        trained on dev, vs the similarity rule, on the variance gate's hard samples.
 3. ``OUT/levers.json`` (kind ``levers``, with the run record: ``results_doc.py`` pages it) and
@@ -113,6 +115,8 @@ def evaluate(a: dict[str, np.ndarray], k: int, fusion: Fusion) -> dict:
             h = hard[s] if g == "topk_variance" else scores[s][g] <= thresholds[g]
             gate_rows[s][g] = E.gate_row(h, a[f"{s}_logits"], cos[s]["label_name"], a[f"{s}_gold"], fusion, k)
 
+    shipped_rows, shipped_thresholds = E.shipped_gates(a, k, fusion, cos)
+
     feats_dev, idx_dev = E.candidate_features(a["dev_logits"], cos["dev"]["label_name"], k)
     net = E.train_mlp(feats_dev, E.gold_position(idx_dev, a["dev_gold"]))
     mlp_rows = {s: {"similarity_rule": label_rows[s]["label_name"]} for s in SPLITS}
@@ -140,6 +144,11 @@ def evaluate(a: dict[str, np.ndarray], k: int, fusion: Fusion) -> dict:
             "rows": {s: {n: strip_private(r) for n, r in gate_rows[s].items()} for s in SPLITS},
             **verdicts(gate_rows, "topk_variance"),
         },
+        "shipped_gates": {
+            "thresholds": shipped_thresholds,
+            "rows": {s: {n: strip_private(r) for n, r in shipped_rows[s].items()} for s in SPLITS},
+            **verdicts(shipped_rows, "variance"),
+        },
         "mlp_reranker": {
             "rows": {s: {n: strip_private(r) for n, r in mlp_rows[s].items()} for s in SPLITS},
             **verdicts(mlp_rows, "similarity_rule"),
@@ -163,17 +172,24 @@ def markdown(res: dict, title: str) -> str:
     sections = (
         ("Label representations", "label_representations", ("accuracy_lrsl", "zero_shot")),
         ("Hardness gates at the variance gate's dev hard share", "hardness_gates", ("accuracy_lrsl",)),
+        (
+            "Hardness measures as `python -m train --measure` calibrates them (threshold: the mean of "
+            "the dev mistakes)",
+            "shipped_gates",
+            ("accuracy_lrsl",),
+        ),
         ("MLP reranker vs the similarity rule", "mlp_reranker", ("accuracy_lrsl",)),
     )
     for title_, key, cols in sections:
         sec = res[key]
-        extra = ["hard share", "mistakes caught", "caught per reranked"] if key == "hardness_gates" else []
+        gates = key in ("hardness_gates", "shipped_gates")
+        extra = ["hard share", "mistakes caught", "caught per reranked"] if gates else []
         head = ["lever"] + [f"{s} {c.replace('_', ' ')}" for s in SPLITS for c in cols] + extra
         head += ["dev z", "test z"]
         lines += ["", f"## {title_}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name in sec["rows"]["dev"]:
             cells = [name] + [_pct(sec["rows"][s][name].get(c)) for s in SPLITS for c in cols]
-            if key == "hardness_gates":
+            if gates:
                 d, t = sec["rows"]["dev"][name], sec["rows"]["test"][name]
                 cells += [
                     f"{_pct(d['hard_share'])} / {_pct(t['hard_share'])}",

@@ -96,9 +96,16 @@ def test_levers_script_on_a_tiny_checkpoint(built, tmp_path, capsys):
     gates = first["hardness_gates"]["rows"]["dev"]
     assert len({g["n_hard"] for g in gates.values()}) <= 2  # matched share (ties may add a few)
     assert gates["topk_variance"]["n_hard"] == metrics["results"]["dev"]["n_hard"]
+    shipped = first["shipped_gates"]
+    # the variance row as shipped is the incumbent itself: training's own threshold and hard rows
+    assert shipped["thresholds"]["variance"] == pytest.approx(metrics["threshold"], rel=1e-4)
+    assert shipped["rows"]["dev"]["variance"]["n_hard"] == metrics["results"]["dev"]["n_hard"]
+    assert set(shipped["rows"]["test"]) == {"variance", "margin", "max_prob", "entropy"}
+    assert shipped["mcnemar"]["dev"]["variance"]["z"] == 0.0
     assert set(first["mlp_reranker"]["rows"]["test"]) == {"similarity_rule", "mlp"}
     md = (out / "levers.md").read_text()
-    assert "## Hardness gates" in md and md.count("Adopted on dev: **") + md.count("Kept: **") == 3
+    assert "## Hardness gates" in md and md.count("Adopted on dev: **") + md.count("Kept: **") == 4
+    assert "## Hardness measures as `python -m train --measure`" in md
     # the JSON is a results page of its own: kind, title, the markdown and the run's record
     assert first["kind"] == "levers" and first["markdown"].strip() in md
     args = ["--checkpoint", str(built.checkpoint), "--out", str(out)]

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.fusion import softmax
-from lrsl_rt.gate import topk_indices, topk_variance
+from lrsl_rt.gate import MEASURES, is_unsure, sureness, topk_indices, topk_variance
 from lrsl_rt.rule import decide
-from lrsl_rt.tuning import MIN_Z, mcnemar
+from lrsl_rt.tuning import MIN_Z, mcnemar, mistakes_sureness
 
 SPLITS = ("dev", "test")
 
@@ -88,6 +88,19 @@ def gate_row(hard: np.ndarray, logits: np.ndarray, cos: np.ndarray, gold: np.nda
         "accuracy_lrsl": float(np.mean(pred == gold)),
         "_ok": pred == gold,
     }
+
+
+def shipped_gates(a: dict, k: int, fusion, cos: dict) -> tuple[dict, dict]:
+    """Each measure of :mod:`lrsl_rt.gate` with the threshold ``python -m train --measure`` gives it
+    (:func:`lrsl_rt.tuning.mistakes_sureness` on dev): rows[split][measure] and the thresholds."""
+    thresholds = {m: mistakes_sureness(a["dev_logits"], a["dev_gold"], k, m) for m in MEASURES}
+    rows = {s: {} for s in SPLITS}
+    for s in SPLITS:
+        logits = a[f"{s}_logits"]
+        for m, t in thresholds.items():
+            hard = is_unsure(sureness(logits, m, k), t)
+            rows[s][m] = gate_row(hard, logits, cos[s]["label_name"], a[f"{s}_gold"], fusion, k)
+    return rows, thresholds
 
 
 # ---- (c) MLP reranker ---------------------------------------------------------------------------
