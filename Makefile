@@ -4,11 +4,12 @@ PY := $(VENV)/bin/python
 # DATASET: a named data set of train/data.py (banking77, hwu64); ART: where its checkpoint and bundles go.
 DATASET ?= banking77
 ART ?= artifacts/$(DATASET)
+DATASETS_DIR ?= $(or $(LRSL_DATASETS_DIR),../shared/datasets)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 open-intent bench accuracy results table levers clean
+.PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 open-intent frontier bench accuracy results table levers clean
 RECORD := $(PY) -m benchmarks.run_record
 
 install:
@@ -48,6 +49,31 @@ open-intent: install
 	$(RECORD) --out $(OPEN)/checkpoint.run.json -- $(PY) -m train --dataset $(DATASET) --unknown-ratio 0.25 --threads 2 --out $(OPEN)/checkpoint
 	$(RECORD) --out $(OPEN)/bundle.run.json -- $(PY) -m export $(OPEN)/checkpoint $(OPEN)/bundle --precision int8 --force
 	$(PY) -m benchmarks.open_intent --bundle $(OPEN)/bundle --name $(DATASET) --out $(OPEN)/open-intent --plot docs/guide/abstain-$(DATASET).png
+
+## The accuracy-speed frontier of $(DATASET) (after `make bundle`): the contenders are trained beside
+## the same embedder (--embedder-from): a 4- and a 3-layer classifier, and a 6-layer one with exit heads
+## after layers 2 and 4 trained jointly; frozen heads are added to the 6-layer checkpoint itself.
+## Each is exported int8 with the defaults, then all are measured in one run (alternating rounds).
+.SECONDARY:  # checkpoints made on the way to a bundle are results too: make must not delete them
+TRAIN_BESIDE = $(PY) -m train --dataset $(DATASET) --embedder-from $(ART)/checkpoint --threads 2
+$(ART)-l%/checkpoint/lrsl.json: | $(ART)/checkpoint/lrsl.json
+	$(RECORD) --out $(ART)-l$*/checkpoint.run.json -- $(TRAIN_BESIDE) --classifier-layers $* --out $(ART)-l$*/checkpoint
+$(ART)-joint/checkpoint/lrsl.json: | $(ART)/checkpoint/lrsl.json
+	$(RECORD) --out $(ART)-joint/checkpoint.run.json -- $(TRAIN_BESIDE) --exit-layers 2,4 --out $(ART)-joint/checkpoint
+$(ART)/checkpoint/exits/exits.json: | $(ART)/checkpoint/lrsl.json
+	$(RECORD) --out $(ART)/exits.run.json -- $(PY) -m train.exits $(ART)/checkpoint --layers 2,4 --threads 2
+$(ART)-%/bundle/manifest.json: $(ART)-%/checkpoint/lrsl.json
+	$(RECORD) --out $(ART)-$*/bundle.run.json -- $(PY) -m export $(ART)-$*/checkpoint $(ART)-$*/bundle --precision int8 --force
+$(ART)/bundle-frozen/manifest.json: $(ART)/checkpoint/exits/exits.json
+	$(RECORD) --out $(ART)/bundle-frozen.run.json -- $(PY) -m export $(ART)/checkpoint $(ART)/bundle-frozen --precision int8 --exits --force
+$(ART)/bundle-noexit/manifest.json: $(ART)/checkpoint/exits/exits.json
+	$(RECORD) --out $(ART)/bundle-noexit.run.json -- $(PY) -m export $(ART)/checkpoint $(ART)/bundle-noexit --precision int8 --no-exits --force
+FRONTIER_BUNDLES = $(ART)/bundle-noexit $(ART)/bundle-frozen $(ART)-joint/bundle $(ART)-l4/bundle $(ART)-l3/bundle
+frontier: install $(FRONTIER_BUNDLES:%=%/manifest.json)
+	$(PY) -m benchmarks.frontier --texts $(DATASETS_DIR)/$(DATASET)/test.csv --threads 2 --rounds 5 \
+		--bundle "6 layers=$(ART)/bundle-noexit" --bundle "6 layers, exits 2+4 (frozen heads)=$(ART)/bundle-frozen" \
+		--bundle "6 layers, exits 2+4 (joint heads)=$(ART)-joint/bundle" \
+		--bundle "4 layers=$(ART)-l4/bundle" --bundle "3 layers=$(ART)-l3/bundle" --out $(ART)/frontier.json
 
 $(ART)/checkpoint/lrsl.json:
 	@echo "no training checkpoint at $(ART)/checkpoint: run \`make bundle\` first" >&2; exit 1

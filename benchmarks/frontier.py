@@ -105,24 +105,63 @@ def measure(bundles: dict[str, Path], texts, a) -> dict:
 
 
 def markdown(results: dict, per_call: int, source: str) -> str:
+    """The table (speed-ups and accuracy change against the first bundle) and the exits' targets."""
+    base = next(iter(results.values()))
     lines = [
         "## Accuracy-speed frontier",
         "",
-        f"Texts: {source}. Speed: median of the rounds (min-max).",
+        f"Texts: {source}. Speed: median of the rounds (min-max); x: against the first row.",
         "",
-        f"| bundle | layers | LRSL accuracy | hard | batch-1 p50 | q/s at {per_call} per call | exit shares |",
-        "|---|---|---|---|---|---|---|",
+        f"| bundle | layers | LRSL accuracy | change | hard | batch-1 p50 | x | q/s at {per_call} per call | x "
+        "| exit shares |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         acc = "-" if r["accuracy_lrsl"] is None else f"{100 * r['accuracy_lrsl']:.2f} %"
         b1, qps = r["b1_p50_ms"], r[f"qps_{per_call}"]
         shares = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in r.get("exit_share", {}).items()) or "-"
+        g = gains(r, base, per_call)
+        change = "-" if g["accuracy_pt"] is None else f"{g['accuracy_pt']:+.2f} pt"
         lines.append(
-            f"| {name} | {r['classifier_layers'] or '-'} | {acc} | {100 * r['hard_share']:.1f} % | "
-            f"{b1['median']:.2f} ms ({b1['min']:.2f}-{b1['max']:.2f}) | "
-            f"{qps['median']:.0f} ({qps['min']:.0f}-{qps['max']:.0f}) | {shares} |"
+            f"| {name} | {r['classifier_layers'] or '-'} | {acc} | {change} | {100 * r['hard_share']:.1f} % | "
+            f"{b1['median']:.2f} ms ({b1['min']:.2f}-{b1['max']:.2f}) | {g['b1_speedup']:.2f} | "
+            f"{qps['median']:.0f} ({qps['min']:.0f}-{qps['max']:.0f}) | {g['qps_speedup']:.2f} | {shares} |"
         )
+    exits = [name for name, r in results.items() if r.get("exit_share")]
+    if exits:
+        lines += [
+            "",
+            f"Exit targets against the first row ({', '.join(f'{k}: {v}' for k, v in TARGETS.items())}):",
+        ]
+        for name in exits:
+            g = gains(results[name], base, per_call)
+            lines.append(f"- {name}: " + "; ".join(f"{k} {_verdict(k, g)}" for k in TARGETS))
     return "\n".join(lines) + "\n"
+
+
+# what an exit path must reach against the no-exit path to become the default
+TARGETS = {"accuracy_pt": ">= -0.3", "qps_speedup": ">= 1.5", "b1_speedup": ">= 1.3"}
+
+
+def gains(r: dict, base: dict, per_call: int) -> dict:
+    """Accuracy change in points and speed-ups (batch-1 p50, q/s) of ``r`` against ``base``."""
+    acc = None
+    if r["accuracy_lrsl"] is not None and base["accuracy_lrsl"] is not None:
+        acc = 100 * (r["accuracy_lrsl"] - base["accuracy_lrsl"])
+    key = f"qps_{per_call}"
+    return {
+        "accuracy_pt": acc,
+        "b1_speedup": base["b1_p50_ms"]["median"] / r["b1_p50_ms"]["median"],
+        "qps_speedup": r[key]["median"] / base[key]["median"],
+    }
+
+
+def _verdict(key: str, g: dict) -> str:
+    value, bound = g[key], float(TARGETS[key].split()[1])
+    if value is None:
+        return "n/a"
+    text = f"{value:+.2f} pt" if key == "accuracy_pt" else f"{value:.2f}x"
+    return f"{text} ({'met' if value >= bound else 'NOT met'})"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -277,6 +277,30 @@ def test_frontier_benchmark_measures_each_bundle_and_the_exit_shares(
     for r in (plain, exits):
         assert 0 <= r["accuracy_lrsl"] <= 1 and r["b1_p50_ms"]["n"] == 2 and r["qps_4"]["median"] > 0
     assert "| exits | 4 |" in doc["markdown"]
+    assert (
+        "Exit targets against the first row" in doc["markdown"] and "- exits: accuracy_pt " in doc["markdown"]
+    )
+
+
+def test_frontier_gains_and_targets_hand_worked():
+    from benchmarks.frontier import _verdict, gains
+
+    def row(acc, b1, qps):
+        return {"accuracy_lrsl": acc, "b1_p50_ms": {"median": b1}, "qps_32": {"median": qps}}
+
+    base, fast = row(0.9300, 1.2, 800.0), row(0.9280, 0.8, 1280.0)
+    g = gains(fast, base, 32)
+    assert g["accuracy_pt"] == pytest.approx(-0.2) and g["b1_speedup"] == pytest.approx(1.5)
+    assert g["qps_speedup"] == pytest.approx(1.6)
+    assert _verdict("accuracy_pt", g) == "-0.20 pt (met)" and _verdict("qps_speedup", g) == "1.60x (met)"
+    slow = gains(row(0.9260, 1.0, 900.0), base, 32)  # -0.4 pt, 1.2x, 1.125x: none met
+    assert [
+        _verdict(k, slow).endswith("(NOT met)") for k in ("accuracy_pt", "b1_speedup", "qps_speedup")
+    ] == [
+        True,
+        True,
+        True,
+    ]
 
 
 def test_command_lines_offer_exactly_the_gate_measures():
