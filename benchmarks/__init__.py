@@ -12,6 +12,7 @@ Entry scripts, and what each measures:
                     (``make table``)
 ``levers``          label representations, hardness gates and an MLP reranker on a checkpoint, without
                     retraining (``make levers``)
+``gate_measures``   the gate's sureness measure chosen on the levers of several data sets, pooled
 ``embedder_lever``  the embedder's training budget and negatives against the checkpoint's embedder
 ``int8_variants``   int8 quantization variants of a classifier: agreement with fp32, accuracy, speed
 ``quant_presets``   the export's int8 presets side by side: agreement, accuracy, batch invariance, size,

@@ -21,7 +21,8 @@ The generic shape, for new benchmarks (a server, a cluster run, a soak test)::
      "tables": [{"title": "...", "header": ["a", "b"], "rows": [[1, 0.5], ...], "note": "..."}]}
 
 ``run_record.write_result`` writes this shape, with ``markdown`` and the script's own keys beside.
-The scripts that call it, with their kinds: ``levers.py`` (levers), ``datasets_table.py``
+The scripts that call it, with their kinds: ``levers.py`` (levers), ``gate_measures.py``
+(gate_measures), ``frontier.py`` (frontier), ``datasets_table.py``
 (datasets), ``invariance.py`` (invariance), ``profile_ops.py`` (profile-ops), ``quant_presets.py``
 (quant-presets; quant-presets-timed with ``--time``), ``scaleout.py`` (scaleout), ``serve.py``
 (serve) and ``soak.py`` (soak).
