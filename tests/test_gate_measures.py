@@ -71,3 +71,12 @@ def test_a_result_without_the_shipped_section_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0 and "levers0.json: not a levers result with a 'shipped_gates' section" in err
     assert "Traceback" not in err
+
+
+def test_worked_examples_in_the_docstrings_hold():
+    import doctest
+
+    from benchmarks import frontier, gate_measures
+
+    for module in (gate_measures, frontier):
+        assert doctest.testmod(module).failed == 0, module.__name__
