@@ -406,6 +406,20 @@ def test_workers_auto_and_threads_follow_the_cores():
     assert doctest.testmod(settings).failed == 0
 
 
+def test_default_queue_bound_is_short_and_holds_two_largest_requests():
+    """The queue bound is a wait: 128 texts per worker, a fraction of a second at a few hundred texts/s,
+    and room for two requests of --max-request-texts, so a largest one is not refused by a few waiting."""
+    import argparse
+
+    from lrsl_rt.serve.settings import ServeSettings, add_serve_arguments
+
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p, int)
+    args = p.parse_args([])
+    assert args.max_queue_texts == ServeSettings.max_queue_texts == 128
+    assert args.max_queue_texts >= 2 * args.max_request_texts == 2 * ServeSettings.max_request_texts
+
+
 def test_serve_usage_errors(capsys, tiny_bundle_fp32, tmp_path):
     from lrsl_rt.cli import main
 
