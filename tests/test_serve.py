@@ -360,7 +360,9 @@ def burst_pids(port: int, n: int) -> list[int]:
     return pids
 
 
-def test_workers_listen_on_their_own_reuseport_sockets_and_a_taken_port_is_one_line(tiny_bundle_fp32):
+def test_workers_listen_on_their_own_reuseport_sockets_and_a_taken_port_is_one_line(
+    tiny_bundle_fp32, monkeypatch
+):
     import socket
 
     from lrsl_rt.errors import UsageError
@@ -379,6 +381,11 @@ def test_workers_listen_on_their_own_reuseport_sockets_and_a_taken_port_is_one_l
             listeners("127.0.0.1", port, 2)  # a second server of ours could have joined the group silently
         with pytest.raises(UsageError, match="Address already in use"):
             listeners("127.0.0.1", port, 1)
+        with monkeypatch.context() as m:  # no kernel spreading: the workers share one plain socket
+            m.setattr(sys, "platform", "darwin")
+            shared = listeners("127.0.0.1", 0, 2)
+            assert shared[0] is shared[1] and not shared[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            shared[0].close()
         cmd = [sys.executable, "-m", "lrsl_rt", "serve", "--bundle", str(tiny_bundle_fp32)]
         cmd += ["--port", str(port), "--workers", "2", "--threads", "1"]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -11,8 +11,9 @@
   connection pending in the backlog at once, and a burst of connections would land on one worker
   while another sat idle. Before binding them, a plain bind (no ``SO_REUSEPORT``, no listen) checks
   that nobody holds the port, since a second server run by the same user could otherwise join the
-  same ``SO_REUSEPORT`` group silently. This process then becomes a supervisor (:mod:`.supervisor`):
-  it keeps one worker process on each socket, replaces one that dies, and forwards SIGTERM/SIGINT.
+  same ``SO_REUSEPORT`` group silently. (Linux only: elsewhere the workers share one socket.) This
+  process then becomes a supervisor (:mod:`.supervisor`): it keeps one worker process on each
+  socket, replaces one that dies, and forwards SIGTERM/SIGINT.
 - Shutdown (:class:`.server.DrainingServer`): the first SIGTERM or SIGINT starts the drain
   (:meth:`ServeState.drain`: ``/health`` 503, queued texts run, accepted requests answered,
   ``--drain-delay`` kept), then uvicorn stops listening and exits; exit 0 when every accepted
@@ -85,9 +86,13 @@ def free_port(host: str, port: int) -> int:
 
 
 def listeners(host: str, port: int, n: int) -> list[socket.socket]:
-    """One listening socket per worker: a plain one for one worker, else ``n`` on one port with ``SO_REUSEPORT``."""
-    if n == 1:
-        return [bind(host, port)]
+    """One listening socket per worker: a plain one for one worker, else ``n`` on one port with ``SO_REUSEPORT``.
+
+    Only Linux spreads connections over ``SO_REUSEPORT`` sockets (macOS hands them all to one), so
+    elsewhere every worker gets the same plain socket.
+    """
+    if n == 1 or not sys.platform.startswith("linux"):
+        return [bind(host, port)] * n
     port = free_port(host, port)
     return [bind(host, port, reuse_port=True) for _ in range(n)]
 

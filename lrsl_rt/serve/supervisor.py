@@ -2,7 +2,7 @@
 
 - The N sockets are bound by :func:`.main.listeners` to one port with ``SO_REUSEPORT``: the kernel
   hands each new connection to one of them, so a burst of connections is spread over the workers
-  rather than taken by whichever worker woke first. The supervisor keeps every socket open for its
+  rather than taken by whichever worker woke first (on Linux; elsewhere they are one shared socket). The supervisor keeps every socket open for its
   whole life, so a socket stays in the kernel's group, and keeps its accept queue, while its worker
   is replaced.
 - Worker ``i`` is ``python -m lrsl_rt.serve.main --fd FD --parent PID``, FD being socket ``i`` (the
