@@ -18,8 +18,12 @@ Contenders, each in its own process, all on the same texts (one per request) and
 - the first server also gets an **open loop** (:mod:`benchmarks.lib.openloop`, a process of its own):
   requests at fixed arrival times, at ``--rates`` percent of that server's best closed-loop q/s. Past
   100 % the queue fills and the server answers 429 with ``Retry-After``; the p99 of the accepted
-  requests shows what the queue bound (``--max-queue-texts``) costs them. Before those levels the
-  driver is checked against a trivial endpoint at twice the highest rate (``driver check``).
+  requests shows what the queue bound (``--max-queue-texts``) costs them. The driver may open
+  :func:`open_connections` connections: twice what the server can hold at once (its workers' queues
+  and the batches they run, from the server's ``/info``), so an overload reaches the server's queue
+  bound rather than waiting in the driver for a free connection, as it would behind a cap (a real
+  population of clients has none). Before those levels the driver is checked against a trivial
+  endpoint at twice the highest rate, on as many connections (``driver check``).
 
 Each level records the client's CPU share and the server's (psutil), the server's mean batch
 (``/metrics``) and, where the client reads the answers (open loop, Python fallback), the share of
@@ -158,6 +162,18 @@ def run_inprocess(args, data_file: Path) -> dict:
 
 
 # ---- the served contenders ------------------------------------------------------------------------------
+def open_connections(batching: dict) -> int:
+    """Connections for the open loop: twice the texts a server holds at once, one text per request.
+
+    Each worker holds ``max_queue_texts`` queued texts and a batch of up to ``max_batch_texts`` in the
+    model; a request beyond that gets 429, if it reaches the server.
+
+    >>> open_connections({"workers": 2, "max_queue_texts": 128, "max_batch_texts": 32})
+    640
+    """
+    return 2 * batching["workers"] * (batching["max_queue_texts"] + batching["max_batch_texts"])
+
+
 def closed_client(args, log):
     """(name, level function) of the closed-loop client: wrk, or the Python fallback."""
     from benchmarks.lib import serve_load as L
@@ -192,6 +208,8 @@ def run_server(
             "flags": flags,
             "workers": b["workers"],
             "threads": b["threads"],
+            "max_queue_texts": b["max_queue_texts"],
+            "max_batch_texts": b["max_batch_texts"],
         }
         entry["closed_loop"], entry["open_loop"] = {}, {}
         for c in args.concurrency:
@@ -204,12 +222,15 @@ def run_server(
             log(f"server {entry['name']!r}: no request answered in the closed loop; no open loop")
         elif open_loop:
             rates = {f"{p} %": best * p / 100 for p in args.rates}
+            conns = entry["open_connections"] = open_connections(b)
             log(f"driver check: {2 * max(rates.values()):.0f} requests/s against a trivial endpoint")
-            check = L.driver_check(bodies, 2 * max(rates.values()), args.duration, env)
+            check = L.driver_check(bodies, 2 * max(rates.values()), args.duration, env, conns)
             for name, rate in rates.items():
-                log(f"server {entry['name']!r}: open loop, {rate:.0f} requests/s ({name})")
+                log(
+                    f"server {entry['name']!r}: open loop, {rate:.0f} requests/s ({name}), {conns} connections"
+                )
                 level = L.measured(
-                    server, lambda r=rate: L.open_level(server.url, bodies, r, args.duration, env)
+                    server, lambda r=rate: L.open_level(server.url, bodies, r, args.duration, env, conns)
                 )
                 labels = level.pop("labels")
                 level["label_differs_from_alone"] = sum(x != alone[k] for k, x in labels) / max(

@@ -180,9 +180,19 @@ def test_serve_quick(tmp_path, tiny_bundle):
     # both rates are rounded to the millisecond-per-second in the JSON
     assert check["target_rps"] == pytest.approx(2 * first["open_loop"]["150 %"]["target_rps"], abs=0.01)
     assert check["sent"] > 0
+    # the driver may open twice what the server holds: its queue and a batch, per worker
+    b = (first["workers"], first["max_queue_texts"], first["max_batch_texts"])
+    assert first["open_connections"] == 2 * b[0] * (b[1] + b[2]) and "open_connections" not in off
+    assert {level["connections"] for level in first["open_loop"].values()} == {first["open_connections"]}
+    assert check["connections"] == first["open_connections"]
     # no concurrency 32 and no 80 % open-loop level in this run: those two targets are not evaluated
-    assert set(result["targets"]) == {"c1_p50_gap_ms", "non_2xx_up_to_100pct"}
+    assert set(result["targets"]) == {"c1_p50_gap_ms", "non_2xx_up_to_100pct", "overload"}
+    assert result["targets"]["overload"]["rate"] == "150 %"
     assert f"| {one} | 4 |" in proc.stdout and f"| {one} | 150 % |" in proc.stdout
+    assert (
+        f"Overload (150 %, server **{one}**, the driver on at most {first['open_connections']}" in proc.stdout
+    )
+    assert "- overload: p99 of accepted " in proc.stdout
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
@@ -198,3 +208,103 @@ def test_serve_quick_with_wrk(tmp_path, tiny_bundle):
     level = result["servers"][0]["closed_loop"]["2"]
     assert level["requests"] > 0 and level["errors"]["non_2xx"] == 0 and level["p50_ms"] > 0
     assert level["client_cpu_s"] > 0 and level["mean_batch_texts"] >= 1
+
+
+# ---- the serve report, on hand-made results ---------------------------------------------------------------
+def _serve_result(open_loop: dict) -> dict:
+    """A benchmarks.serve result with one server (2 workers, best closed-loop rate 400 q/s) and the given
+    open-loop levels."""
+    level = {"qps": 400.0, "p50_ms": 5.0, "p90_ms": 8.0, "p99_ms": 12.0, "errors": {"failed": 0}}
+    level |= {"client_cpu_s": 1.0, "wall_s": 10.0, "server_cpu_s": 15.0, "mean_batch_texts": 4.0}
+    return {
+        "method": {
+            "quick": False, "closed_client": "wrk 4.2.0, 1 thread", "open_client": "openloop",
+            "duration_s": 10.0, "warmup_s": 2.0, "threads": 2,
+        },
+        "machine": {
+            "cpu": {"usable_cpus": 2, "model": "test cpu", "int8_flags": {"avx512_vnni": True}},
+            "versions": {"onnxruntime": "1.0", "lrsl-rt": "0.0"},
+        },
+        "bundle": {"path": "bundle", "precision": "int8", "preset": None, "answers_depend_on_batch": True},
+        "texts": {"n": 1000, "source": "texts.jsonl"},
+        "inprocess": {"b1": {"mean_ms": 2.0, "p50_ms": 2.0, "p95_ms": 3.0, "p99_ms": 4.0}, "qps": 700.0, "batch": 32},
+        "driver_check": {},
+        "servers": [
+            {
+                "name": "defaults", "flags": "", "workers": 2, "threads": 1, "max_queue_texts": 64,
+                "max_batch_texts": 32, "open_connections": 384, "closed_loop": {"32": level}, "open_loop": open_loop,
+            }
+        ],
+    }  # fmt: skip
+
+
+def _open_level(rate: float, ok: int, refused: int, p99_ms: float | None) -> dict:
+    return {
+        "target_rps": rate, "offered_rps": rate, "ok_rps": ok / 10, "sent": ok + refused, "unanswered": 0,
+        "statuses": {"200": ok, "429": refused} if refused else {"200": ok},
+        "latency_ok": None if p99_ms is None else {"p50_ms": p99_ms / 4, "p99_ms": p99_ms},
+        "late": {"p99_ms": 1.0}, "client_cpu_s": 1.0, "wall_s": 10.0, "connections": 384,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ok", "refused", "p99_ms", "met"),
+    [
+        (4000, 2000, 420.0, True),  # 429s, and the accepted within 320 ms of queue + 160 ms of batch
+        (4000, 2000, 520.0, False),  # the accepted waited longer than the queue bound allows
+        (6000, 0, 300.0, False),  # no 429: the overload never reached the queue bound
+        (0, 6000, None, False),  # nothing accepted
+    ],
+)
+def test_serve_report_overload_target(ok, refused, p99_ms, met):
+    """At 2 workers and a best rate of 400 q/s, a worker serves 200 texts/s: --max-queue-texts 64 is a
+    queue bound of 64 / 200 = 320 ms, and a batch of 32 is 160 ms."""
+    from benchmarks.lib import serve_report
+
+    r = _serve_result(
+        {"50 %": _open_level(200.0, 2000, 0, 10.0), "150 %": _open_level(600.0, ok, refused, p99_ms)}
+    )
+    r["targets"] = serve_report.targets(r)
+    t = r["targets"]["overload"]
+    assert (t["rate"], t["share_429"], t["queue_bound_ms"], t["batch_ms"]) == (
+        "150 %",
+        refused / 6000,
+        320.0,
+        160.0,
+    )
+    assert t["met"] is met
+    md = serve_report.markdown(r)
+    verdict = "met" if met else "NOT met"
+    shown_p99 = "none" if p99_ms is None else f"{p99_ms:.1f}"
+    assert (
+        f"- overload: p99 of accepted {shown_p99} ms vs 480.0 ms, 429 on {100 * refused / 6000:.1f} % "
+        f"(target p99 of accepted <= queue bound + batch time, 429 present): {verdict}"
+    ) in md
+    assert (
+        f"Overload (150 %, server **defaults**, the driver on at most 384 connections): 429 on "
+        f"{100 * refused / 6000:.1f} % of the requests; p99 of the accepted {shown_p99} ms; queue bound 320.0 ms "
+        "(--max-queue-texts 64 / 200 q/s per worker, its best closed-loop rate) + batch time 160.0 ms"
+    ) in md
+
+
+def test_serve_report_without_overload_level_or_settings():
+    """No level above 100 %, or a run recorded before the server's queue settings were: no overload line."""
+    from benchmarks.lib import serve_report
+
+    r = _serve_result({"100 %": _open_level(400.0, 4000, 0, 30.0)})
+    r["targets"] = serve_report.targets(r)
+    assert "overload" not in r["targets"] and "Overload" not in serve_report.markdown(r)
+    r = _serve_result({"150 %": _open_level(600.0, 4000, 2000, 300.0)})
+    del r["servers"][0]["max_queue_texts"]
+    r["targets"] = serve_report.targets(r)
+    assert "overload" not in r["targets"] and "Overload" not in serve_report.markdown(r)
+
+
+def test_serve_doctests():
+    """open_connections and serve_report.overload, worked out in their docstrings."""
+    import doctest
+
+    import benchmarks.serve
+    from benchmarks.lib import serve_report
+
+    assert doctest.testmod(benchmarks.serve).failed == 0 and doctest.testmod(serve_report).failed == 0

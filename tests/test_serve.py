@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 
 import pytest
 from conftest import ROOT
@@ -31,7 +32,7 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httptools")
 pytest.importorskip("prometheus_client")
-from serve_client import START_TIMEOUT, Server, metric_values, value, wait_for_metric  # noqa: E402
+from serve_client import START_TIMEOUT, Raw, Server, metric_values, value, wait_for_metric  # noqa: E402
 
 TEXTS = [
     "my card is still not here",
@@ -327,6 +328,7 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
                 break
         assert pids == {w.pid for w in workers}
         assert info["batching"]["workers"] == 2 and info["batching"]["threads"] == 1
+        assert set(burst_pids(s.port, 32)) == pids  # a burst is spread over both workers
         for _ in range(4):  # whichever worker answers the scrape counts the whole server
             m = metric_values(s.url)
             assert value(m, "lrsl_http_requests_total", endpoint="/predict", status="200") == sent
@@ -335,6 +337,63 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
         assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
         s.kill()
+
+
+def burst_pids(port: int, n: int) -> list[int]:
+    """The pid of the worker that answers each of ``n`` connections, all opened before any is used.
+
+    Each worker has its own ``SO_REUSEPORT`` socket and the kernel picks one per connection by a
+    random hash, so every worker gets a share of a burst: with two workers and 32 connections, a share
+    below 4 has a chance of about 3e-6. (On one shared socket, one worker's accept loop takes every
+    connection pending when it wakes.)
+    """
+    burst = [Raw(port) for _ in range(n)]
+    try:
+        for c in burst:
+            c.send(b"GET /info HTTP/1.1\r\nHost: test\r\n\r\n")
+        pids = [json.loads(c.response(timeout=30)[2])["pid"] for c in burst]
+    finally:
+        for c in burst:
+            c.close()
+    shares = Counter(pids)
+    assert len(shares) >= 2 and min(shares.values()) >= 4, f"connections per worker pid: {dict(shares)}"
+    return pids
+
+
+def test_workers_listen_on_their_own_reuseport_sockets_and_a_taken_port_is_one_line(
+    tiny_bundle_fp32, monkeypatch
+):
+    import socket
+
+    from lrsl_rt.errors import UsageError
+    from lrsl_rt.serve.main import listeners
+
+    socks = listeners("127.0.0.1", 0, 2)
+    try:
+        port = socks[0].getsockname()[1]
+        assert [s.getsockname() for s in socks] == [("127.0.0.1", port)] * 2
+        for s in socks:
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        with pytest.raises(
+            UsageError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: Address already in use$"
+        ):
+            listeners("127.0.0.1", port, 2)  # a second server of ours could have joined the group silently
+        with pytest.raises(UsageError, match="Address already in use"):
+            listeners("127.0.0.1", port, 1)
+        with monkeypatch.context() as m:  # no kernel spreading: the workers share one plain socket
+            m.setattr(sys, "platform", "darwin")
+            shared = listeners("127.0.0.1", 0, 2)
+            assert shared[0] is shared[1] and not shared[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            shared[0].close()
+        cmd = [sys.executable, "-m", "lrsl_rt", "serve", "--bundle", str(tiny_bundle_fp32)]
+        cmd += ["--port", str(port), "--workers", "2", "--threads", "1"]
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr
+        assert p.stderr.strip() == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    finally:
+        for s in socks:
+            s.close()
 
 
 # ---- the command line -------------------------------------------------------------------------------
@@ -352,6 +411,20 @@ def test_workers_auto_and_threads_follow_the_cores():
     import doctest
 
     assert doctest.testmod(settings).failed == 0
+
+
+def test_default_queue_bound_is_short_and_holds_two_largest_requests():
+    """The queue bound is a wait: 128 texts per worker, a fraction of a second at a few hundred texts/s,
+    and room for two requests of --max-request-texts, so a largest one is not refused by a few waiting."""
+    import argparse
+
+    from lrsl_rt.serve.settings import ServeSettings, add_serve_arguments
+
+    p = argparse.ArgumentParser()
+    add_serve_arguments(p, int)
+    args = p.parse_args([])
+    assert args.max_queue_texts == ServeSettings.max_queue_texts == 128
+    assert args.max_queue_texts >= 2 * args.max_request_texts == 2 * ServeSettings.max_request_texts
 
 
 def test_serve_usage_errors(capsys, tiny_bundle_fp32, tmp_path):

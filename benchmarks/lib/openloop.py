@@ -10,6 +10,12 @@ or, when all are busy, as soon as one frees. Its latency counts from its due tim
 connection is paid too (no coordinated omission); ``late`` says how far behind schedule requests went
 out, which is the driver's own limit showing.
 
+A real population of clients is not capped at a number of connections: when the cap is below what the
+server can hold (queued and in its batches), an overloaded server never fills its queue, and requests
+wait here instead of getting the server's 429. ``benchmarks.serve`` sets ``--connections`` from the
+server's settings for that reason; the soft open-file limit is raised to match (a warning on stderr
+when the hard limit is lower).
+
 Bodies come from a file, one JSON body per line, cycled in order; answers are parsed only for their
 status and the first ``"label"`` (one text per request), so the caller can compare labels with each
 text's label alone. The result is one JSON line on stdout (``benchmarks.lib.common.emit_result``).
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import re
+import resource
 import sys
 import time
 from collections import deque
@@ -36,6 +43,7 @@ from benchmarks.lib.common import emit_result, latency_stats
 
 LABEL = re.compile(rb'"label":\s*"((?:[^"\\]|\\.)*)"')
 TRIVIAL_BODY = b'[{"label":"ok"}]'
+SPARE_FILES = 64  # open files beyond the connections
 
 
 class _Conn(asyncio.Protocol):
@@ -187,6 +195,20 @@ def summarize(records: list, rate: float, duration: float, sent_wall: float, n_b
     }
 
 
+def raise_file_limit(connections: int) -> None:
+    """Raise the soft open-file limit to hold ``connections`` (up to the hard limit; a warning below it)."""
+    needed = connections + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < needed:
+        print(
+            f"openloop: warning: the open-file limit ({hard}) is below --connections {connections}",
+            file=sys.stderr,
+        )
+
+
 # ---- the trivial server --------------------------------------------------------------------------------
 class _Trivial(asyncio.Protocol):
     ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
@@ -220,7 +242,13 @@ def main(argv=None) -> int:
     p.add_argument("--bodies", help="a file of JSON bodies for POST /predict, one per line")
     p.add_argument("--rate", type=float, help="requests per second")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of sending (default 10)")
-    p.add_argument("--connections", type=int, default=512, help="most connections open (default 512)")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=512,
+        help="most connections open (default 512): keep it above what the server can hold, or the "
+        "requests of an overload wait here instead of reaching the server's queue bound",
+    )
     p.add_argument("--grace", type=float, default=60.0, help="seconds to wait for the last answers")
     p.add_argument("--trivial-server", action="store_true", help="serve a fixed answer (the driver's check)")
     p.add_argument("--port", type=int, default=0, help="the trivial server's port (default: any free one)")
@@ -232,10 +260,12 @@ def main(argv=None) -> int:
         p.error("--url, --bodies and a positive --rate are needed")
     with open(a.bodies, "rb") as f:
         bodies = [line.rstrip(b"\n") for line in f if line.strip()]
+    raise_file_limit(a.connections)
     cpu = time.process_time()
     records, sent_wall = asyncio.run(drive(a.url, bodies, a.rate, a.duration, a.connections, a.grace))
     result = summarize(records, a.rate, a.duration, sent_wall, len(bodies))
     result["driver_cpu_s"] = time.process_time() - cpu
+    result["connections"] = a.connections
     emit_result(result)
     return 0
 

@@ -212,23 +212,23 @@ async def _python_clients(url: str, texts: list[str], concurrency: int, duration
 
 
 # ---- open loop ----------------------------------------------------------------------------------------------
-def open_level(url: str, bodies: Path, rate: float, duration: float, env: dict) -> dict:
-    """The open-loop driver in its own process at ``rate`` requests per second."""
+def open_level(url: str, bodies: Path, rate: float, duration: float, env: dict, connections: int) -> dict:
+    """The open-loop driver in its own process at ``rate`` requests per second, on at most ``connections``."""
     cmd = [sys.executable, "-m", "benchmarks.lib.openloop", "--url", url, "--bodies", str(bodies)]
-    cmd += ["--rate", f"{rate:.3f}", "--duration", str(duration)]
+    cmd += ["--rate", f"{rate:.3f}", "--duration", str(duration), "--connections", str(connections)]
     cpu, start = children_cpu(), time.perf_counter()
     level = run_json(cmd, env, timeout=duration + 300)
     level["client_cpu_s"], level["wall_s"] = children_cpu() - cpu, time.perf_counter() - start
     return level
 
 
-def driver_check(bodies: Path, rate: float, duration: float, env: dict) -> dict:
+def driver_check(bodies: Path, rate: float, duration: float, env: dict, connections: int) -> dict:
     """The open-loop driver against a trivial endpoint at ``rate``: can it offer that rate here?"""
     cmd = [sys.executable, "-m", "benchmarks.lib.openloop", "--trivial-server"]
     server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline().split()[-1])
-        level = open_level(f"http://127.0.0.1:{port}", bodies, rate, duration, env)
+        level = open_level(f"http://127.0.0.1:{port}", bodies, rate, duration, env, connections)
     finally:
         server.terminate()
         server.wait(30)

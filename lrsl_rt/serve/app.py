@@ -207,8 +207,14 @@ def _uncancel(task) -> None:
         task.uncancel()
 
 
-def build_app(state: ServeState):
-    """The Starlette app over ``state``; its lifespan loads the bundle in the background."""
+def build_app(state: ServeState, load_first: bool = False):
+    """The Starlette app over ``state``; its lifespan loads the bundle in the background.
+
+    With ``load_first`` the lifespan's startup waits for the load, and uvicorn accepts no connection
+    before it: a worker that replaces a dead one (:mod:`.supervisor`) leaves the connections on its
+    socket waiting in the backlog until it can serve them, rather than answering them 503 "loading"
+    while the other workers serve.
+    """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
@@ -218,6 +224,8 @@ def build_app(state: ServeState):
     async def lifespan(app):
         loader = asyncio.ensure_future(state.load())
         try:
+            if load_first:
+                await asyncio.shield(loader)
             yield
         finally:
             loader.cancel()

@@ -85,8 +85,14 @@ def raise_file_limit(needed: int) -> None:
         log(f"warning: the open-file limit ({hard}) is below --max-connections + {SPARE_FILES}")
 
 
-def run_worker(settings: ServeSettings, sock: socket.socket, parent: int | None = None) -> int:
-    """Serve on ``sock`` until drained or the bundle fails to load; the exit code."""
+def run_worker(
+    settings: ServeSettings, sock: socket.socket, parent: int | None = None, load_first: bool = False
+) -> int:
+    """Serve on ``sock`` until drained or the bundle fails to load; the exit code.
+
+    ``load_first``: accept connections only once the bundle is loaded, rather than answering 503
+    while it loads (:func:`.app.build_app`).
+    """
     server: DrainingServer | None = None
 
     def fatal() -> None:
@@ -96,7 +102,7 @@ def run_worker(settings: ServeSettings, sock: socket.socket, parent: int | None 
     raise_file_limit(settings.max_connections + SPARE_FILES)
     state = ServeState(settings, on_fatal=fatal)
     config = uvicorn.Config(
-        build_app(state),
+        build_app(state, load_first),
         http=guarded_protocol(settings, state.metrics),
         ws="none",
         lifespan="on",

@@ -29,7 +29,7 @@ class ServeSettings:
     max_batch_texts: int = 32
     max_batch_tokens: int = 8192
     max_wait_ms: float = 0.0
-    max_queue_texts: int = 256
+    max_queue_texts: int = 128
     max_request_texts: int = 64
     max_text_chars: int = 4000
     workers: int = 1
@@ -144,9 +144,13 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
     p.add_argument(
         "--max-queue-texts",
         type=positive_int,
-        default=256,
-        help="texts allowed to wait for a batch, per worker; beyond it requests get 429. An accepted text "
-        "waits at most about this many texts' model time: smaller, overload shows sooner, with shorter waits",
+        default=128,
+        help="texts allowed to wait for a batch, per worker (default 128); beyond it requests get 429 with "
+        "Retry-After. It bounds the wait of an accepted text: about this many texts' model time, e.g. 128 at "
+        "400 texts/s per worker is 0.32 s. Choose it as the longest queue wait your clients accept times one "
+        "worker's texts per second (benchmarks.serve measures it on your model and machine: a count cannot "
+        "know them), and at least twice --max-request-texts, so that a largest request is not refused while "
+        "the queue is nearly empty. Smaller: overload shows sooner, as quick 429s instead of long waits",
     )
     p.add_argument(
         "--max-request-texts", type=positive_int, default=64, help="most texts in one request (else 413)"

@@ -1,9 +1,13 @@
-"""``--workers N``: a supervisor process that keeps N server processes on one listening socket.
+"""``--workers N``: a supervisor process that keeps one server process on each of N listening sockets.
 
-- Each worker is ``python -m lrsl_rt.serve.main --fd FD --parent PID``: it inherits the socket (the
-  kernel hands each new connection to one worker's accept call, so connections never wait on a dead
-  worker), gets the settings in ``$LRSL_RT_SERVE_SETTINGS`` and loads its own bundle copy with an
-  explicit ONNX Runtime thread count (ONNX Runtime ignores OMP_NUM_THREADS and the like).
+- The N sockets are bound by :func:`.main.listeners` to one port with ``SO_REUSEPORT``: the kernel
+  hands each new connection to one of them, so a burst of connections is spread over the workers
+  rather than taken by whichever worker woke first (on Linux; elsewhere they are one shared socket). The supervisor keeps every socket open for its
+  whole life, so a socket stays in the kernel's group, and keeps its accept queue, while its worker
+  is replaced.
+- Worker ``i`` is ``python -m lrsl_rt.serve.main --fd FD --parent PID``, FD being socket ``i`` (the
+  only one it inherits); it gets the settings in ``$LRSL_RT_SERVE_SETTINGS`` and loads its own bundle
+  copy with an explicit ONNX Runtime thread count (ONNX Runtime ignores OMP_NUM_THREADS and the like).
 - The workers share one directory of metric files (``$PROMETHEUS_MULTIPROC_DIR``, removed at exit),
   so ``/metrics`` counts the whole server whichever worker answers (:mod:`.metrics`).
 - SIGTERM/SIGINT are forwarded to every worker (a second one too: it makes the workers give up their
@@ -11,9 +15,12 @@
   is not missed.
 - A worker that dies while the server is not stopping -- killed by a signal (the OOM killer,
   ``kill -9``, a crash) or exited 0 -- is replaced while the others keep serving. The requests it
-  was answering are lost with it; nobody else's are. A worker that exits with any other code failed
-  on its own (a bundle that does not load, bad settings): the others are stopped and the supervisor
-  exits 1, as it does after ``MAX_RESTARTS`` replacements within ``RESTART_WINDOW`` seconds.
+  was answering are lost with it; nobody else's are. Its replacement inherits its socket and starts
+  with ``--load-first``: it accepts only once its bundle is loaded, so the connections the kernel
+  sends to that socket meanwhile wait in its backlog (they are delayed by the restart, not lost and
+  not answered 503). A worker that exits with any other code failed on its own (a bundle that does
+  not load, bad settings): the others are stopped and the supervisor exits 1, as it does after
+  ``MAX_RESTARTS`` replacements within ``RESTART_WINDOW`` seconds.
 - A worker whose supervisor disappears (``kill -9`` of the supervisor) notices its new parent and
   drains as on SIGTERM (:class:`.server.DrainingServer`), so no orphan keeps the port.
 """
@@ -53,40 +60,43 @@ def describe_exit(code: int) -> str:
     return f"exited with {code}"
 
 
-def supervise(settings: ServeSettings, sock: socket.socket) -> int:
-    """Run ``settings.workers`` workers on ``sock`` until they have all stopped; the exit code."""
-    fd = sock.fileno()
-    os.set_inheritable(fd, True)
+def supervise(settings: ServeSettings, socks: list[socket.socket]) -> int:
+    """Run one worker on each socket of ``socks`` until they have all stopped; the exit code."""
     shared = tempfile.mkdtemp(prefix="lrsl-serve-metrics-")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), MULTIPROC_ENV: shared}
-    cmd = [sys.executable, "-m", "lrsl_rt.serve.main", "--fd", str(fd), "--parent", str(os.getpid())]
-    pool = WorkerPool(cmd, env, fd, shared)
+    cmd = [sys.executable, "-m", "lrsl_rt.serve.main", "--parent", str(os.getpid())]
+    pool = WorkerPool(cmd, env, [s.fileno() for s in socks], shared)
     previous = {s: signal.signal(s, pool.record_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        pool.start(settings.workers)
+        pool.start()
         return pool.watch()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         pool.kill_all()  # only if the supervisor itself failed; the workers have stopped otherwise
-        sock.close()
+        for sock in socks:
+            sock.close()
         shutil.rmtree(shared, ignore_errors=True)
 
 
 class WorkerPool:
-    def __init__(self, cmd: list[str], env: dict, fd: int, shared: str) -> None:
-        self.cmd, self.env, self.fd, self.shared = cmd, env, fd, shared
+    """``workers[i]`` serves on the socket ``fds[i]``; a replacement takes the same index."""
+
+    def __init__(self, cmd: list[str], env: dict, fds: list[int], shared: str) -> None:
+        self.cmd, self.env, self.fds, self.shared = cmd, env, fds, shared
         self.workers: list[subprocess.Popen] = []
         self.received: list[int] = []  # signals to forward, in order
         self.forwarded = 0
         self.failed = False
         self.restarts: deque[float] = deque()
 
-    def start(self, n: int) -> None:
-        self.workers = [self._spawn() for _ in range(n)]
+    def start(self) -> None:
+        self.workers = [self._spawn(i) for i in range(len(self.fds))]
 
-    def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen(self.cmd, env=self.env, pass_fds=[self.fd], start_new_session=True)
+    def _spawn(self, i: int, replacement: bool = False) -> subprocess.Popen:
+        fd = self.fds[i]
+        cmd = self.cmd + ["--fd", str(fd)] + (["--load-first"] if replacement else [])
+        return subprocess.Popen(cmd, env=self.env, pass_fds=[fd], start_new_session=True)
 
     def record_signal(self, sig, frame) -> None:
         self.received.append(sig)
@@ -127,7 +137,7 @@ class WorkerPool:
             self._send(signal.SIGTERM)
             return
         self.restarts.append(now)
-        self.workers[i] = self._spawn()
+        self.workers[i] = self._spawn(i, replacement=True)
         say(f"worker {dead.pid} {how}; started worker {self.workers[i].pid} in its place")
 
     def _forget(self, pid: int) -> None:
