@@ -507,4 +507,5 @@ def test_cli_flags_match_the_runtime_and_help_shows_defaults():
     assert export_main.parser().parse_args(["ckpt", "out", "--providers", "cuda"]).provider == "cuda"
     text = " ".join(export_main.parser().format_help().split())
     assert f"(default: {DEFAULT_BATCH_SIZE})" in text and "(default: cpu)" in text
+    assert "default: detected from this CPU: static_avx512_vnni on AVX-512 VNNI CPUs" in text
     assert "--providers" not in text
