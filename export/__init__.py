@@ -1,7 +1,8 @@
 """Export a training checkpoint (``python -m train``) to an lrsl-rt bundle (``lrsl_rt.manifest``).
 
 Run from the checkout: ``python -m export CHECKPOINT_DIR OUT_BUNDLE_DIR [--precision int8|fp32|fp16]
-[--preset avx512_vnni|avx2_s8rr|avx2|arm64] [--max-accuracy-drop POINTS] ...``, or from Python::
+[--preset static_avx512_vnni|avx512_vnni|avx2_s8rr|static_avx2_s8rr|avx2|arm64] [--max-accuracy-drop
+POINTS] ...`` (default preset: this CPU's, ``export.optimize.DEFAULT_PRESETS``), or from Python::
 
     from export import build_bundle
     build_bundle("artifacts/banking77/ckpt", "artifacts/banking77/bundle", precision="int8")

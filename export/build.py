@@ -52,7 +52,7 @@ from .bundle import (
     utc_now,
     write_bundle_manifest,
 )
-from .calibration import calibration_feeds, quantization_plan
+from .calibration import calibration_feeds, default_preset, quantization_plan
 from .errors import ExportError
 from .evaluate import PARITY_ATOL, calibrate, check_gate, cosine_stats, predictions_report, top1_agreement
 from .exit_build import ExitPlan, add_stage_graphs, calibrate_exits, exit_plan
@@ -87,6 +87,7 @@ class Settings:
     measure: str | None = None  # None: the checkpoint's
     exit_budget: float = 0.002
     abstain: AbstainSettings = AbstainSettings()
+    preset_detected: bool = False  # the preset is this CPU's default, not the user's
 
 
 def build_bundle(
@@ -112,10 +113,12 @@ def build_bundle(
 ) -> Path:
     """Export the checkpoint ``ckpt_dir`` to a bundle at ``out_dir`` and return its path.
 
-    ``precision``: int8 (dynamic quantization), fp32, or fp16 (for GPUs). ``preset`` (int8 only):
-    avx512_vnni, avx2_s8rr, avx2 or arm64; None picks the one for this CPU. ``max_accuracy_drop``: the largest
-    allowed drop of the bundle's LRSL accuracy below the PyTorch models' (a fraction: 0.005 is half a
-    point), measured on test (dev when the checkpoint has no test split). ``parity_atol``: max abs
+    ``precision``: int8, fp32, or fp16 (for GPUs). ``preset`` (int8 only): a name of
+    ``export.optimize.PRESETS``; None picks the one for this CPU (static_avx512_vnni on VNNI CPUs, the
+    dynamic avx512_vnni when the checkpoint has no calibration texts; avx2_s8rr or arm64 elsewhere).
+    ``max_accuracy_drop``: the largest allowed drop of the bundle's LRSL accuracy below the PyTorch
+    models' (a fraction: 0.005 is half a point), measured on test (dev when the checkpoint has no test
+    split). ``parity_atol``: max abs
     difference allowed between PyTorch and ONNX fp32 logits (default 1e-3; embeddings 1e-4).
     ``providers``/``threads``: ONNX Runtime settings for evaluating the bundle. ``fusion``: None
     follows the checkpoint (its fusion kept if the user fixed it in training, else chosen again on
@@ -152,6 +155,11 @@ def build_bundle(
         s = replace(s, measure=s.measure or ckpt.info.measure)
         s.abstain.check(ckpt.info.labels)
         oos = read_out_of_scope(ckpt.root) if s.abstain.score != "off" else None
+        if s.preset_detected:
+            preset, note = default_preset(ckpt, s.preset, s.calibration_texts)
+            s = replace(s, preset=preset)
+            if note:
+                log(f"      note: {note}")
         calib_texts, quantization = quantization_plan(ckpt, s.preset, s.calibration_texts)
         _log_checkpoint(ckpt, s, log)
     with staged_bundle(out, force) as stage:
@@ -209,6 +217,7 @@ def check_settings(
     precision, preset, max_accuracy_drop, batch_size, optimize, providers, threads, parity_atol, fusion
 ) -> Settings:
     """The arguments checked and resolved (preset for this CPU, tolerances, the user's fusion)."""
+    detected = precision == "int8" and preset is None
     preset = resolve_precision(precision, preset)
     if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)):
         raise UsageError(f"max_accuracy_drop must be a number (a fraction), got {max_accuracy_drop!r}")
@@ -230,6 +239,7 @@ def check_settings(
         atol,
         fusion,
         user_fusion,
+        preset_detected=detected,
     )
 
 

@@ -7,6 +7,11 @@ Static quantization measures activation ranges once, on texts the model was *tra
 - ``CKPT/calib.jsonl``, the sample of training texts that ``python -m train`` writes into the
   checkpoint (older checkpoints lack it: pass the file).
 
+A *named* static preset without either is an error. The *default* static preset (VNNI CPUs,
+``export.optimize.DEFAULT_PRESETS``) is not worth a failed export: without texts the bundle gets the
+dynamic preset of the same weights instead, and the export log says so (:func:`default_preset`).
+The dev texts are no substitute: they would shape the int8 ranges of the models they then judge.
+
 Texts of the checkpoint's dev and test splits are removed first: dev decides sigma2_mis and the
 fusion on the exported models and test judges the bundle, so neither may also shape the int8
 ranges (``train.csv`` of a named data set holds the dev texts, which training carved out of it).
@@ -84,6 +89,22 @@ def calibration_texts(ckpt, path: str | Path | None = None, limit: int = MAX_TEX
     sample = random.Random(ckpt.info.seed).sample(kept, min(limit, len(kept)))
     summary = {"source": str(source), "distinct": len(texts), "held_out_removed": len(texts) - len(kept)}
     return sample, {**summary, "used": len(sample)}
+
+
+def default_preset(ckpt, preset: str, path: str | Path | None) -> tuple[str, str | None]:
+    """The detected default ``preset`` made usable for checkpoint ``ckpt``, and a note for the export log
+    when it had to change: a static default with no ``path`` and no ``CKPT/calib.jsonl`` becomes its
+    dynamic twin (a missing ``path`` file stays an error, in :func:`calibration_texts`)."""
+    from .optimize import PRESETS, dynamic_twin
+
+    source = ckpt.root / CALIBRATION_FILE
+    if PRESETS[preset].activations != "static" or path is not None or source.is_file():
+        return preset, None
+    dynamic = dynamic_twin(preset)
+    return dynamic, (
+        f"{source} not found: preset {dynamic} (dynamic; answers can depend on batch neighbours) instead "
+        f"of this CPU's default {preset}; for it, pass --calibration-texts FILE (e.g. the data set's train.csv)"
+    )
 
 
 def calibration_feeds(tokenizer, texts: list[str], names, max_length: int) -> list[dict]:

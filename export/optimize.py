@@ -30,7 +30,8 @@
   scales calibrated on training texts (:mod:`export.static_quant`): a text's logits do not depend on
   the other texts of its batch (``QuantPreset.batch_invariant``; dynamic scales are computed over
   the whole batch tensor, padding included). They need calibration texts
-  (:mod:`export.calibration`). Which preset a CPU gets when none is named: :data:`DEFAULT_PRESETS`.
+  (:mod:`export.calibration`). Which preset a CPU gets when none is named: :data:`DEFAULT_PRESETS`
+  (static on VNNI CPUs, dynamic elsewhere).
 - :func:`to_fp16`: fp16 weights and compute for GPUs, inputs and outputs kept as they were (logits
   and embeddings stay float32).
 
@@ -87,8 +88,11 @@ PRESETS = {
 }
 
 # The preset each CPU family gets when none is named -- the one place to change the default
-# (docs/guide/quantization.md says why these).
-DEFAULT_PRESETS = {"avx512_vnni": "avx512_vnni", "avx2": "avx2_s8rr", "arm64": "arm64"}
+# (docs/guide/quantization.md says why these). VNNI CPUs get the static, batch-invariant preset: it was
+# measured there against the dynamic one; the others keep a dynamic preset until the static one is
+# measured on such a CPU. A static default falls back to its dynamic twin for a checkpoint without
+# calibration texts (export.calibration.default_preset).
+DEFAULT_PRESETS = {"avx512_vnni": "static_avx512_vnni", "avx2": "avx2_s8rr", "arm64": "arm64"}
 
 
 def cpu_family(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> str:
@@ -106,6 +110,15 @@ def cpu_family(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None
 def detect_preset(cpuinfo: str | Path = "/proc/cpuinfo", machine: str | None = None) -> str:
     """The default preset for this machine: ``DEFAULT_PRESETS[cpu_family()]``."""
     return DEFAULT_PRESETS[cpu_family(cpuinfo, machine)]
+
+
+def dynamic_twin(preset: str) -> str:
+    """The dynamic preset with the same int8 weights as ``preset`` (``preset`` itself when dynamic).
+
+    >>> dynamic_twin("static_avx512_vnni"), dynamic_twin("arm64")
+    ('avx512_vnni', 'arm64')
+    """
+    return preset.removeprefix("static_")
 
 
 def resolve_precision(precision: str, preset: str | None) -> str | None:

@@ -81,7 +81,10 @@ def tiny_checkpoint(tmp_path_factory, tiny_base, tiny_data) -> Path:
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     """An int8 bundle (preset detected from this CPU) exported from the tiny checkpoint by `export`.
 
-    The accuracy gate is opened wide (max_accuracy_drop=1.0): the tiny model is random.
+    Dynamic int8 on every CPU: the tiny checkpoint has no calib.jsonl, so the static default of VNNI
+    CPUs falls back to its dynamic twin (export.calibration.default_preset); the static bundle is
+    test_batch_invariance's ``tiny_bundle_static``. The accuracy gate is opened wide
+    (max_accuracy_drop=1.0): the tiny model is random.
     """
     from export import build_bundle
 

@@ -6,7 +6,8 @@
 - a 4-layer tiny classifier with heads after layers 1 and 2: fp32 and int8 bundles with exits load,
   predict and say where each text left; a checkpoint without heads (or ``exits=False``) still
   exports the single graph;
-- batch invariance of the stage path with a static int8 preset.
+- batch invariance of the stage path with a static int8 preset, and that preset as the default on
+  VNNI CPUs for every stage graph and the embedder.
 """
 
 from __future__ import annotations
@@ -213,6 +214,32 @@ def test_int8_static_stage_path_is_batch_invariant(tmp_path_factory, exits_check
     np.testing.assert_allclose(
         [p.classifier_prob for p in together], [p.classifier_prob for p in alone], atol=1e-5
     )
+
+
+def test_the_static_default_quantizes_every_stage_and_the_embedder(
+    tmp_path_factory, exits_checkpoint, tiny_data, monkeypatch
+):
+    """On a VNNI CPU (made so here, for AVX2-only CI machines too) a checkpoint with calib.jsonl gets
+    static_avx512_vnni by default, for each stage graph and the embedder."""
+    import shutil
+
+    from export.optimize import op_counts
+    from train.checkpoint import write_jsonl
+
+    monkeypatch.setattr("export.optimize.cpu_family", lambda *a, **k: "avx512_vnni")
+    ckpt = Path(shutil.copytree(exits_checkpoint, tmp_path_factory.mktemp("exits_calib") / "ckpt"))
+    write_jsonl(ckpt / "calib.jsonl", *tiny_data[0])
+    bundle = _build(ckpt, tmp_path_factory.mktemp("eb_default") / "b", precision="int8", exit_budget=0.5)
+    m = read_manifest(bundle)
+    assert m.preset == "static_avx512_vnni" and m.metrics["quantization"]["batch_invariant"] is True
+    assert m.metrics["quantization"]["calibration"]["source"] == str(ckpt / "calib.jsonl")
+    roles = [*m.stage_roles, "embedder"]
+    assert len(roles) == 4
+    for role in roles:
+        counts = op_counts(bundle / m.files[role].path)
+        assert counts["DynamicQuantizeLinear"] == 0 < counts["QuantizeLinear"], (role, dict(counts))
+    preds = Reranker.from_bundle(bundle, threads=1).predict(tiny_data[2][0])
+    assert {p.exit_layer for p in preds} <= {1, 2, 4}
 
 
 def _median_exits(r: Reranker, texts: list[str]) -> Reranker:

@@ -20,11 +20,13 @@ import pytest
 from export import AccuracyGateError, ExportError, build_bundle, detect_preset
 from export import __main__ as export_main
 from export.bundle import check_target, staged_bundle
+from export.calibration import default_preset
 from export.evaluate import calibrate, check_gate
 from export.optimize import (
     PRESETS,
     QUANTIZED_OPS,
     QuantPreset,
+    dynamic_twin,
     model_file_name,
     op_counts,
     quantized_linear_count,
@@ -32,7 +34,7 @@ from export.optimize import (
 from export.source import load_checkpoint, pooling_mode
 from lrsl_rt.errors import BundleError, UsageError
 from lrsl_rt.manifest import MANIFEST_NAME, Manifest, read_manifest, resolve_file, sha256_file
-from train.checkpoint import read_jsonl
+from train.checkpoint import read_jsonl, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FP32_ATOL, FP32_RTOL = 1e-5, 1e-4  # PyTorch vs ONNX fp32, tiny model (logits ~1e-2, embeddings ~1e-1)
@@ -411,7 +413,7 @@ def test_presets_follow_optimum():
 def test_presets(tmp_path):
     cpu = tmp_path / "cpuinfo"
     cpu.write_text("flags\t: fpu sse avx2 avx512f avx512_vnni\n")
-    assert detect_preset(cpu, machine="x86_64") == "avx512_vnni"
+    assert detect_preset(cpu, machine="x86_64") == "static_avx512_vnni"  # batch-invariant by default
     cpu.write_text("flags\t: fpu sse avx2\n")
     assert detect_preset(cpu, machine="x86_64") == "avx2_s8rr"
     assert detect_preset(cpu, machine="aarch64") == "arm64"
@@ -421,6 +423,58 @@ def test_presets(tmp_path):
     assert sorted(PRESETS) == sorted(export_main.PRESET_NAMES)
     with pytest.raises(UsageError, match="only applies to --precision int8"):
         build_bundle("nowhere", tmp_path / "b", precision="fp32", preset="avx2")
+
+
+def test_a_static_preset_falls_back_to_the_dynamic_one_with_the_same_weights():
+    for name, p in PRESETS.items():
+        twin = PRESETS[dynamic_twin(name)]
+        assert twin.activations == "dynamic" and (twin == p) == (not p.batch_invariant), name
+        assert (twin.weight_type, twin.per_channel, twin.reduce_range) == (
+            p.weight_type,
+            p.per_channel,
+            p.reduce_range,
+        ), name
+
+
+def test_the_static_default_needs_calibration_texts_else_it_is_dynamic(ckpt_copy, tmp_path):
+    """A checkpoint without calib.jsonl (older or hand-made) gets the dynamic twin and a note, not a
+    failed export; with calib.jsonl or --calibration-texts it keeps the static default."""
+    ckpt = load_checkpoint(ckpt_copy)
+    preset, note = default_preset(ckpt, "static_avx512_vnni", None)
+    assert preset == "avx512_vnni"
+    assert "calib.jsonl not found: preset avx512_vnni (dynamic; answers can depend on batch" in note
+    assert "--calibration-texts FILE" in note
+    assert default_preset(ckpt, "static_avx512_vnni", tmp_path / "train.txt") == ("static_avx512_vnni", None)
+    assert default_preset(ckpt, "avx2_s8rr", None) == ("avx2_s8rr", None)
+    texts, labels = read_jsonl(ckpt_copy / "test.jsonl")  # any texts: only the file's presence counts
+    write_jsonl(ckpt_copy / "calib.jsonl", texts, labels)
+    assert default_preset(ckpt, "static_avx512_vnni", None) == ("static_avx512_vnni", None)
+
+
+def test_a_named_static_preset_without_calibration_texts_is_an_error(tiny_checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="calib.jsonl: not found; static int8 presets calibrate"):
+        build_bundle(tiny_checkpoint, tmp_path / "b", preset="static_avx512_vnni", log=quiet)
+    assert not (tmp_path / "b").exists()
+
+
+def test_the_static_default_without_calibration_texts_exports_dynamic_int8(
+    tiny_checkpoint, tmp_path, monkeypatch
+):
+    """On a VNNI CPU (made so here, for AVX2-only CI machines too) the tiny checkpoint, which has no
+    calib.jsonl, exports the dynamic avx512_vnni and says so in one line of the log."""
+    monkeypatch.setattr("export.optimize.cpu_family", lambda *a, **k: "avx512_vnni")
+    lines = []
+    out = build_bundle(tiny_checkpoint, tmp_path / "b", max_accuracy_drop=1.0, threads=1, log=lines.append)
+    notes = [line for line in lines if "note:" in line]
+    assert len(notes) == 1 and "instead of this CPU's default static_avx512_vnni" in notes[0], notes
+    m = read_manifest(out)
+    assert m.preset == "avx512_vnni" and m.metrics["quantization"]["batch_invariant"] is False
+
+
+def test_tiny_bundle_has_this_cpus_default_or_its_dynamic_twin(tiny_bundle):
+    """The conftest's tiny checkpoint has no calib.jsonl: ``tiny_bundle`` is dynamic int8 on every CPU."""
+    m = read_manifest(tiny_bundle)
+    assert m.preset == dynamic_twin(detect_preset()) and not PRESETS[m.preset].batch_invariant
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -453,4 +507,5 @@ def test_cli_flags_match_the_runtime_and_help_shows_defaults():
     assert export_main.parser().parse_args(["ckpt", "out", "--providers", "cuda"]).provider == "cuda"
     text = " ".join(export_main.parser().format_help().split())
     assert f"(default: {DEFAULT_BATCH_SIZE})" in text and "(default: cpu)" in text
+    assert "default: detected from this CPU: static_avx512_vnni on AVX-512 VNNI CPUs" in text
     assert "--providers" not in text
