@@ -354,6 +354,10 @@ def test_embedder_from_reuses_a_checkpoints_embedder_and_refuses_other_labels(tm
     for f in (tiny_checkpoint / "embedder").rglob("*.safetensors"):
         assert (out / "embedder" / f.relative_to(tiny_checkpoint / "embedder")).read_bytes() == f.read_bytes()
     assert any("reuse the trained embedder" in line for line in logs)
+    from benchmarks.lib.results_render import render_training
+
+    page = "\n".join(render_training(metrics))  # the results page names the reused embedder
+    assert f"the embedder of {tiny_checkpoint}, reused unchanged (--embedder-from)" in page
     # other label texts: refused after reading the data, before the classifier is trained
     described = tmp_path / "descriptions.json"
     described.write_text(json.dumps({y: f"all about {y}" for y in set(ty)}))

@@ -182,8 +182,11 @@ def render_training(m: dict) -> list[str]:
         zs = [
             {"when": k, **{f"{s} accuracy": a for s, a in v.items()}}
             for k, v in m["embedder_zero_shot"].items()
+            if isinstance(v, dict)
         ]
-        lines += section("Embedder zero-shot (argmax label similarity)", records_table(zs))
+        note = m["embedder_zero_shot"].get("reused_from")
+        note = f"the embedder of {note}, reused unchanged (--embedder-from)" if isinstance(note, str) else ""
+        lines += section("Embedder zero-shot (argmax label similarity)", records_table(zs), note)
     for key, title in (("classifier_history", "Classifier epochs"), ("embedder_history", "Embedder epochs")):
         if m.get(key) and isinstance(m[key][0], dict):
             lines += section(title, records_table(m[key]))
