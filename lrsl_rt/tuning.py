@@ -26,14 +26,9 @@ def sigma2_mis(logits: np.ndarray, gold: np.ndarray, k: int) -> float:
     Raises ValueError when the classifier makes no mistake on these samples: the threshold is then
     undefined and the caller must say what to do (more dev data, or an explicit threshold).
     """
-    logits, gold = np.asarray(logits), np.asarray(gold)
-    wrong = np.argmax(logits, axis=1) != gold
-    if not wrong.any():
-        raise ValueError(
-            f"the classifier is right on all {len(gold)} calibration samples, so sigma2_mis "
-            "(mean top-k variance of its mistakes) is undefined; use a larger dev split"
-        )
-    return float(topk_variance(logits, k)[wrong].mean())
+    return _mean_over_mistakes(
+        topk_variance, logits, gold, k, "sigma2_mis (mean top-k variance of its mistakes)"
+    )
 
 
 def mistakes_sureness(logits: np.ndarray, gold: np.ndarray, k: int, measure: str = DEFAULT_MEASURE) -> float:
@@ -46,14 +41,22 @@ def mistakes_sureness(logits: np.ndarray, gold: np.ndarray, k: int, measure: str
     """
     if measure == "variance":
         return sigma2_mis(logits, gold, k)
+    return _mean_over_mistakes(
+        lambda x, k: sureness(x, measure, k), logits, gold, k, f"the mean {measure} of its mistakes"
+    )
+
+
+def _mean_over_mistakes(score, logits, gold, k: int, what: str) -> float:
+    """``score(logits, k)`` averaged over the rows the classifier gets wrong; ValueError naming
+    ``what`` when it gets none wrong."""
     logits, gold = np.asarray(logits), np.asarray(gold)
     wrong = np.argmax(logits, axis=1) != gold
     if not wrong.any():
         raise ValueError(
-            f"the classifier is right on all {len(gold)} calibration samples, so the mean {measure} of "
-            "its mistakes is undefined; use a larger dev split"
+            f"the classifier is right on all {len(gold)} calibration samples, so {what} is undefined; "
+            "use a larger dev split"
         )
-    return float(sureness(logits, measure, k)[wrong].mean())
+    return float(score(logits, k)[wrong].mean())
 
 
 def candidate_fusions(p_grid=DEFAULT_P_GRID) -> list[Fusion]:

@@ -233,10 +233,7 @@ def test_tiny_pipeline_with_a_fixed_fusion(tmp_path, tiny_base, tiny_data):
     from train.pipeline import TrainConfig, run
 
     (tx, ty), (dx, dy), _ = tiny_data
-    files = {}
-    for name, xs, ys in (("train", tx, ty), ("dev", dx, dy)):
-        files[name] = tmp_path / f"{name}.csv"
-        files[name].write_text("text,label\n" + "".join(f"{x},{y}\n" for x, y in zip(xs, ys, strict=True)))
+    files = write_csv_splits(tmp_path, train=(tx, ty), dev=(dx, dy))
     cfg = dict(
         train=str(files["train"]),
         dev=str(files["dev"]),
@@ -329,10 +326,7 @@ def test_embedder_from_reuses_a_checkpoints_embedder_and_refuses_other_labels(tm
     from train.pipeline import TrainConfig, run
 
     (tx, ty), (dx, dy), _ = tiny_data
-    files = {}
-    for name, xs, ys in (("train", tx, ty), ("dev", dx, dy)):
-        files[name] = tmp_path / f"{name}.csv"
-        files[name].write_text("text,label\n" + "".join(f"{x},{y}\n" for x, y in zip(xs, ys, strict=True)))
+    files = write_csv_splits(tmp_path, train=(tx, ty), dev=(dx, dy))
     cfg = dict(
         train=str(files["train"]),
         dev=str(files["dev"]),
@@ -375,3 +369,12 @@ def test_embedder_from_reuses_a_checkpoints_embedder_and_refuses_other_labels(tm
     assert not any("fine-tune the classifier" in line for line in logs)
     with pytest.raises(CheckpointError, match="not found; is .* a checkpoint"):
         run(TrainConfig(out=str(tmp_path / "bad"), embedder_from=str(tmp_path), **cfg), log=lambda s: None)
+
+
+def write_csv_splits(folder, **splits) -> dict:
+    """name=(texts, labels) -> {name: folder/name.csv} with a ``text,label`` header."""
+    files = {}
+    for name, (xs, ys) in splits.items():
+        files[name] = folder / f"{name}.csv"
+        files[name].write_text("text,label\n" + "".join(f"{x},{y}\n" for x, y in zip(xs, ys, strict=True)))
+    return files
