@@ -305,8 +305,10 @@ def test_disconnect_then_sigterm_drains_every_accepted_request(tiny_bundle_fp32,
 
 
 def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference):
+    """...and a batch that runs alone (the first one: no worker has run any) uses the solo sessions,
+    with the same records as the reference Reranker's."""
     psutil = pytest.importorskip("psutil")
-    s = Server(tiny_bundle_fp32, "--workers", "2")
+    s = Server(tiny_bundle_fp32, "--workers", "2", "--solo-threads", "2")
     try:
         s.wait_ready()
         deadline = time.monotonic() + START_TIMEOUT
@@ -328,6 +330,12 @@ def test_two_workers_share_the_port_and_stop_cleanly(tiny_bundle_fp32, reference
                 break
         assert pids == {w.pid for w in workers}
         assert info["batching"]["workers"] == 2 and info["batching"]["threads"] == 1
+        assert info["batching"]["solo_threads"] == 2
+        assert (
+            "2 for a batch that runs alone" in s.log
+            and "1 ONNX Runtime thread(s), 2 when it runs alone" in s.log
+        )
+        assert 1 <= value(metric_values(s.url), "lrsl_solo_batches_total") <= sent
         assert set(burst_pids(s.port, 32)) == pids  # a burst is spread over both workers
         for _ in range(4):  # whichever worker answers the scrape counts the whole server
             m = metric_values(s.url)

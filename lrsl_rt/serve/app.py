@@ -115,10 +115,18 @@ async def _read_body(request, limit: int, timeout: float) -> bytes:
         return b"".join(chunks)
 
     try:
-        return await asyncio.wait_for(read(), timeout)
+        return await _within(read(), timeout)
     except asyncio.TimeoutError:
         message = f"request body not complete within {timeout:g} s (--body-timeout)"
         raise ApiError(408, message, {"Connection": "close"}) from None
+
+
+async def _within(coro, timeout: float):
+    """``await coro`` or TimeoutError after ``timeout`` s; on Python 3.11+ without a task of its own."""
+    if not hasattr(asyncio, "timeout"):  # Python 3.10
+        return await asyncio.wait_for(coro, timeout)
+    async with asyncio.timeout(timeout):
+        return await coro
 
 
 class _ClientGone(Exception):

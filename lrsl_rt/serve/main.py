@@ -108,7 +108,8 @@ def serve(settings: ServeSettings) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(
         f"lrsl-rt serve: listening on http://{shown}:{port} ({settings.workers} worker(s), "
-        f"{settings.threads} ONNX Runtime thread(s) each)",
+        f"{settings.threads} ONNX Runtime thread(s) each"
+        + (f", {settings.solo_threads} for a batch that runs alone)" if settings.solo_threads else ")"),
         file=sys.stderr,
         flush=True,
     )

@@ -24,6 +24,8 @@ Names (counters get ``_total``):
 - ``lrsl_cancelled_texts_total``: texts of requests whose client went away, taken out of the queue
   before any batch took them
 - ``lrsl_failed_batches_total``: model calls that raised
+- ``lrsl_solo_batches_total``: model calls that ran while no other worker ran one, on the
+  ``--solo-threads`` sessions (:mod:`.cores`)
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class ServeMetrics:
             "lrsl_cancelled_texts", "texts of requests whose client disconnected", registry=r
         )
         self.failed_batches = Counter("lrsl_failed_batches", "model calls that raised", registry=r)
+        self.solo_batches = Counter(
+            "lrsl_solo_batches", "model calls that ran alone, on the --solo-threads sessions", registry=r
+        )
         self._stages = {s: self.model_seconds.labels(s) for s in ("classifier", "embedder")}  # 0 until run
 
     # ---- the HTTP side ---------------------------------------------------------------------------
@@ -125,6 +130,9 @@ class ServeMetrics:
 
     def failed(self) -> None:
         self.failed_batches.inc()
+
+    def solo_batch(self) -> None:
+        self.solo_batches.inc()
 
     def model_run(self, stage: str, seconds: float) -> None:
         """The Reranker's ``on_run`` hook: one ONNX Runtime run of ``stage``."""

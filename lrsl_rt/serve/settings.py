@@ -34,6 +34,7 @@ class ServeSettings:
     max_text_chars: int = 4000
     workers: int = 1
     threads: int = 1
+    solo_threads: int = 0  # 0: off; else the threads of a batch that runs while no other worker runs one
     thread_pool: str = "session"
     provider: str = "cpu"
     batch_size: int | None = None
@@ -60,6 +61,7 @@ class ServeSettings:
             "max_text_chars",
             "workers",
             "threads",
+            "solo_threads",
             "thread_pool",
             "provider",
             "batch_size",
@@ -101,6 +103,18 @@ def _workers(value: str) -> int | str:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
     return int(value)
+
+
+def _solo_threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 0, got {value!r}")
+    return n
 
 
 def _port(value: str) -> int:
@@ -168,6 +182,15 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
         help="server processes on the same port, each with its own bundle copy and queue (default auto: "
         f"usable cores / --threads, at most {AUTO_MAX_WORKERS}). 1 worker with all the cores answers a lone "
         "request sooner; one single-thread worker per core serves more under concurrent load",
+    )
+    p.add_argument(
+        "--solo-threads",
+        type=_solo_threads,
+        default="auto",
+        help="ONNX Runtime threads of a batch that runs while no other worker runs one (default auto: every "
+        "usable core when there are several workers on the CPU, else off; 0: off). A lone request then "
+        "runs on all the cores, as with --workers 1, and concurrent load still gets one worker per core; "
+        "each worker holds a second copy of the sessions in memory",
     )
     p.add_argument(
         "--drain-timeout",
@@ -238,6 +261,30 @@ def resolve_workers(workers: int | str, threads: int | None, cpus: int) -> tuple
     return workers, threads or max(1, cpus // workers)
 
 
+def resolve_solo_threads(solo: int | str, workers: int, threads: int, cpus: int, args) -> int:
+    """The ``--solo-threads`` count: 0 (off) unless it gives a batch more threads than ``threads``.
+
+    ``auto``: every usable core when several workers run CPU sessions, else 0. One worker has no other
+    to yield to (give it the threads with ``--threads``). An explicit count needs per-session threads:
+    the shared thread pool and non-CPU providers cannot take it.
+
+    >>> import argparse; a = argparse.Namespace(thread_pool="session", provider="cpu")
+    >>> [resolve_solo_threads("auto", w, 1, 2, a) for w in (1, 2)], resolve_solo_threads(1, 2, 1, 2, a)
+    ([0, 2], 0)
+    """
+    per_session = args.thread_pool == "session" and args.provider == "cpu"
+    if workers == 1:
+        return 0
+    if solo == "auto":
+        solo = cpus if per_session else 0
+    elif solo > threads and not per_session:
+        raise UsageError(
+            f"--solo-threads {solo} needs --thread-pool session and --provider cpu "
+            f"(got --thread-pool {args.thread_pool}, --provider {args.provider})"
+        )
+    return solo if solo > threads else 0
+
+
 def settings_from_args(args) -> ServeSettings:
     """Check the flags together and resolve ``--workers auto`` and the thread count (:func:`resolve_workers`)."""
     if args.max_request_texts > args.max_queue_texts:
@@ -246,7 +293,8 @@ def settings_from_args(args) -> ServeSettings:
             f"{args.max_queue_texts}: such a request could never be queued"
         )
     path = require_bundle(args.bundle)
-    workers, threads = resolve_workers(args.workers, args.threads, usable_cpus())
+    cpus = usable_cpus()
+    workers, threads = resolve_workers(args.workers, args.threads, cpus)
     return ServeSettings(
         bundle=str(path),
         host=args.host,
@@ -259,6 +307,7 @@ def settings_from_args(args) -> ServeSettings:
         max_text_chars=args.max_text_chars,
         workers=workers,
         threads=threads,
+        solo_threads=resolve_solo_threads(args.solo_threads, workers, threads, cpus, args),
         thread_pool=args.thread_pool,
         provider=args.provider,
         batch_size=args.batch_size,

@@ -7,7 +7,8 @@ Phases of :class:`ServeState`:
   A bundle that fails to load ends the process with exit 1 (``on_fatal``).
 - ``ready``: requests are served. Each request's texts are tokenized once, in a thread of their own
   (:meth:`ServeState.tokenize`: long texts never stall the event loop, ``/health`` included), and the
-  same rows go to the batch (:meth:`Reranker.predict_tokens`).
+  same rows go to the batch (:meth:`Reranker.predict_tokens`). With ``--solo-threads`` a batch runs
+  on a second set of sessions with that many threads when no other worker runs one (:mod:`.cores`).
 - ``draining`` (:meth:`ServeState.drain`, on the first SIGTERM/SIGINT): ``/health`` and new requests
   are 503; the queue runs without waiting for company, and every request accepted before the drain
   (one still uploading its body included) is answered. Those still unanswered when the drain gives up
@@ -29,10 +30,12 @@ from pathlib import Path
 
 from ..errors import LrslError
 from .batcher import BatchLimits, MicroBatcher
+from .cores import CORES_ENV, INDEX_ENV, CoreLease
 from .metrics import ServeMetrics
 from .settings import ServeSettings
 
 PROBE_TEXT = "lrsl-rt serve probe"
+INLINE_TOKENIZE_CHARS = 1024  # a request's characters tokenized on the event loop (see ServeState.tokenize)
 
 
 def log(message: str) -> None:
@@ -45,6 +48,7 @@ class ServeState:
         self.metrics = ServeMetrics()
         self.phase = "loading"
         self.reranker = None
+        self.solo = None  # the sessions with --solo-threads threads, and the lease that picks them
         self.batcher: MicroBatcher | None = None
         self.summary: dict | None = None
         self.active: dict[asyncio.Task, list] = {}  # request task -> [response status, None until sent]
@@ -56,7 +60,7 @@ class ServeState:
     async def load(self) -> None:
         """Load the bundle off the event loop, probe it, start the batcher; on failure exit 1."""
         try:
-            self.reranker, self.summary = await asyncio.to_thread(self._load_blocking)
+            self.reranker, self.solo, self.summary = await asyncio.to_thread(self._load_blocking)
         except (LrslError, OSError) as e:
             self.phase, self.exit_code = "failed", 1
             log(f"Error: {e}")
@@ -66,12 +70,12 @@ class ServeState:
         s = self.settings
         limits = BatchLimits(s.max_batch_texts, s.max_batch_tokens, s.max_wait_ms / 1e3, s.max_queue_texts)
         abstain = self.reranker.abstains(s.abstain)
-        predict = functools.partial(self.reranker.predict_tokens, abstain=abstain)
-        self.batcher = MicroBatcher(predict, limits, observer=self.metrics)
+        self.batcher = MicroBatcher(functools.partial(self._predict, abstain=abstain), limits, self.metrics)
         self.batcher.start()
         if self.phase == "loading":  # not draining already
             self.phase = "ready"
-            log(f"ready: {self.reranker!r}, {s.threads} ONNX Runtime thread(s)")
+            solo = f", {s.solo_threads} when it runs alone" if self.solo else ""
+            log(f"ready: {self.reranker!r}, {s.threads} ONNX Runtime thread(s){solo}")
             log(invariance_line(self.summary))
 
     def _load_blocking(self):
@@ -79,21 +83,45 @@ class ServeState:
         from ..reranker import Reranker
 
         s = self.settings
-        r = Reranker.from_bundle(
-            s.bundle,
-            providers=s.provider,
-            threads=s.threads,
-            batch_size=s.batch_size,
-            thread_pool=s.thread_pool,
-        )
-        r.predict([PROBE_TEXT])  # warm-up before the timing hook, so the metrics hold only real work
-        r.on_run = self.metrics.model_run
-        return r, bundle_summary(Path(s.bundle))
+
+        def load(threads: int) -> Reranker:
+            r = Reranker.from_bundle(
+                s.bundle,
+                providers=s.provider,
+                threads=threads,
+                batch_size=s.batch_size,
+                thread_pool=s.thread_pool,
+            )
+            r.predict([PROBE_TEXT])  # warm-up before the timing hook, so the metrics hold only real work
+            r.on_run = self.metrics.model_run
+            return r
+
+        lock = os.environ.get(CORES_ENV)
+        solo = None
+        if s.solo_threads and lock:
+            solo = load(s.solo_threads), CoreLease(lock, int(os.environ.get(INDEX_ENV, "0")))
+        return load(s.threads), solo, bundle_summary(Path(s.bundle))
+
+    def _predict(self, rows: list, explain: bool, abstain: bool) -> list:
+        """One batch, in the model thread: on the solo sessions when it runs alone (:mod:`.cores`)."""
+        if self.solo is None:
+            return self.reranker.predict_tokens(rows, explain, abstain)
+        solo, lease = self.solo
+        with lease.batch() as alone:
+            if alone:
+                self.metrics.solo_batch()
+            return (solo if alone else self.reranker).predict_tokens(rows, explain, abstain)
 
     async def tokenize(self, texts: list[str]) -> list:
-        """The texts' token rows, computed in the tokenizer's thread (tokenizers releases the GIL)."""
+        """The texts' token rows. Up to INLINE_TOKENIZE_CHARS characters in all they are tokenized on the
+        event loop: that takes less than handing them to a thread and back, and stalls other connections
+        no longer than an answer's JSON does. Longer requests go to the tokenizer's thread (tokenizers
+        releases the GIL), so a request of long texts never stalls the loop."""
+        tokenize = self.reranker.tokenizer.tokenize
+        if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
+            return tokenize(texts)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._tokenizer_thread, self.reranker.tokenizer.tokenize, texts)
+        return await loop.run_in_executor(self._tokenizer_thread, tokenize, texts)
 
     # ---- shutdown --------------------------------------------------------------------------------
     async def drain(self, timeout: float, delay: float, poll: float = 0.01) -> None:
@@ -126,6 +154,8 @@ class ServeState:
         if self.batcher is not None:
             await self.batcher.close()
         self._tokenizer_thread.shutdown(wait=False, cancel_futures=True)
+        if self.solo is not None:
+            self.solo[1].close()
 
     def info(self) -> dict:
         from ..info import environment

@@ -9,7 +9,8 @@
   only one it inherits); it gets the settings in ``$LRSL_RT_SERVE_SETTINGS`` and loads its own bundle
   copy with an explicit ONNX Runtime thread count (ONNX Runtime ignores OMP_NUM_THREADS and the like).
 - The workers share one directory of metric files (``$PROMETHEUS_MULTIPROC_DIR``, removed at exit),
-  so ``/metrics`` counts the whole server whichever worker answers (:mod:`.metrics`).
+  so ``/metrics`` counts the whole server whichever worker answers (:mod:`.metrics`), and, with
+  ``--solo-threads``, the lock file that tells a worker whether it runs alone (:mod:`.cores`).
 - SIGTERM/SIGINT are forwarded to every worker (a second one too: it makes the workers give up their
   drain). Handlers only record the signal; the watch loop forwards it, so a worker started meanwhile
   is not missed.
@@ -37,6 +38,7 @@ import tempfile
 import time
 from collections import deque
 
+from .cores import CORES_ENV, INDEX_ENV, create_lock_file
 from .metrics import MULTIPROC_ENV
 from .settings import SETTINGS_ENV, ServeSettings
 
@@ -64,6 +66,9 @@ def supervise(settings: ServeSettings, socks: list[socket.socket]) -> int:
     """Run one worker on each socket of ``socks`` until they have all stopped; the exit code."""
     shared = tempfile.mkdtemp(prefix="lrsl-serve-metrics-")
     env = {**os.environ, SETTINGS_ENV: settings.to_json(), MULTIPROC_ENV: shared}
+    if settings.solo_threads:
+        env[CORES_ENV] = os.path.join(shared, "cores.lock")
+        create_lock_file(env[CORES_ENV], len(socks))
     cmd = [sys.executable, "-m", "lrsl_rt.serve.main", "--parent", str(os.getpid())]
     pool = WorkerPool(cmd, env, [s.fileno() for s in socks], shared)
     previous = {s: signal.signal(s, pool.record_signal) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -96,7 +101,8 @@ class WorkerPool:
     def _spawn(self, i: int, replacement: bool = False) -> subprocess.Popen:
         fd = self.fds[i]
         cmd = self.cmd + ["--fd", str(fd)] + (["--load-first"] if replacement else [])
-        return subprocess.Popen(cmd, env=self.env, pass_fds=[fd], start_new_session=True)
+        env = {**self.env, INDEX_ENV: str(i)}
+        return subprocess.Popen(cmd, env=env, pass_fds=[fd], start_new_session=True)
 
     def record_signal(self, sig, frame) -> None:
         self.received.append(sig)
