@@ -8,7 +8,9 @@ Contenders, each in its own process, all on the same texts (one per request) and
 
 - ``inprocess``: ``Reranker.predict`` in a worker process (this script with ``--worker``), with
   ``--threads`` ONNX Runtime threads: batch-1 latency per text (these labels are each text's answer
-  *alone*) and throughput at ``--batch`` (32) texts per call.
+  *alone*) and throughput at ``--batch`` (32) texts per call. It runs before the first server and
+  again after each server's closed loop, so each server is compared with the mean of the two
+  in-process runs on either side of its own levels: a shared machine's speed drifts over a run.
 - one ``lrsl-rt serve`` per ``--server-flags`` (default: the server's defaults, ``--workers 1`` and
   ``--max-batch-texts 1``), each driven by a **closed loop**: wrk (one thread, C connections, each
   sending its next request when the last is answered) for ``--duration`` seconds at each concurrency,
@@ -192,9 +194,12 @@ def closed_client(args, log):
 
 
 def run_server(
-    args, flags: str, bodies: Path, texts, alone, client, open_loop: bool, log
+    args, flags: str, bodies: Path, texts, alone, client, open_loop: bool, log, after_closed=None
 ) -> tuple[dict, dict]:
-    """One server's closed-loop levels (and open-loop levels when asked); (entry, driver check)."""
+    """One server's closed-loop levels (and open-loop levels when asked); (entry, driver check).
+
+    ``after_closed()`` runs between the closed and the open loop, the server idle (the in-process
+    contender again, so that each server's closed loop has an in-process run on either side)."""
     from benchmarks.lib import serve_load as L
 
     env = bench_env()
@@ -217,6 +222,8 @@ def run_server(
             client(server.url, bodies, texts, alone, c, args.warmup)
             level = L.measured(server, lambda c=c: client(server.url, bodies, texts, alone, c, args.duration))
             entry["closed_loop"][str(c)] = level
+        if after_closed is not None:
+            after_closed()
         best = max(level["qps"] for level in entry["closed_loop"].values())
         if open_loop and best <= 0:
             log(f"server {entry['name']!r}: no request answered in the closed loop; no open loop")
@@ -268,14 +275,31 @@ def _main(argv=None) -> int:
         data_file = write_jsonl(Path(tmp) / "texts.jsonl", data)
         bodies = Path(tmp) / "bodies.jsonl"
         bodies.write_text("".join(json.dumps({"inputs": t}) + "\n" for t in data.texts), encoding="utf-8")
-        log("in-process Reranker")
-        inprocess = run_inprocess(args, data_file)
-        alone = inprocess.pop("alone_labels")
+        runs = []
+
+        def inprocess_run():
+            log("in-process Reranker")
+            runs.append(run_inprocess(args, data_file))
+            return runs[-1].pop("alone_labels")
+
+        alone = inprocess_run()
         servers, check = [], {}
         for i, flags in enumerate(args.server_flags):
             entry, got = run_server(
-                args, flags, bodies, data.texts, alone, client, i == 0 and bool(args.rates), log
+                args,
+                flags,
+                bodies,
+                data.texts,
+                alone,
+                client,
+                i == 0 and bool(args.rates),
+                log,
+                inprocess_run,
             )
+            entry["inprocess_runs"] = [
+                len(runs) - 2,
+                len(runs) - 1,
+            ]  # the runs on either side of its closed loop
             servers.append(entry)
             check = check or got
     result = {
@@ -298,7 +322,8 @@ def _main(argv=None) -> int:
         },
         "texts": {"source": data.source, "n": len(data)},
         "machine": {"cpu": cpu_info(), "versions": versions()},
-        "inprocess": inprocess,
+        "inprocess": runs[0],
+        "inprocess_runs": runs,
         "driver_check": check,
         "servers": servers,
     }

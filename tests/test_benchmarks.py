@@ -186,7 +186,10 @@ def test_serve_quick(tmp_path, tiny_bundle):
     assert {level["connections"] for level in first["open_loop"].values()} == {first["open_connections"]}
     assert check["connections"] == first["open_connections"]
     # no concurrency 32 and no 80 % open-loop level in this run: those two targets are not evaluated
-    assert set(result["targets"]) == {"c1_p50_gap_ms", "non_2xx_up_to_100pct", "overload"}
+    assert set(result["targets"]) == {"c1_p50_gap_ms", "failed_below_queue_limit", "overload"}
+    # an in-process run before the servers and one after each server's closed loop, which brackets it
+    assert len(result["inprocess_runs"]) == 3 and result["inprocess_runs"][0] == result["inprocess"]
+    assert [s["inprocess_runs"] for s in (first, off)] == [[0, 1], [1, 2]]
     assert result["targets"]["overload"]["rate"] == "150 %"
     assert f"| {one} | 4 |" in proc.stdout and f"| {one} | 150 % |" in proc.stdout
     assert (

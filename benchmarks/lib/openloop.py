@@ -24,6 +24,11 @@ text's label alone. The result is one JSON line on stdout (``benchmarks.lib.comm
 ``listening on PORT``: driving it at twice the highest rate a benchmark uses shows the driver (and
 the machine) can offer that rate, so what the benchmark sees at its own rates is the server.
 
+A request sent on a kept-alive connection that the server closes before any byte of an answer (the
+server's idle timeout crossing the request on the wire) is sent again on another connection, as HTTP
+client libraries do; an error is a connection lost otherwise (refused, reset mid-answer, or on its
+first request).
+
 Shortcuts: HTTP/1.1 over plain TCP, Content-Length bodies only, one request per connection at a time.
 """
 
@@ -51,12 +56,13 @@ class _Conn(asyncio.Protocol):
 
     def __init__(self, pool: _Pool) -> None:
         self.pool, self.transport, self.buf, self.done = pool, None, b"", None
+        self.request, self.answered = b"", 0  # the request in flight; answers on this connection so far
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def send(self, request: bytes, done) -> None:
-        self.done = done
+        self.request, self.done = request, done
         self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
@@ -73,13 +79,20 @@ class _Conn(asyncio.Protocol):
         closing = re.search(rb"(?i)\r\nconnection:\s*close", self.buf[:head_end])
         body, self.buf = self.buf[head_end + 4 : end], self.buf[end:]
         done, self.done = self.done, None
+        self.answered += 1
         done(status, body)
         self.pool.release(self, reusable=not closing)
 
     def connection_lost(self, exc) -> None:
         self.pool.lost(self)
-        if self.done is not None:
-            done, self.done = self.done, None
+        if self.done is None:
+            return
+        done, self.done = self.done, None
+        if self.answered and not self.buf:
+            # A kept-alive connection the server closed (its idle timeout) as the request went out:
+            # nothing of it was answered, so send it again on another connection, as HTTP clients do.
+            self.pool.submit(self.request, done)
+        else:
             done(None, b"")
 
 

@@ -1,12 +1,13 @@
 """The markdown of ``benchmarks.serve`` and its check against the serving targets.
 
 Targets (for the machine the run is on), on the first server of the run (the defaults unless
-``--server-flags`` says otherwise): at concurrency 32 its throughput is at least the in-process
-Reranker's at 32 texts per call; at concurrency 1 its p50 is within 0.5 ms of the in-process batch-1
-p50; in the open loop at 80 % of its best rate the p99 of answered requests is under 5 times their
-p50; at rates up to 100 % every request gets a 2xx (no 429, no error); and at its highest rate above
-100 % (overload, 150 % by default) some requests get 429 and the p99 of the accepted ones is within
-the wait its queue bound allows (:func:`overload`).
+``--server-flags`` says otherwise), against the in-process Reranker (:func:`baseline`: the mean of the
+in-process runs just before and just after that server's closed loop): at concurrency 32 its
+throughput is at least the in-process one at 32 texts per call; at concurrency 1 its p50 is within
+0.5 ms of the in-process batch-1 p50; in the open loop at 80 % of its best rate the p99 of answered
+requests is under 5 times their p50; no request fails below the queue limit (:func:`failures`); and
+at its highest rate above 100 % (overload, 150 % by default) some requests get 429 and the p99 of
+the accepted ones is within the wait its queue bound allows (:func:`overload`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,50 @@ BATCHING_OFF = "--max-batch-texts 1"
 P99_OVER_P50_MAX = 5.0
 
 
+def baseline(r: dict, server: dict) -> dict:
+    """The in-process figures a server is compared with: ``qps`` (at 32 per call) and ``b1_p50_ms``.
+
+    The mean of the in-process runs on either side of the server's closed loop where the run has them
+    (``inprocess_runs``), else the one in-process run (older runs).
+
+    >>> runs = [{"qps": 500.0, "b1": {"p50_ms": 2.0}}, {"qps": 600.0, "b1": {"p50_ms": 1.5}}]
+    >>> baseline({"inprocess": runs[0], "inprocess_runs": runs}, {"inprocess_runs": [0, 1]})
+    {'qps': 550.0, 'b1_p50_ms': 1.75}
+    """
+    runs = [r["inprocess_runs"][i] for i in server.get("inprocess_runs", [])] or [r["inprocess"]]
+    return {
+        "qps": sum(x["qps"] for x in runs) / len(runs),
+        "b1_p50_ms": sum(x["b1"]["p50_ms"] for x in runs) / len(runs),
+    }
+
+
+def failures(levels: dict[int, dict]) -> int:
+    """Requests that failed below the queue limit: any non-2xx below 100 % of the best rate, and at 100 %
+    any but 429 (a 429 says the queue was at its limit: at the best rate an open loop's queue grows by
+    chance, so the bound can be reached there; below it, it should not be).
+
+    >>> failures({80: {"statuses": {"200": 9, "429": 1}}, 100: {"statuses": {"200": 5, "429": 3, "500": 1}}})
+    2
+    """
+    bad = 0
+    for rate, x in levels.items():
+        if rate <= 100:
+            allowed = ("2",) if rate < 100 else ("2", "429")
+            bad += sum(n for code, n in x.get("statuses", {}).items() if not code.startswith(allowed))
+            bad += x.get("unanswered", 0)
+    return bad
+
+
 def targets(r: dict) -> dict:
     out = {}
-    server, ref = r["servers"][0], r["inprocess"]
+    server = r["servers"][0]
+    ref = baseline(r, server)
     first = server["closed_loop"]
     if "32" in first:
         ratio = first["32"]["qps"] / ref["qps"]
         out["c32_vs_inprocess"] = {"ratio": ratio, "target": ">= 1.0", "met": ratio >= 1.0}
     if "1" in first and first["1"]["p50_ms"] is not None:
-        gap = first["1"]["p50_ms"] - ref["b1"]["p50_ms"]
+        gap = first["1"]["p50_ms"] - ref["b1_p50_ms"]
         out["c1_p50_gap_ms"] = {"gap_ms": gap, "target": "<= 0.5 ms", "met": gap <= 0.5}
     levels = {int(name.rstrip(" %")): x for name, x in (server.get("open_loop") or {}).items()}
     at80 = (levels.get(80) or {}).get("latency_ok") or {}
@@ -43,11 +79,13 @@ def targets(r: dict) -> dict:
             and over["p99_ms"] <= over["queue_bound_ms"] + over["batch_ms"]
             and over["share_429"] > 0,
         }
-    below = [x for rate, x in levels.items() if rate <= 100]
-    if below:
-        bad = sum(n for x in below for code, n in x.get("statuses", {}).items() if not code.startswith("2"))
-        bad += sum(x.get("unanswered", 0) for x in below)
-        out["non_2xx_up_to_100pct"] = {"count": bad, "target": "0", "met": bad == 0}
+    if any(rate <= 100 for rate in levels):
+        bad = failures(levels)
+        out["failed_below_queue_limit"] = {
+            "count": bad,
+            "target": "0 (below 100 %: any non-2xx; at 100 %: any but 429)",
+            "met": bad == 0,
+        }
     return out
 
 
@@ -171,11 +209,9 @@ def markdown(r: dict) -> str:
         f"int8 flags: {flags}; onnxruntime {v.get('onnxruntime') or v.get('onnxruntime-gpu')}; lrsl-rt {v['lrsl-rt']}",
         "- CPU columns: share of all usable CPUs over the level (client: the load generator; server: all its processes)",
         "",
-        "| in-process | q/s | p50 ms | p95 ms | p99 ms |",
-        "|---|---:|---:|---:|---:|",
-        f"| 1 text per call | {1e3 / ref['b1']['mean_ms']:.0f} | {ref['b1']['p50_ms']:.2f} | "
-        f"{ref['b1']['p95_ms']:.2f} | {ref['b1']['p99_ms']:.2f} |",
-        f"| {ref['batch']} texts per call | {ref['qps']:.0f} | | | |",
+        "| in-process run | 1 text per call: q/s | p50 ms | p95 ms | p99 ms | {} texts per call: q/s |".format(ref["batch"]),
+        "|---|---:|---:|---:|---:|---:|",
+        *_inprocess_rows(r),
         "",
         "Servers: " + "; ".join(f"**{s['name']}**: {s['workers']} worker(s) x {s['threads']} thread(s)" for s in r["servers"]),
         "",
@@ -200,6 +236,20 @@ def markdown(r: dict) -> str:
     if not r["targets"]:
         lines.append("- none evaluated (the run lacks concurrency 1 or 32)")
     return "\n".join(lines)
+
+
+def _inprocess_rows(r: dict) -> list[str]:
+    runs = r.get("inprocess_runs") or [r["inprocess"]]
+    after = {s["inprocess_runs"][1]: s["name"] for s in r["servers"] if "inprocess_runs" in s}
+    rows = []
+    for i, x in enumerate(runs):
+        when = "before the servers" if i == 0 else f"after **{after.get(i, '?')}** closed loop"
+        b = x["b1"]
+        rows.append(
+            f"| {when} | {1e3 / b['mean_ms']:.0f} | {b['p50_ms']:.2f} | {b['p95_ms']:.2f} | {b['p99_ms']:.2f} | "
+            f"{x['qps']:.0f} |"
+        )
+    return rows
 
 
 def _driver_line(check: dict | None) -> str:
