@@ -14,7 +14,10 @@ Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
   next batch, so under load batches fill without any wait.
 - The model call (``predict(texts, explain)``, one call per batch) runs in a single worker thread via
   ``run_in_executor``: the event loop stays free, and the models never run concurrently with
-  themselves. A batch that wants explanations for any request computes them for all and strips them
+  themselves. An optional ``inline(texts, explain)`` may take a batch of at most ``INLINE_TOKENS``
+  tokens first, on the event loop, and return None to decline: the server's solo path
+  (:mod:`.cores`), where a lone request's batch is worth more than the two thread hops it would cost
+  and nobody else's work is waiting for the loop. A batch that wants explanations for any request computes them for all and strips them
   from the others.
 - Each request has its own future and result slots: results go back exactly to their request, in
   order. A failed model call fails the requests of that batch only (:class:`BatchFailed`); their
@@ -37,6 +40,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+INLINE_TOKENS = 256  # the largest batch (unpadded tokens) ``inline`` is offered: a few ms on the loop
 
 
 class QueueFull(Exception):
@@ -75,8 +80,11 @@ class BatchLimits:
 
 
 class MicroBatcher:
-    def __init__(self, predict: Callable[[list[str], bool], list], limits: BatchLimits, observer=None):
+    def __init__(
+        self, predict: Callable[[list[str], bool], list], limits: BatchLimits, observer=None, inline=None
+    ):
         self._predict = predict
+        self._inline = inline
         self.limits = limits
         self._observer = observer
         self._queue: deque[_Request] = deque()
@@ -186,11 +194,16 @@ class MicroBatcher:
 
     async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
         texts = [t for req, s, e in parts for t in req.texts[s:e]]
+        tokens = sum(sum(req.tokens[s:e]) for req, s, e in parts)
         explain = any(req.explain for req, _, _ in parts)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         try:
-            preds = await loop.run_in_executor(self._executor, self._predict, texts, explain)
+            preds = None
+            if self._inline is not None and tokens <= INLINE_TOKENS:
+                preds = self._inline(texts, explain)
+            if preds is None:
+                preds = await loop.run_in_executor(self._executor, self._predict, texts, explain)
         except Exception as e:  # the model failed: only this batch's requests fail
             if self._observer:
                 self._observer.failed()
@@ -201,10 +214,10 @@ class MicroBatcher:
                     err.__cause__ = e
                     req.future.set_exception(err)
             return
+        seconds = time.perf_counter() - start
+        self._deliver(parts, preds, explain)  # the answers first, the bookkeeping after
         if self._observer:
-            tokens = sum(sum(req.tokens[s:e]) for req, s, e in parts)
-            self._observer.batch(len(texts), tokens, time.perf_counter() - start, preds)
-        self._deliver(parts, preds, explain)
+            self._observer.batch(len(texts), tokens, seconds, preds)
 
     @staticmethod
     def _deliver(parts, preds, explained: bool) -> None:

@@ -57,24 +57,43 @@ class CoreLease:
             now - _SLOT.unpack_from(self._slots, i * _SLOT.size)[0] >= QUIET_SECONDS for i in self._others
         )
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[bool]:
-        """Hold the lock for one batch; yields True when the batch runs alone (on every core)."""
+    def try_alone(self) -> bool:
+        """Take the lock exclusively if this batch can run alone now, without waiting; True if taken
+        (then :meth:`release` after the batch)."""
         import fcntl
 
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            alone = self.others_quiet(time.monotonic())
-            if not alone:
-                fcntl.flock(self._fd, fcntl.LOCK_SH)  # a conversion: no batch of another worker waits for it
         except BlockingIOError:
-            fcntl.flock(self._fd, fcntl.LOCK_SH)  # waits only while a solo batch runs
-            alone = False
+            return False  # another worker is running a batch
+        if self.others_quiet(time.monotonic()):
+            return True
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
+
+    def share(self) -> None:
+        """Take the lock shared for a batch on the worker's own threads: waits only while a solo batch runs."""
+        import fcntl
+
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+    def release(self) -> None:
+        """After a batch: note its end in this worker's slot and let go of the lock."""
+        import fcntl
+
+        _SLOT.pack_into(self._slots, self._index * _SLOT.size, time.monotonic())
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[bool]:
+        """Hold the lock for one batch; yields True when the batch runs alone (on every core)."""
+        alone = self.try_alone()
+        if not alone:
+            self.share()
         try:
             yield alone
         finally:
-            _SLOT.pack_into(self._slots, self._index * _SLOT.size, time.monotonic())
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.release()
 
     def close(self) -> None:
         self._slots.close()

@@ -70,7 +70,12 @@ class ServeState:
         s = self.settings
         limits = BatchLimits(s.max_batch_texts, s.max_batch_tokens, s.max_wait_ms / 1e3, s.max_queue_texts)
         abstain = self.reranker.abstains(s.abstain)
-        self.batcher = MicroBatcher(functools.partial(self._predict, abstain=abstain), limits, self.metrics)
+        self.batcher = MicroBatcher(
+            functools.partial(self._predict, abstain=abstain),
+            limits,
+            self.metrics,
+            inline=functools.partial(self._predict_alone, abstain=abstain) if self.solo else None,
+        )
         self.batcher.start()
         if self.phase == "loading":  # not draining already
             self.phase = "ready"
@@ -111,6 +116,20 @@ class ServeState:
             if alone:
                 self.metrics.solo_batch()
             return (solo if alone else self.reranker).predict_tokens(rows, explain, abstain)
+
+    def _predict_alone(self, rows: list, explain: bool, abstain: bool) -> list | None:
+        """A small batch on the event loop, on the solo sessions, if it can run alone now; else None.
+
+        Alone, nothing else needs the cores: handing the batch to the model thread and its answer back
+        would only add two thread wake-ups to a lone request's latency."""
+        solo, lease = self.solo
+        if not lease.try_alone():
+            return None
+        try:
+            self.metrics.solo_batch()
+            return solo.predict_tokens(rows, explain, abstain)
+        finally:
+            lease.release()
 
     async def tokenize(self, texts: list[str]) -> list:
         """The texts' token rows. Up to INLINE_TOKENIZE_CHARS characters in all they are tokenized on the
