@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .batches import length_batches
 from .errors import BundleError
 from .gate import is_unsure, sureness
 from .manifest import ExitPoint
@@ -83,8 +84,8 @@ class StageChain:
         for s, session in enumerate(self.stages):
             last = s == len(self.stages) - 1
             stayed, stage_logits = [], None
-            for start in range(0, len(alive), batch_size):
-                idx = alive[start : start + batch_size]
+            for start, end in length_batches([int(lengths[i]) for i in alive], batch_size):
+                idx = alive[start:end]
                 feeds = self.pad([rows[i] for i in idx]) if s == 0 else _pad_hidden(hidden, idx, lengths)
                 t0 = time.perf_counter()
                 out = session.run_outputs(feeds, (LOGITS,) if last else (LOGITS, HIDDEN_OUT))

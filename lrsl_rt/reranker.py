@@ -12,10 +12,11 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
    embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`.
 
 Batching is deterministic: texts are processed in consecutive chunks of ``chunk_size`` and, inside a
-chunk, sorted by token count (stable) into batches of ``batch_size``. The same list and settings give
-the same batches and so bit-identical results -- this matters for an int8 model, whose dynamic
-quantisation depends on the whole batch. ``predict`` is ``predict_iter`` collected into a list, so
-both give the same answers; ``logits``, ``embed`` and ``similarities`` batch the same way.
+chunk, sorted by token count (stable) into batches of at most ``batch_size`` cut where lengths jump
+(:mod:`.batches`). The same list and settings give the same batches and so bit-identical results --
+this matters for an int8 model, whose dynamic quantisation depends on the whole batch. ``predict`` is
+``predict_iter`` collected into a list, so both give the same answers; ``logits``, ``embed`` and
+``similarities`` batch the same way.
 
 The Reranker holds no mutable state after loading: one instance can serve many threads
 (ONNX Runtime's ``run`` is thread-safe, the tokenizer is never reconfigured).
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .abstain import ALL_ROW_SCORES, knn_score, scores_of
+from .batches import length_batches
 from .bundle import load_label_embeddings, load_train_embeddings, open_model, open_stages
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
@@ -333,7 +335,8 @@ class Reranker:
     # ---- batching -------------------------------------------------------------------------------
     def run_batched(self, role: str, rows: list[Tokens]) -> np.ndarray:
         """Run the ``"classifier"`` or the ``"embedder"`` on tokenized rows (``self.tokenizer.tokenize``)
-        in length-sorted batches of ``batch_size``, as ``predict`` does; float32 outputs in input order."""
+        in length-sorted batches of at most ``batch_size`` (:func:`~lrsl_rt.batches.length_batches`), as
+        ``predict`` does; float32 outputs in input order."""
         if role not in MODEL_ROLES:
             raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
         session = self.classifier if role == "classifier" else self.embedder
@@ -341,8 +344,8 @@ class Reranker:
             return session.full_logits(rows, self.batch_size, self.k)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for start, end in length_batches([len(rows[i]) for i in order], self.batch_size):
+            idx = order[start:end]
             inputs = self.tokenizer.pad([rows[i] for i in idx])
             t0 = time.perf_counter()
             y = np.asarray(session.run(inputs), dtype=np.float32)

@@ -18,6 +18,7 @@ import pytest
 from conftest import PREDICTION_KEYS
 
 from lrsl_rt import Prediction, Reranker
+from lrsl_rt.batches import length_batches
 from lrsl_rt.errors import BundleError, InputError, UsageError
 from lrsl_rt.fusion import fuse, softmax
 from lrsl_rt.gate import is_hard, topk_indices, topk_variance
@@ -156,10 +157,14 @@ def test_embedder_runs_only_on_hard_samples(r_int8, texts, threshold, expect):
     t = np.median(topk_variance(r_int8.logits(texts), r_int8.k)) if threshold == "median" else threshold
     counter = CountingSession(r_int8.embedder)
     r = with_threshold(r_int8, t, embedder=counter, batch_size=4)
-    n_hard = sum(p.hard for p in r.predict(texts))
+    preds = r.predict(texts)
+    n_hard = sum(p.hard for p in preds)
     assert counter.rows == n_hard
     assert {"some": 0 < n_hard < len(texts), "none": n_hard == 0, "all": n_hard == len(texts)}[expect]
-    assert counter.calls == -(-n_hard // 4)
+    hard_lengths = sorted(
+        len(row) for row, p in zip(r.tokenizer.tokenize(texts), preds, strict=True) if p.hard
+    )
+    assert counter.calls == len(length_batches(hard_lengths, 4))  # the hard rows' own length batches
 
 
 # ---- batching, order, streaming, threads ---------------------------------------------------------
@@ -199,9 +204,15 @@ def test_on_run_sees_every_onnx_run_with_its_role(r_int8, texts):
     r = with_threshold(r_int8, np.median(topk_variance(r_int8.logits(texts), r_int8.k)), batch_size=4)
     runs = []
     r.on_run = lambda role, seconds: runs.append((role, seconds))
-    n_hard = sum(p.hard for p in r.predict(texts))
+    preds = r.predict(texts)
+    rows = r.tokenizer.tokenize(texts)
+
+    def batches(keep):  # how many length batches of at most 4 the kept rows make
+        return len(length_batches(sorted(len(x) for x, k in zip(rows, keep, strict=True) if k), 4))
+
     roles = [role for role, _ in runs]
-    assert roles.count("classifier") == -(-len(texts) // 4) and roles.count("embedder") == -(-n_hard // 4)
+    assert roles.count("classifier") == batches([True] * len(texts))
+    assert roles.count("embedder") == batches([p.hard for p in preds])
     assert all(s > 0 for _, s in runs)
 
 
