@@ -72,7 +72,7 @@ DEFAULTS = {
     "concurrency": "1,8,32,128",
     "rates": "50,80,100,150",
 }
-DEFAULT_SERVERS = ["", "--workers 1", "--max-batch-texts 1"]
+DEFAULT_SERVERS = ["", "--solo-threads 0", "--workers 1", "--max-batch-texts 1"]
 OPEN_CLIENT = "benchmarks.lib.openloop (asyncio, a process of its own, fixed arrival times)"
 
 
