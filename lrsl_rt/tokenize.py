@@ -88,13 +88,22 @@ class BundleTokenizer:
         """Characters of a text the tokenizer sees; the rest cannot reach the model (module docstring)."""
         return self.settings.max_length * CHARS_PER_TOKEN
 
-    def tokenize(self, texts: list[str]) -> list[Tokens]:
-        """Token ids (special tokens added, truncated to max_length) of each text, unpadded."""
+    def tokenize(self, texts: list[str], hold_gil: bool = False) -> list[Tokens]:
+        """Token ids (special tokens added, truncated to max_length) of each text, unpadded.
+
+        ``hold_gil``: encode text by text without releasing Python's GIL. ``encode_batch`` releases it,
+        which lets other threads run during a long batch but makes the caller wait for the GIL to come
+        back (up to Python's switch interval, while another thread runs Python code): for a few short
+        texts on an event loop, holding it is quicker. The ids are the same either way.
+        """
         if not texts:
             return []
         texts = [cut_text(t, self.max_chars) if isinstance(t, str) else t for t in texts]
         try:
-            encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+            if hold_gil:
+                encodings = [self._tok.encode(t, add_special_tokens=True) for t in texts]
+            else:
+                encodings = self._tok.encode_batch(texts, add_special_tokens=True)
         except TypeError as e:  # tokenizers refuses a str it cannot encode as UTF-8 (a lone surrogate)
             raise InputError(_bad_text(texts) or f"the tokenizer refused a text: {e}") from e
         return [Tokens(tuple(e.ids), tuple(e.type_ids)) for e in encodings]

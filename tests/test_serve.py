@@ -531,6 +531,59 @@ def test_batcher_model_failure_fails_only_that_batch(reference):
     assert isinstance(answers[1], QueueFull)
 
 
+def test_batcher_runs_a_request_at_once_only_when_it_would_batch_alone(reference):
+    """run_now: the idle batcher's inline path, taken only when the request would form a batch of its
+    own that runs at once; otherwise None and the caller queues it."""
+    from lrsl_rt.serve.batcher import INLINE_TOKENS, BatchFailed, BatchLimits, MicroBatcher
+
+    calls, counted = [], []
+
+    class Observer:
+        def queue(self, n): ...
+        def cancelled(self, n): ...
+        def failed(self):
+            counted.append("failed")
+
+        def batch(self, texts, tokens, seconds, predictions):
+            counted.append((texts, tokens))
+
+    def inline(texts, explain):
+        calls.append(list(texts))
+        if "BOOM" in texts:
+            raise RuntimeError("the model failed")
+        return reference.predict(texts)
+
+    def tokens(texts):
+        return [len(r) for r in reference.tokenizer.tokenize(texts)]
+
+    async def main(limits, texts, *, busy=False, with_inline=True):
+        b = MicroBatcher(reference.predict, limits, Observer(), inline=inline if with_inline else None)
+        if busy:  # a request already queued (no batch loop started: it stays there)
+            asyncio.ensure_future(b.submit(["queued"], [3]))
+            await asyncio.sleep(0)
+        try:
+            return b.run_now(texts, tokens(texts))
+        finally:
+            await b.close()
+
+    idle = BatchLimits(max_texts=4, max_tokens=1000, max_wait=0.0, max_queue=100)
+    got = asyncio.run(main(idle, TEXTS[:2]))
+    assert [p.label for p in got] == [p.label for p in reference.predict(TEXTS[:2])]
+    assert calls == [TEXTS[:2]] and counted == [(2, sum(tokens(TEXTS[:2])))]
+    calls.clear()
+    assert asyncio.run(main(idle, TEXTS[:1], busy=True)) is None  # the queue goes first
+    assert asyncio.run(main(BatchLimits(4, 1000, 0.002, 100), TEXTS[:1])) is None  # waits for company
+    assert asyncio.run(main(idle, TEXTS[:5])) is None  # more than one batch
+    long_texts = ["word " * 40] * (INLINE_TOKENS // reference.tokenizer.max_length + 1)
+    assert sum(tokens(long_texts)) > INLINE_TOKENS
+    assert asyncio.run(main(BatchLimits(64, 10**6, 0.0, 100), long_texts)) is None  # too long for the loop
+    assert asyncio.run(main(idle, TEXTS[:1], with_inline=False)) is None
+    assert calls == []
+    with pytest.raises(BatchFailed, match="the model failed"):
+        asyncio.run(main(idle, ["BOOM"]))
+    assert counted[-1] == "failed"
+
+
 def test_batcher_counts_as_cancelled_only_the_texts_no_batch_took(reference):
     """A request cancelled while its first texts run in a batch: those count as predicted, the queued
     rest as cancelled -- never a text in both counters."""

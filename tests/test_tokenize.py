@@ -44,10 +44,12 @@ def assert_parity(model_dir: Path, texts: list[str], max_length: int) -> None:
         for name in ("input_ids", "attention_mask", "token_type_ids"):
             assert got[name].dtype == np.int64
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{name}, max_length={max_length}")
-    # one at a time: the unpadded ids equal HF's with no padding
+    # one at a time: the unpadded ids equal HF's with no padding, whether the GIL is held or not
     for text in texts:
         want = hf(text, truncation=True, max_length=max_length)["input_ids"]
         assert list(ours.tokenize([text])[0].ids) == want, text[:40]
+        assert list(ours.tokenize([text], hold_gil=True)[0].ids) == want, text[:40]
+    assert ours.tokenize(texts, hold_gil=True) == ours.tokenize(texts)
 
 
 @pytest.mark.parametrize("max_length", [8, 32, 128])

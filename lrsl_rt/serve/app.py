@@ -1,9 +1,15 @@
-"""The ASGI app (Starlette): ``POST /predict``, ``GET /health``, ``GET /info``, ``GET /metrics``.
+"""The ASGI app: ``POST /predict``, ``GET /health``, ``GET /info``, ``GET /metrics``.
 
 ``/predict`` reads the body (within ``--body-timeout``, else 408 and close), parses it
-(:mod:`.schema`), tokenizes the texts once off the event loop (:meth:`ServeState.tokenize`) and hands
-the rows to the :class:`~.batcher.MicroBatcher`; the answer is a JSON array with one record per input,
-in order, with the fields of the CLI's JSONL records (``Prediction.to_dict``).
+(:mod:`.schema`), tokenizes the texts once (:meth:`ServeState.tokenize`) and hands the rows to the
+:class:`~.batcher.MicroBatcher`; the answer is a JSON array with one record per input, in order, with
+the fields of the CLI's JSONL records (``Prediction.to_dict``).
+
+The outermost app is :class:`_RequestGuard`, which tracks every request; it answers ``POST /predict``
+itself, as plain ASGI, and hands everything else (the other endpoints, 404s, 405s, the lifespan) to a
+Starlette app. Every request pays for what runs on its way on the event loop, and Starlette's layers
+(middleware, routing, a Request object, a response class) would cost a served text more than its own
+JSON does; the other endpoints are not hot and keep Starlette's conveniences.
 
 Every answer of the app is JSON: ``{"error": "..."}`` with 404/405/408/413/422/429/500/503, one line,
 quoting at most a few dozen characters of what the client sent. An unexpected exception is a 500 with
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 
 from .batcher import BatchFailed, Draining, QueueFull
@@ -68,51 +75,80 @@ async def metrics(request):
     return Response(body, media_type=content_type)
 
 
-async def predict(request):
-    from starlette.requests import ClientDisconnect
-    from starlette.responses import JSONResponse
+JSON_HEADERS = [(b"content-type", b"application/json")]
 
-    state: ServeState = request.app.state.serve
+
+async def predict(state: ServeState, scope, receive, send) -> None:
+    """``POST /predict`` as plain ASGI (the module docstring says why not through Starlette)."""
     if state.phase != "ready":
-        return _unavailable(state)
+        return await _unavailable(state)(scope, receive, send)
     s = state.settings
     try:
-        body = await _read_body(request, s.max_body_bytes, s.body_timeout)
+        body = await _read_body(scope, receive, s.max_body_bytes, s.body_timeout)
         texts, explain = parse_predict(body, s.max_request_texts, s.max_text_chars)
-        preds = await _unless_disconnected(request, _answer(state, texts, explain))
+        preds = await _answer(state, receive, texts, explain)
     except ApiError as e:
-        return _error(e.status, e.message, e.headers)
+        answer = _error(e.status, e.message, e.headers)
     except QueueFull as e:
-        return _error(429, f"{e}; retry later", headers={"Retry-After": "1"})
+        answer = _error(429, f"{e}; retry later", headers={"Retry-After": "1"})
     except Draining:
-        return _unavailable(state)
+        answer = _unavailable(state)
     except BatchFailed as e:
-        return _error(500, f"model failure in this request's batch: {e}")
-    except (ClientDisconnect, _ClientGone):
-        return _gone()
-    return JSONResponse([p.to_dict() for p in preds])
+        answer = _error(500, f"model failure in this request's batch: {e}")
+    except _ClientGone:
+        answer = _gone()
+    else:
+        return await _send_json(send, [p.to_dict() for p in preds])
+    await answer(scope, receive, send)
 
 
-async def _answer(state: ServeState, texts: list[str], explain: bool) -> list:
-    state.batcher.check_room(len(texts))  # overload answers 429 before tokenizing
+async def _send_json(send, content) -> None:
+    """A 200 with ``content`` as JSON, encoded as Starlette's JSONResponse does (same bytes)."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _answer(state: ServeState, receive, texts: list[str], explain: bool) -> list:
+    """The texts' predictions: at once if they can run now on the loop, else through the queue."""
+    batcher = state.batcher
+    batcher.check_room(len(texts))  # overload answers 429 before tokenizing
     rows = await state.tokenize(texts)
-    return await state.batcher.submit(rows, [len(r) for r in rows], explain)
+    tokens = [len(r) for r in rows]
+    preds = batcher.run_now(rows, tokens, explain)
+    if preds is not None:
+        return preds
+    return await _unless_disconnected(receive, batcher.submit(rows, tokens, explain))
 
 
-async def _read_body(request, limit: int, timeout: float) -> bytes:
-    """The whole body, or ApiError 413 (over ``limit`` bytes) or 408 (not complete within ``timeout`` s)."""
-    declared = request.headers.get("content-length")
+def _content_length(scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value
+    return None
+
+
+async def _read_body(scope, receive, limit: int, timeout: float) -> bytes:
+    """The whole body, or ApiError 413 (over ``limit`` bytes) or 408 (not complete within ``timeout`` s);
+    _ClientGone if the client disconnects first."""
+    declared = _content_length(scope)
     if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"body of {declared} bytes; the limit is {limit} bytes")
+        raise ApiError(413, f"body of {declared.decode()} bytes; the limit is {limit} bytes")
 
     async def read() -> bytes:
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise ApiError(413, f"body over {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     try:
         return await _within(read(), timeout)
@@ -133,11 +169,11 @@ class _ClientGone(Exception):
     pass
 
 
-async def _unless_disconnected(request, work):
+async def _unless_disconnected(receive, work):
     """Await ``work``; if the client disconnects first, cancel it (its queued texts leave the queue)."""
 
     async def disconnected():
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
 
     task = asyncio.ensure_future(work)
@@ -168,8 +204,13 @@ async def _http_error(request, exc):
     return _error(exc.status_code, message, headers=exc.headers)
 
 
+async def _internal_error(request, exc):
+    """Starlette's answer to an unexpected exception (the guard around it logs it)."""
+    return _error(500, f"internal error ({type(exc).__name__})")
+
+
 class _RequestGuard:
-    """Tracks, counts and times every HTTP request (pure ASGI, so 404s count too).
+    """The outermost app: tracks, counts and times every HTTP request, and serves ``POST /predict``.
 
     - The request is in ``state.active`` until its answer starts: the drain waits for it, and
       :meth:`ServeState.abort` cancels it, which this middleware turns into a JSON 503 (or, if the
@@ -179,7 +220,7 @@ class _RequestGuard:
     """
 
     def __init__(self, app, state: ServeState, metrics: ServeMetrics) -> None:
-        self.app, self.state, self.metrics = app, state, metrics
+        self.app, self.state, self.metrics = app, state, metrics  # app: the Starlette app of the rest
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -193,7 +234,10 @@ class _RequestGuard:
 
         self.state.active[task] = status
         try:
-            await self.app(scope, receive, send_status)
+            if scope["path"] == "/predict" and scope["method"] == "POST":
+                await predict(self.state, scope, receive, send_status)
+            else:
+                await self.app(scope, receive, send_status)
         except asyncio.CancelledError:
             if self.state.stop_reason is None:
                 raise
@@ -216,7 +260,7 @@ def _uncancel(task) -> None:
 
 
 def build_app(state: ServeState, load_first: bool = False):
-    """The Starlette app over ``state``; its lifespan loads the bundle in the background.
+    """The ASGI app over ``state`` (the guard around a Starlette app); the lifespan loads the bundle in the background.
 
     With ``load_first`` the lifespan's startup waits for the load, and uvicorn accepts no connection
     before it: a worker that replaces a dead one (:mod:`.supervisor`) leaves the connections on its
@@ -225,7 +269,6 @@ def build_app(state: ServeState, load_first: bool = False):
     """
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.middleware import Middleware
     from starlette.routing import Route
 
     @contextlib.asynccontextmanager
@@ -242,15 +285,18 @@ def build_app(state: ServeState, load_first: bool = False):
 
     app = Starlette(
         routes=[
-            Route("/predict", predict, methods=["POST"]),
+            Route("/predict", _predict_elsewhere, methods=["POST"]),  # the guard answers POST /predict
             Route("/health", health, methods=["GET"]),
             Route("/info", info, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ],
-        middleware=[Middleware(_RequestGuard, state=state, metrics=state.metrics)],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False
     app.state.serve = state
-    return app
+    return _RequestGuard(app, state, state.metrics)
+
+
+async def _predict_elsewhere(request):  # never reached: the route only makes GET /predict a 405
+    raise RuntimeError("POST /predict is answered by the request guard")

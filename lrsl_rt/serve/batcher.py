@@ -17,8 +17,9 @@ Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
   themselves. An optional ``inline(texts, explain)`` may take a batch of at most ``INLINE_TOKENS``
   tokens first, on the event loop, and return None to decline: the server's solo path
   (:mod:`.cores`), where a lone request's batch is worth more than the two thread hops it would cost
-  and nobody else's work is waiting for the loop. A batch that wants explanations for any request computes them for all and strips them
-  from the others.
+  and nobody else's work is waiting for the loop. A request that finds the batcher idle may skip
+  the queue altogether (``run_now``: the batch it would form, run at once by its own task). A batch
+  that wants explanations for any request computes them for all and strips them from the others.
 - Each request has its own future and result slots: results go back exactly to their request, in
   order. A failed model call fails the requests of that batch only (:class:`BatchFailed`); their
   texts still queued are dropped. A request whose awaiting task is cancelled (its client went away)
@@ -120,6 +121,35 @@ class MicroBatcher:
                 self._observer.cancelled(untaken)
             raise
 
+    def run_now(self, texts: list, tokens: list[int], explain: bool = False) -> list | None:
+        """The predictions of a request that would form a batch of its own and run at once; else None.
+
+        That is: nothing queued or running, no wait for company (``max_wait`` 0), the texts within one
+        batch and ``INLINE_TOKENS``, and ``inline`` takes it (it runs alone). Such a request gains
+        nothing from the queue, and skips the batch loop's task switch and its future; the caller
+        awaits :meth:`submit` when this gives None. Raises BatchFailed as :meth:`submit` would."""
+        if self._inline is None or self._queue or self._running or self._closed or self.limits.max_wait > 0:
+            return None
+        n, total = len(texts), sum(tokens)
+        if total > INLINE_TOKENS or n > self.limits.max_texts or (n > 1 and total > self.limits.max_tokens):
+            return None
+        start = time.perf_counter()
+        try:
+            preds = self._inline(list(texts), explain)
+        except Exception as e:
+            raise self._failed(e) from e
+        if preds is not None and self._observer:
+            self._observer.batch(n, total, time.perf_counter() - start, preds)
+        return preds
+
+    def _failed(self, e: Exception) -> BatchFailed:
+        """The error of a batch whose model call raised ``e`` (counted with the observer)."""
+        if self._observer:
+            self._observer.failed()
+        err = BatchFailed(f"{type(e).__name__}: {e}")
+        err.__cause__ = e
+        return err
+
     def check_room(self, n: int) -> None:
         """QueueFull unless ``n`` more texts fit in the queue now (a caller can refuse before costly work)."""
         if self.queued_texts + n > self.limits.max_queue:
@@ -205,13 +235,10 @@ class MicroBatcher:
             if preds is None:
                 preds = await loop.run_in_executor(self._executor, self._predict, texts, explain)
         except Exception as e:  # the model failed: only this batch's requests fail
-            if self._observer:
-                self._observer.failed()
+            err = self._failed(e)
             for req, _, _ in parts:
                 self._drop(req)
                 if not req.future.done():
-                    err = BatchFailed(f"{type(e).__name__}: {e}")
-                    err.__cause__ = e
                     req.future.set_exception(err)
             return
         seconds = time.perf_counter() - start

@@ -107,6 +107,7 @@ def run_worker(
         ws="none",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # nothing here reads the client's address: no middleware to rewrite it
         log_level="warning",
         timeout_keep_alive=settings.idle_timeout,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,

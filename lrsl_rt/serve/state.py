@@ -138,7 +138,7 @@ class ServeState:
         releases the GIL), so a request of long texts never stalls the loop."""
         tokenize = self.reranker.tokenizer.tokenize
         if sum(len(t) for t in texts) <= INLINE_TOKENIZE_CHARS:
-            return tokenize(texts)
+            return tokenize(texts, hold_gil=True)  # no GIL hand-back to wait for on the loop
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._tokenizer_thread, tokenize, texts)
 
