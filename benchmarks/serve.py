@@ -214,6 +214,7 @@ def run_server(
             "workers": b["workers"],
             "threads": b["threads"],
             "max_queue_texts": b["max_queue_texts"],
+            "max_queue_ms": b.get("max_queue_ms"),
             "max_batch_texts": b["max_batch_texts"],
         }
         entry["closed_loop"], entry["open_loop"] = {}, {}

@@ -251,42 +251,48 @@ def _open_level(rate: float, ok: int, refused: int, p99_ms: float | None) -> dic
 
 
 @pytest.mark.parametrize(
-    ("ok", "refused", "p99_ms", "met"),
+    ("ok", "refused", "p99_ms", "max_queue_ms", "bound", "met"),
     [
-        (4000, 2000, 420.0, True),  # 429s, and the accepted within 320 ms of queue + 160 ms of batch
-        (4000, 2000, 520.0, False),  # the accepted waited longer than the queue bound allows
-        (6000, 0, 300.0, False),  # no 429: the overload never reached the queue bound
-        (0, 6000, None, False),  # nothing accepted
+        (4000, 2000, 400.0, 250.0, 250.0, True),  # within 250 ms (the time bound) + 160 ms of batch
+        (4000, 2000, 420.0, 250.0, 250.0, False),  # the accepted waited longer than the bounds allow
+        (4000, 2000, 420.0, None, 320.0, True),  # a run without the time bound: the count's 320 ms
+        (6000, 0, 300.0, 250.0, 640 / 3, False),  # no 429: the overload never reached the queue bound
+        (0, 6000, None, 250.0, 250.0, False),  # nothing accepted
     ],
 )
-def test_serve_report_overload_target(ok, refused, p99_ms, met):
-    """At 2 workers and a best rate of 400 q/s, a worker serves 200 texts/s: --max-queue-texts 64 is a
-    queue bound of 64 / 200 = 320 ms, and a batch of 32 is 160 ms."""
+def test_serve_report_overload_target(ok, refused, p99_ms, max_queue_ms, bound, met):
+    """2 workers answering 4000 requests with 200 in 10 s serve 200 texts/s each: --max-queue-texts 64
+    is 64 / 200 = 320 ms of queue there, --max-queue-ms 250 bounds it to 250 ms, and a batch of 32
+    (no mean batch recorded) is 160 ms. At 6000 answered the rate is 300/s: 213.3 ms and 106.7 ms.
+    With none answered the rate is the best closed-loop one, 400 q/s."""
     from benchmarks.lib import serve_report
 
     r = _serve_result(
         {"50 %": _open_level(200.0, 2000, 0, 10.0), "150 %": _open_level(600.0, ok, refused, p99_ms)}
     )
+    r["servers"][0]["max_queue_ms"] = max_queue_ms
     r["targets"] = serve_report.targets(r)
     t = r["targets"]["overload"]
-    assert (t["rate"], t["share_429"], t["queue_bound_ms"], t["batch_ms"]) == (
-        "150 %",
-        refused / 6000,
-        320.0,
-        160.0,
-    )
+    rate = (ok or 4000) / 10 / 2
+    assert (t["rate"], t["share_429"]) == ("150 %", refused / 6000)
+    assert t["queue_bound_ms"] == pytest.approx(bound)
+    assert t["batch_ms"] == pytest.approx(1e3 * 32 / rate)
     assert t["met"] is met
     md = serve_report.markdown(r)
     verdict = "met" if met else "NOT met"
     shown_p99 = "none" if p99_ms is None else f"{p99_ms:.1f}"
+    limit = bound + 1e3 * 32 / rate
     assert (
-        f"- overload: p99 of accepted {shown_p99} ms vs 480.0 ms, 429 on {100 * refused / 6000:.1f} % "
+        f"- overload: p99 of accepted {shown_p99} ms vs {limit:.1f} ms, 429 on {100 * refused / 6000:.1f} % "
         f"(target p99 of accepted <= queue bound + batch time, 429 present): {verdict}"
     ) in md
+    time_bound = f"; --max-queue-ms {max_queue_ms:g}" if max_queue_ms else ""
     assert (
         f"Overload (150 %, server **defaults**, the driver on at most 384 connections): 429 on "
-        f"{100 * refused / 6000:.1f} % of the requests; p99 of the accepted {shown_p99} ms; queue bound 320.0 ms "
-        "(--max-queue-texts 64 / 200 q/s per worker, its best closed-loop rate) + batch time 160.0 ms"
+        f"{100 * refused / 6000:.1f} % of the requests; p99 of the accepted {shown_p99} ms; queue bound "
+        f"{bound:.1f} ms (--max-queue-texts 64 at {rate:.0f} answers/s per worker, this level's rate: "
+        f"{1e3 * 64 / rate:.1f} ms{time_bound}) + batch time {1e3 * 32 / rate:.1f} ms (this level's mean "
+        "batch at that rate)"
     ) in md
 
 

@@ -584,6 +584,50 @@ def test_batcher_runs_a_request_at_once_only_when_it_would_batch_alone(reference
     assert counted[-1] == "failed"
 
 
+def test_batcher_refuses_when_the_texts_ahead_take_longer_than_the_time_bound(reference):
+    """max_queue_wait: with each text taking at least 20 ms, five texts ahead (one running, four
+    queued) are at least 100 ms of work: over a 90 ms bound, a new request is refused although the
+    count bound has room; one text ahead is within it, and without the time bound nothing is refused."""
+    from lrsl_rt.serve.batcher import BatchLimits, MicroBatcher, QueueFull
+
+    release = threading.Event()
+
+    def predict(texts, explain):
+        time.sleep(0.02 * len(texts))
+        if texts == ["blocker"]:
+            release.wait(10)
+        return reference.predict(texts)
+
+    async def main(max_queue_wait):
+        b = MicroBatcher(predict, BatchLimits(1, 1000, 0.0, 100, max_queue_wait))
+        b.start()
+        try:
+            await b.submit(["a card"], [3])  # one batch ran: the rate is known (at most 50 texts/s)
+            assert 0 < b.rate <= 50
+            running = asyncio.ensure_future(b.submit(["blocker"], [3]))
+            while not b._running:
+                await asyncio.sleep(0.001)
+            b.check_room(1)  # one text ahead: 20 ms at the measured rate
+            queued = [asyncio.ensure_future(b.submit([t], [3])) for t in TEXTS[:4]]
+            await asyncio.sleep(0.01)
+            try:
+                b.check_room(1)
+                refused = None
+            except QueueFull as e:
+                refused = str(e)
+            release.set()
+            await asyncio.gather(running, *queued)
+            return refused
+        finally:
+            release.set()
+            await b.close()
+
+    refused = asyncio.run(main(0.09))
+    assert refused is not None and "5 texts ahead" in refused and "the bound is 90 ms" in refused
+    release.clear()
+    assert asyncio.run(main(0.0)) is None
+
+
 def test_batcher_counts_as_cancelled_only_the_texts_no_batch_took(reference):
     """A request cancelled while its first texts run in a batch: those count as predicted, the queued
     rest as cancelled -- never a text in both counters."""

@@ -90,20 +90,22 @@ def targets(r: dict) -> dict:
 
 
 def overload(server: dict) -> dict | None:
-    """The server's highest open-loop level above 100 %, beside the longest wait its queue bound allows.
+    """The server's highest open-loop level above 100 %, beside the longest wait its queue bounds allow there.
 
-    A text accepted into a full queue waits for the ``max_queue_texts`` ahead of it: the queue bound,
-    in time, is that many texts at the server's measured rate per worker (its best closed-loop q/s /
-    workers; one text per request). The batch time is ``max_batch_texts`` at that rate: the batch
-    running when the text arrived. None without such a level or without the settings (older runs).
+    A text accepted at that level waits at most for the texts ahead of it, then for its own batch. What
+    is ahead is bounded twice: ``max_queue_texts`` texts, which take that many texts' time at the rate
+    the server answers at this level (200s per second, per worker: rejecting the rest costs cores, so
+    it is below the best closed-loop rate), and ``max_queue_ms`` where the server has it (0: off). The
+    batch time is the level's mean batch at the same rate. None without such a level or without the
+    settings (older runs); a run without the level's 200 rate uses the best closed-loop one.
 
-    >>> server = {"workers": 2, "max_queue_texts": 64, "max_batch_texts": 32,
+    >>> server = {"workers": 2, "max_queue_texts": 64, "max_queue_ms": 100.0, "max_batch_texts": 32,
     ...           "closed_loop": {"32": {"qps": 400.0}},
-    ...           "open_loop": {"150 %": {"sent": 100, "statuses": {"200": 80, "429": 20},
-    ...                                   "latency_ok": {"p99_ms": 250.0}}}}
+    ...           "open_loop": {"150 %": {"sent": 100, "statuses": {"200": 80, "429": 20}, "ok_rps": 320.0,
+    ...                                   "mean_batch_texts": 16.0, "latency_ok": {"p99_ms": 250.0}}}}
     >>> o = overload(server)
-    >>> o["rate"], o["share_429"], o["queue_bound_ms"], o["batch_ms"]
-    ('150 %', 0.2, 320.0, 160.0)
+    >>> o["rate"], o["share_429"], o["count_bound_ms"], o["queue_bound_ms"], o["batch_ms"]
+    ('150 %', 0.2, 400.0, 100.0, 100.0)
     """
     levels = {int(name.rstrip(" %")): (name, x) for name, x in (server.get("open_loop") or {}).items()}
     above = [rate for rate in levels if rate > 100]
@@ -111,15 +113,19 @@ def overload(server: dict) -> dict | None:
     if not above or "max_queue_texts" not in server or best <= 0:
         return None
     name, lv = levels[max(above)]
-    per_worker = best / server["workers"]
+    per_worker = (lv.get("ok_rps") or best) / server["workers"]
+    count_ms = 1e3 * server["max_queue_texts"] / per_worker
+    time_ms = server.get("max_queue_ms") or None
     return {
         "rate": name,
         "share_429": lv["statuses"].get("429", 0) / lv["sent"] if lv["sent"] else 0.0,
         "p99_ms": (lv.get("latency_ok") or {}).get("p99_ms"),
-        "queue_bound_ms": 1e3 * server["max_queue_texts"] / per_worker,
-        "batch_ms": 1e3 * server["max_batch_texts"] / per_worker,
+        "count_bound_ms": count_ms,
+        "queue_bound_ms": min(count_ms, time_ms) if time_ms else count_ms,
+        "batch_ms": 1e3 * (lv.get("mean_batch_texts") or server["max_batch_texts"]) / per_worker,
         "per_worker_qps": per_worker,
         "max_queue_texts": server["max_queue_texts"],
+        "max_queue_ms": time_ms,
         "connections": server.get("open_connections"),
     }
 
@@ -132,8 +138,10 @@ def _overload_line(server: dict) -> str:
     return (
         f"Overload ({o['rate']}, server **{server['name']}**{conns}): 429 on {100 * o['share_429']:.1f} % of "
         f"the requests; p99 of the accepted {_f(o['p99_ms'], '.1f') or 'none'} ms; queue bound "
-        f"{o['queue_bound_ms']:.1f} ms (--max-queue-texts {o['max_queue_texts']} / {o['per_worker_qps']:.0f} q/s "
-        f"per worker, its best closed-loop rate) + batch time {o['batch_ms']:.1f} ms"
+        f"{o['queue_bound_ms']:.1f} ms (--max-queue-texts {o['max_queue_texts']} at {o['per_worker_qps']:.0f} "
+        f"answers/s per worker, this level's rate: {o['count_bound_ms']:.1f} ms"
+        + (f"; --max-queue-ms {o['max_queue_ms']:g}" if o["max_queue_ms"] else "")
+        + f") + batch time {o['batch_ms']:.1f} ms (this level's mean batch at that rate)"
     )
 
 

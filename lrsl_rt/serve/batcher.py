@@ -4,8 +4,12 @@ Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 
 - ``submit(texts, tokens, explain)`` puts a request's texts (whatever ``predict`` takes: the server
   passes rows it tokenized once, off the event loop) at the end of one FIFO queue and awaits its own
-  results. The queue is bounded in texts (``max_queue``): a request that does not fit is
-  refused at once with :class:`QueueFull` (the HTTP layer answers 429), never parked.
+  results. The queue is bounded in texts (``max_queue``) and, optionally, in time
+  (``max_queue_wait``: the texts ahead of a new request, queued and in the running batch, at the
+  rate the model has been getting through texts lately, an average over recent batches). A request
+  that does not fit is refused at once with :class:`QueueFull` (the HTTP layer answers 429), never
+  parked. The time bound holds when the rate falls (under overload the event loop's own work takes
+  cores from the model), where a count alone would let the wait grow with it.
 - One batch loop (an asyncio task) takes texts from the head of the queue into a batch of at most
   ``max_texts`` texts and ``max_tokens`` tokens (unpadded token counts; a single longer text still
   runs, alone). A request may be split over consecutive batches; its texts keep their order.
@@ -78,6 +82,10 @@ class BatchLimits:
     max_tokens: int
     max_wait: float  # seconds
     max_queue: int
+    max_queue_wait: float = 0.0  # seconds of work ahead of a new request; 0: no time bound
+
+
+RATE_WEIGHT = 0.2  # weight of the latest batch in the texts-per-second average (about the last 5 batches)
 
 
 class MicroBatcher:
@@ -94,6 +102,10 @@ class MicroBatcher:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsl-model")
         self._running = False
+        self._running_texts = 0
+        self.rate = 0.0  # texts per second of recent batches (0 until one ran)
+        self._texts_avg = self._busy_avg = 0.0  # texts and seconds per batch, averaged over recent ones
+        self._last_end = 0.0  # when the last batch ended, if texts were waiting then; else 0
         self._flushing = False
         self._closed = False
         self._task: asyncio.Task | None = None
@@ -138,9 +150,26 @@ class MicroBatcher:
             preds = self._inline(list(texts), explain)
         except Exception as e:
             raise self._failed(e) from e
-        if preds is not None and self._observer:
-            self._observer.batch(n, total, time.perf_counter() - start, preds)
+        if preds is not None:
+            self._ran(n, total, start, preds)
         return preds
+
+    def _ran(self, texts: int, tokens: int, start: float, preds: list) -> None:
+        """A batch is done: update the rate and tell the observer.
+
+        The rate counts a batch's time from its start, or, when texts were already waiting as the
+        previous batch ended, from that end: the loop's hand-over between the two is then part of what
+        a text costs."""
+        end = time.perf_counter()
+        busy = end - (self._last_end or start)
+        self._last_end = end if self._queue else 0.0
+        if busy > 0:  # texts over seconds, each averaged (an average of rates would favour quick batches)
+            w = RATE_WEIGHT if self._texts_avg else 1.0
+            self._texts_avg += w * (texts - self._texts_avg)
+            self._busy_avg += w * (busy - self._busy_avg)
+            self.rate = self._texts_avg / self._busy_avg
+        if self._observer:
+            self._observer.batch(texts, tokens, end - start, preds)
 
     def _failed(self, e: Exception) -> BatchFailed:
         """The error of a batch whose model call raised ``e`` (counted with the observer)."""
@@ -155,6 +184,13 @@ class MicroBatcher:
         if self.queued_texts + n > self.limits.max_queue:
             raise QueueFull(
                 f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
+            )
+        ahead = self.queued_texts + self._running_texts
+        bound = self.limits.max_queue_wait
+        if bound and ahead and self.rate and ahead / self.rate > bound:
+            raise QueueFull(
+                f"queue full: {ahead} texts ahead, about {1e3 * ahead / self.rate:.0f} ms of work "
+                f"at {self.rate:.0f} texts/s; the bound is {1e3 * bound:g} ms"
             )
 
     def _drop(self, req: _Request) -> None:
@@ -228,6 +264,7 @@ class MicroBatcher:
         explain = any(req.explain for req, _, _ in parts)
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
+        self._running_texts = len(texts)
         try:
             preds = None
             if self._inline is not None and tokens <= INLINE_TOKENS:
@@ -241,10 +278,10 @@ class MicroBatcher:
                 if not req.future.done():
                     req.future.set_exception(err)
             return
-        seconds = time.perf_counter() - start
+        finally:
+            self._running_texts = 0
         self._deliver(parts, preds, explain)  # the answers first, the bookkeeping after
-        if self._observer:
-            self._observer.batch(len(texts), tokens, seconds, preds)
+        self._ran(len(texts), tokens, start, preds)
 
     @staticmethod
     def _deliver(parts, preds, explained: bool) -> None:

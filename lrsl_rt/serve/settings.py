@@ -30,6 +30,7 @@ class ServeSettings:
     max_batch_tokens: int = 8192
     max_wait_ms: float = 0.0
     max_queue_texts: int = 128
+    max_queue_ms: float = 250.0
     max_request_texts: int = 64
     max_text_chars: int = 4000
     workers: int = 1
@@ -57,6 +58,7 @@ class ServeSettings:
             "max_batch_tokens",
             "max_wait_ms",
             "max_queue_texts",
+            "max_queue_ms",
             "max_request_texts",
             "max_text_chars",
             "workers",
@@ -165,6 +167,15 @@ def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
         "worker's texts per second (benchmarks.serve measures it on your model and machine: a count cannot "
         "know them), and at least twice --max-request-texts, so that a largest request is not refused while "
         "the queue is nearly empty. Smaller: overload shows sooner, as quick 429s instead of long waits",
+    )
+    p.add_argument(
+        "--max-queue-ms",
+        type=_non_negative,
+        default=250.0,
+        help="the same bound in time (default 250; 0: off): a request is refused with 429 when the texts "
+        "ahead of it, queued and in the running batch, would take longer than this at the rate the "
+        "worker's model has been getting through texts lately. It bounds an accepted text's wait when "
+        "the rate falls, as under overload, where a count alone lets the wait grow",
     )
     p.add_argument(
         "--max-request-texts", type=positive_int, default=64, help="most texts in one request (else 413)"
@@ -303,6 +314,7 @@ def settings_from_args(args) -> ServeSettings:
         max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
         max_queue_texts=args.max_queue_texts,
+        max_queue_ms=args.max_queue_ms,
         max_request_texts=args.max_request_texts,
         max_text_chars=args.max_text_chars,
         workers=workers,

@@ -68,7 +68,13 @@ class ServeState:
                 self.on_fatal()
             return
         s = self.settings
-        limits = BatchLimits(s.max_batch_texts, s.max_batch_tokens, s.max_wait_ms / 1e3, s.max_queue_texts)
+        limits = BatchLimits(
+            s.max_batch_texts,
+            s.max_batch_tokens,
+            s.max_wait_ms / 1e3,
+            s.max_queue_texts,
+            s.max_queue_ms / 1e3,
+        )
         abstain = self.reranker.abstains(s.abstain)
         self.batcher = MicroBatcher(
             functools.partial(self._predict, abstain=abstain),
