@@ -267,6 +267,39 @@ def test_overload_gives_429_and_loses_no_accepted_request(tiny_bundle_fp32, refe
         assert s.stop() == 0, s.log
 
 
+@pytest.mark.parametrize("max_queue_ms", ["0.001", "0"])
+def test_the_time_bound_refuses_what_the_count_bound_lets_in(tiny_bundle_fp32, max_queue_ms):
+    """A queue with room for 1000 texts: with --max-queue-ms 0.001 (1 us) a request that finds any
+    text ahead of it is refused once the worker knows its rate; with the time bound off, none is."""
+    s = Server(
+        tiny_bundle_fp32, "--workers", "1", "--max-batch-texts", "1", "--max-queue-texts", "1000",
+        "--max-request-texts", "4", "--max-queue-ms", max_queue_ms,
+    )  # fmt: skip
+    try:
+        s.wait_ready()
+        texts = [[TEXTS[(i + k) % len(TEXTS)] for k in range(4)] for i in range(40)]
+
+        async def main():
+            async with httpx.AsyncClient(base_url=s.url, timeout=60) as c:
+                first = await c.post("/predict", json={"inputs": texts[0]})  # the worker learns its rate
+                return [first] + await asyncio.gather(
+                    *(c.post("/predict", json={"inputs": t}) for t in texts)
+                )
+
+        answers = asyncio.run(main())
+        codes = [r.status_code for r in answers]
+        if max_queue_ms == "0":
+            assert set(codes) == {200}, codes
+        else:
+            assert codes[0] == 200 and 429 in codes and set(codes) <= {200, 429}, codes
+        for r in answers:
+            if r.status_code == 429:
+                assert "ms of work" in r.json()["error"] and "the bound is 0.001 ms" in r.json()["error"]
+                assert r.headers["Retry-After"].isdigit()
+    finally:
+        assert s.stop() == 0, s.log
+
+
 def test_disconnect_then_sigterm_drains_every_accepted_request(tiny_bundle_fp32, reference):
     """Texts wait for company up to 10 s: a client that gives up leaves the queue; SIGTERM runs the rest now."""
     s = Server(tiny_bundle_fp32, "--max-wait-ms", "10000", "--max-batch-texts", "64", "--drain-delay", "3")
