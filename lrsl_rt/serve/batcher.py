@@ -103,7 +103,6 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrsl-model")
         self._running = False
         self._running_texts = 0
-        self.rate = 0.0  # texts per second of recent batches (0 until one ran)
         self._texts_avg = self._busy_avg = 0.0  # texts and seconds per batch, averaged over recent ones
         self._last_end = 0.0  # when the last batch ended, if texts were waiting then; else 0
         self._flushing = False
@@ -167,9 +166,13 @@ class MicroBatcher:
             w = RATE_WEIGHT if self._texts_avg else 1.0
             self._texts_avg += w * (texts - self._texts_avg)
             self._busy_avg += w * (busy - self._busy_avg)
-            self.rate = self._texts_avg / self._busy_avg
         if self._observer:
             self._observer.batch(texts, tokens, end - start, preds)
+
+    @property
+    def rate(self) -> float:
+        """Texts per second of recent batches (0 until one ran)."""
+        return self._texts_avg / self._busy_avg if self._busy_avg else 0.0
 
     def _failed(self, e: Exception) -> BatchFailed:
         """The error of a batch whose model call raised ``e`` (counted with the observer)."""
@@ -185,12 +188,11 @@ class MicroBatcher:
             raise QueueFull(
                 f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
             )
-        ahead = self.queued_texts + self._running_texts
-        bound = self.limits.max_queue_wait
-        if bound and ahead and self.rate and ahead / self.rate > bound:
+        ahead, bound, rate = self.queued_texts + self._running_texts, self.limits.max_queue_wait, self.rate
+        if bound and ahead and rate and ahead / rate > bound:
             raise QueueFull(
-                f"queue full: {ahead} texts ahead, about {1e3 * ahead / self.rate:.0f} ms of work "
-                f"at {self.rate:.0f} texts/s; the bound is {1e3 * bound:g} ms"
+                f"queue full: {ahead} texts ahead, about {1e3 * ahead / rate:.0f} ms of work "
+                f"at {rate:.0f} texts/s; the bound is {1e3 * bound:g} ms"
             )
 
     def _drop(self, req: _Request) -> None:
