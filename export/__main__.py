@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from lrsl_rt.abstain import DEFAULT_FALLBACK, DEFAULT_RULE
+from lrsl_rt.abstain import DEFAULT_BUDGET, DEFAULT_CASCADE_LOSS, DEFAULT_FALLBACK, DEFAULT_RULE
 from lrsl_rt.command import CommandParser, run_command
 from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
 from lrsl_rt.manifest import ABSTAIN_SCORES
@@ -109,7 +109,27 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="auto|off|SCORE",
         help="out-of-scope score: auto keeps the best dev AUROC among "
-        f"{', '.join(ABSTAIN_SCORES)}; off exports no abstain decision (default: auto)",
+        f"{', '.join(ABSTAIN_SCORES)} whose cost fits --abstain-budget; off exports no abstain decision "
+        "(default: auto)",
+    )
+    a.add_argument(
+        "--abstain-budget",
+        type=float,
+        default=DEFAULT_BUDGET * 100,
+        metavar="PCT",
+        help="the most texts, in percent of the in-scope dev texts, that the abstain score may send to the "
+        "embedder beyond the gate's hard ones (knn and max_cos run it; the cascade keeps the classifier's "
+        "sure texts away from it); a score over it is not chosen by auto. Raise it when accuracy on "
+        "out-of-scope texts matters more than latency (default: %(default)g)",
+    )
+    a.add_argument(
+        "--abstain-cascade-loss",
+        type=float,
+        default=DEFAULT_CASCADE_LOSS * 100,
+        metavar="PCT",
+        help="the cascade's price: at most this percent of the out-of-scope dev texts that the score catches "
+        "may be let through because the classifier is sure of them; 0 scores every text the score would "
+        "catch, a larger value skips more texts (default: %(default)g)",
     )
     a.add_argument(
         "--abstain-threshold",
@@ -186,7 +206,13 @@ def _main(argv: list[str] | None) -> int:
         parity_atol=args.parity_atol,
         fusion=args.fusion,
         calibration_texts=args.calibration_texts,
-        abstain=AbstainSettings(args.abstain, args.abstain_threshold, args.fallback_label),
+        abstain=AbstainSettings(
+            args.abstain,
+            args.abstain_threshold,
+            args.fallback_label,
+            budget=args.abstain_budget / 100.0,
+            cascade_loss=args.abstain_cascade_loss / 100.0,
+        ),
         exits=args.exits,
         measure=args.measure,
         exit_budget=args.exit_budget / 100.0,

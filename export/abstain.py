@@ -1,13 +1,22 @@
-"""The abstain calibration of ``python -m export``: every score measured on dev, the best kept.
+"""The abstain calibration of ``python -m export``: every score measured on dev, the best that fits kept.
 
 It runs when the checkpoint holds out-of-scope dev texts (``dev_oos.jsonl``, written by ``python -m
 train --oos-label`` or ``--unknown-ratio``; :mod:`train.open_intent`). With the exported models and
 the bundle's re-calibrated gate and fusion it computes, for the in-scope and the out-of-scope dev
-texts, every score of :mod:`lrsl_rt.abstain`; keeps the one with the best dev AUROC (or the one
-asked for); and sets its threshold by the rule (:func:`lrsl_rt.abstain.choose_threshold`, default
-``drop:1``: at most one point of in-scope accuracy lost on dev). The figures of every score on dev
-and test, the dev curve of the chosen one, and the chosen one's operating point measured through
-``Reranker.predict`` on test go into the bundle's metrics, for the results page.
+texts, every score of :mod:`lrsl_rt.abstain` on every text, and for each:
+
+1. its threshold by the rule (:func:`lrsl_rt.abstain.choose_threshold`, default ``drop:1``: at
+   most one point of in-scope accuracy lost on dev), on the score of every text;
+2. for a score that runs the embedder (``knn``, ``max_cos``): the cascade bound
+   (:func:`lrsl_rt.abstain.cascade_bound`): texts the classifier is surer of are in scope without
+   the score, and at most ``cascade_loss`` of the out-of-scope dev texts escape it; its cost is the
+   share of in-scope dev texts it still sends to the embedder beyond the gate's hard ones;
+3. its dev AUROC as the runtime computes it (cascade included).
+
+Among the scores whose cost fits ``budget`` it keeps the best dev AUROC (or the one asked for).
+The figures of every score on dev and test (with and without the cascade), and the chosen one's
+operating point measured through ``Reranker.predict`` on test, go into the bundle's metrics.
+
 """
 
 from __future__ import annotations
@@ -18,18 +27,29 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.abstain import (
+    CASCADE_MEASURE,
+    DEFAULT_BUDGET,
+    DEFAULT_CASCADE_LOSS,
     DEFAULT_FALLBACK,
     DEFAULT_RULE,
+    EMBEDDER_SCORES,
     auroc,
+    cascade_bound,
     choose_threshold,
+    fit_mahalanobis,
     knn_score,
+    logit_score,
     macro_f1,
+    mahalanobis_score,
     operating_point,
     scores_of,
 )
+from lrsl_rt.bundle import FEATURES
 from lrsl_rt.errors import UsageError
+from lrsl_rt.exits import StageChain
 from lrsl_rt.fusion import confidence
-from lrsl_rt.manifest import ABSTAIN_SCORES, Abstain
+from lrsl_rt.gate import is_unsure
+from lrsl_rt.manifest import ABSTAIN_SCORES, Abstain, Cascade
 from lrsl_rt.rule import decide
 from train.checkpoint import read_jsonl
 
@@ -42,16 +62,22 @@ CURVE_POINTS = 101  # dev operating points kept for the results page's plot
 class OutOfScopeTexts:
     dev: list[str]
     test: list[str] | None
-    train: list[str] | None  # the in-scope training texts (the kNN score's neighbours)
+    train: list[str] | None  # the in-scope training texts (the kNN neighbours, the class means)
+    train_labels: list[str] | None = None
 
 
 @dataclass(frozen=True)
 class AbstainSettings:
-    """``score``: "auto" (best dev AUROC), "off", or one of ABSTAIN_SCORES; ``rule``: the threshold rule."""
+    """``score``: "auto" (best dev AUROC among those that fit ``budget``), "off", or one of
+    ABSTAIN_SCORES; ``rule``: the threshold rule; ``budget``: the largest share of in-scope dev texts
+    the score may send to the embedder beyond the gate's hard ones; ``cascade_loss``: the largest
+    share of out-of-scope dev texts the cascade may let escape."""
 
     score: str = "auto"
     rule: str = DEFAULT_RULE
     fallback_label: str = DEFAULT_FALLBACK
+    budget: float = DEFAULT_BUDGET
+    cascade_loss: float = DEFAULT_CASCADE_LOSS
 
     def check(self, labels) -> None:
         from lrsl_rt.abstain import parse_rule
@@ -68,6 +94,9 @@ class AbstainSettings:
             raise UsageError(
                 f"--fallback-label {self.fallback_label!r}: expected a non-empty name that is not one of the labels"
             )
+        for flag, v in (("--abstain-budget", self.budget), ("--abstain-cascade-loss", self.cascade_loss)):
+            if not 0 <= v <= 1:
+                raise UsageError(f"{flag}: expected a share in [0, 1], got {v}")
 
 
 def read_out_of_scope(root: Path) -> OutOfScopeTexts | None:
@@ -75,22 +104,52 @@ def read_out_of_scope(root: Path) -> OutOfScopeTexts | None:
     if not (root / "dev_oos.jsonl").is_file():
         return None
 
-    def texts(name):
+    def rows(name):
         path = root / name
         if not path.is_file():
-            return None
+            return None, None
         try:
-            return read_jsonl(path)[0]
+            return read_jsonl(path)
         except (ValueError, KeyError, TypeError) as e:
             raise ExportError(
                 f"{path}: expected one JSON object with 'text' and 'label' per line: {e!r}"
             ) from e
 
-    return OutOfScopeTexts(texts("dev_oos.jsonl"), texts("test_oos.jsonl"), texts("train.jsonl"))
+    train, train_labels = rows("train.jsonl")
+    return OutOfScopeTexts(rows("dev_oos.jsonl")[0], rows("test_oos.jsonl")[0], train, train_labels)
 
 
-def every_score(r, texts: list[str], train_emb: np.ndarray | None) -> tuple[dict, np.ndarray]:
-    """({score: values (n,)}, LRSL label ids (n,)) of ``texts`` under ``r``'s manifest."""
+@dataclass(frozen=True)
+class Scored:
+    """Every abstain score of a set of texts, with what the cascade and its cost need."""
+
+    scores: dict  # {score: (n,)}
+    labels: np.ndarray  # LRSL label ids
+    sure: np.ndarray  # the cascade's classifier sureness
+    hard: np.ndarray  # the gate's verdict (those rows run the embedder anyway)
+
+
+def classifier_features(r, texts: list[str]) -> np.ndarray | None:
+    """The classifier graph's ``features`` (n, h), or None when the graph has no such output."""
+    c = r.classifier
+    if isinstance(c, StageChain) or FEATURES not in c.outputs:
+        return None
+    return r.run_batched("classifier", r.tokenizer.tokenize(texts), outputs=("logits", FEATURES))[1]
+
+
+def fit_features(r, oos: OutOfScopeTexts, labels) -> tuple | None:
+    """(whitener, whitened class means) of the in-scope training texts' classifier features."""
+    if not oos.train or not oos.train_labels:
+        return None
+    feats = classifier_features(r, oos.train)
+    if feats is None:
+        return None
+    ids = {y: i for i, y in enumerate(labels)}
+    return fit_mahalanobis(feats, np.array([ids[y] for y in oos.train_labels]), len(labels))
+
+
+def every_score(r, texts: list[str], train_emb: np.ndarray | None, stats: tuple | None) -> Scored:
+    """Every score of ``texts`` under ``r``'s manifest, computed on every text."""
     m = r.manifest
     logits, emb = r.logits(texts), r.embed(texts)
     cos = emb @ r.label_embeddings.T
@@ -99,50 +158,116 @@ def every_score(r, texts: list[str], train_emb: np.ndarray | None) -> tuple[dict
     if d.hard_idx.size:
         final[d.hard_idx] = confidence(d.fused)
     knn = knn_score(emb, train_emb) if train_emb is not None else None
-    names = [s for s in ABSTAIN_SCORES if s != "knn" or knn is not None]
-    out = {s: scores_of(s, logits, d, m.k, final_confidence=final, cos=cos, knn=knn) for s in names}
-    return out, d.labels
+    maha = mahalanobis_score(classifier_features(r, texts), *stats) if stats is not None else None
+    names = [
+        s
+        for s in ABSTAIN_SCORES
+        if (s != "knn" or knn is not None) and (s != "mahalanobis" or maha is not None)
+    ]
+    out = {
+        s: scores_of(s, logits, d, m.k, final_confidence=final, cos=cos, knn=knn, maha=maha) for s in names
+    }
+    return Scored(out, d.labels, logit_score(logits, CASCADE_MEASURE, m.k), d.hard)
+
+
+def cascaded(x: Scored, score: str, bound: float | None) -> np.ndarray:
+    """The score as the runtime sees it: +inf (in scope, not scored) above the cascade bound."""
+    s = x.scores[score]
+    return s if bound is None else np.where(is_unsure(x.sure, bound), s, np.inf)
+
+
+def score_row(score: str, dev_in: Scored, correct, dev_oos: Scored, s: AbstainSettings) -> dict:
+    """Threshold, cascade bound, cost and dev AUROCs of one score."""
+    t = choose_threshold(dev_in.scores[score], correct, dev_oos.scores[score], s.rule)
+    bound, extra = None, 0.0
+    if score in EMBEDDER_SCORES:
+        bound = cascade_bound(dev_oos.sure, is_unsure(dev_oos.scores[score], t), s.cascade_loss)
+        extra = float(np.mean(is_unsure(dev_in.sure, bound) & ~dev_in.hard))
+    return {
+        "threshold": float(t),
+        "cascade_bound": bound,
+        "embedder_extra_share": extra,
+        "embedder_extra_share_every_row": float(np.mean(~dev_in.hard)) if score in EMBEDDER_SCORES else 0.0,
+        "fits_budget": extra <= s.budget + 1e-12,
+        "dev_auroc_every_row": auroc(dev_in.scores[score], dev_oos.scores[score]),
+        "dev_auroc": auroc(cascaded(dev_in, score, bound), cascaded(dev_oos, score, bound)),
+    }
+
+
+def test_figures(row: dict, score: str, test_in: Scored, test_oos: Scored) -> dict:
+    """Test AUROC and out-of-scope recall at the dev threshold, with the cascade and on every row."""
+    b, t = row["cascade_bound"], row["threshold"]
+    return {
+        "test_auroc": auroc(cascaded(test_in, score, b), cascaded(test_oos, score, b)),
+        "test_auroc_every_row": auroc(test_in.scores[score], test_oos.scores[score]),
+        "test_oos_recall": float(np.mean(is_unsure(cascaded(test_oos, score, b), t))),
+        "test_oos_recall_every_row": float(np.mean(is_unsure(test_oos.scores[score], t))),
+    }
 
 
 def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, log):
-    """(manifest Abstain or None, metrics, training embeddings to ship or None)."""
+    """(manifest Abstain, metrics, {file role: array to ship}) of the checkpoint's out-of-scope texts."""
     train_emb = r.embed(oos.train) if oos.train else None
-    dev_in, dev_labels = every_score(r, ckpt.dev.texts, train_emb)
-    dev_oos, _ = every_score(r, oos.dev, train_emb)
-    correct = dev_labels == ckpt.dev.gold
-    table = {s: {"dev_auroc": auroc(dev_in[s], dev_oos[s])} for s in dev_in}
+    stats = fit_features(r, oos, ckpt.info.labels)
+    dev_in, dev_oos = (every_score(r, t, train_emb, stats) for t in (ckpt.dev.texts, oos.dev))
+    correct = dev_in.labels == ckpt.dev.gold
+    table = {sc: score_row(sc, dev_in, correct, dev_oos, settings) for sc in dev_in.scores}
     if ckpt.test is not None and oos.test:
-        test_in, _ = every_score(r, ckpt.test.texts, train_emb)
-        test_oos, _ = every_score(r, oos.test, train_emb)
-        for s in table:
-            table[s]["test_auroc"] = auroc(test_in[s], test_oos[s])
-    chosen = max(table, key=lambda s: table[s]["dev_auroc"]) if settings.score == "auto" else settings.score
+        test_in, test_oos = (every_score(r, t, train_emb, stats) for t in (ckpt.test.texts, oos.test))
+        for sc, row in table.items():
+            row.update(test_figures(row, sc, test_in, test_oos))
+    chosen = settings.score
+    if chosen == "auto":
+        fits = [sc for sc in table if table[sc]["fits_budget"]]
+        chosen = max(fits, key=lambda sc: table[sc]["dev_auroc"])
     if chosen not in table:
-        raise ExportError(f"abstain score {chosen!r} needs the checkpoint's train.jsonl (kNN neighbours)")
-    threshold = choose_threshold(dev_in[chosen], correct, dev_oos[chosen], settings.rule)
-    dev_point = operating_point(dev_in[chosen], correct, dev_oos[chosen], threshold)
-    for s, row in sorted(table.items(), key=lambda x: -x[1]["dev_auroc"]):
-        log(
-            f"      abstain {s:<9} dev AUROC {row['dev_auroc']:.4f}"
-            + (f", test {row['test_auroc']:.4f}" if "test_auroc" in row else "")
-        )
+        raise ExportError(f"abstain score {chosen!r} needs the checkpoint's train.jsonl and its labels")
+    row = table[chosen]
+    _log_table(table, chosen, settings, log)
+    dev_point = operating_point(
+        cascaded(dev_in, chosen, row["cascade_bound"]),
+        correct,
+        cascaded(dev_oos, chosen, row["cascade_bound"]),
+        row["threshold"],
+    )
     log(
-        f"      abstain score {chosen} (rule {settings.rule}): threshold {threshold:.4g}; dev out-of-scope recall "
+        f"      abstain score {chosen} (rule {settings.rule}): threshold {row['threshold']:.4g}; dev out-of-scope recall "
         f"{100 * dev_point['oos_recall']:.1f}%, in-scope accuracy {100 * dev_point['inscope_accuracy']:.2f}% "
         f"(abstain off {100 * correct.mean():.2f}%)"
     )
-    dev = {"auroc": table[chosen]["dev_auroc"], **dev_point, "inscope_accuracy_off": float(correct.mean())}
-    abstain = Abstain(chosen, float(threshold), settings.fallback_label, _chosen_by(settings), dev)
+    dev = {"auroc": row["dev_auroc"], **dev_point, "inscope_accuracy_off": float(correct.mean())}
+    b = row["cascade_bound"]
+    cascade = Cascade(CASCADE_MEASURE, b) if b is not None else None
+    abstain = Abstain(chosen, row["threshold"], settings.fallback_label, _chosen_by(settings), dev, cascade)
     metrics = {
         "scores": table,
         "chosen": chosen,
         "rule": settings.rule,
+        "budget": settings.budget,
+        "cascade_loss": settings.cascade_loss,
         "dev": dev,
-        "dev_curve": dev_curve(dev_in[chosen], correct, dev_oos[chosen]),
+        "dev_curve": dev_curve(cascaded(dev_in, chosen, b), correct, cascaded(dev_oos, chosen, b)),
         "rows": {"dev_in": len(ckpt.dev.texts), "dev_oos": len(oos.dev), "test_oos": len(oos.test or [])},
         "out_of_scope": ckpt.info.out_of_scope,  # how the checkpoint chose them (unknown labels, seed)
     }
-    return abstain, metrics, (train_emb if chosen == "knn" else None)
+    ship = {}
+    if chosen == "knn":
+        ship["train_embeddings"] = train_emb
+    if chosen == "mahalanobis":
+        ship["feature_whitener"], ship["feature_means"] = stats
+    return abstain, metrics, ship
+
+
+def _log_table(table: dict, chosen: str, settings: AbstainSettings, log) -> None:
+    for sc, row in sorted(table.items(), key=lambda x: -x[1]["dev_auroc"]):
+        cost = (
+            f", embeds {100 * row['embedder_extra_share']:.1f}% more"
+            if row["cascade_bound"] is not None
+            else ""
+        )
+        over = "" if row["fits_budget"] else f" (over the {100 * settings.budget:.0f}% budget)"
+        test = f", test {row['test_auroc']:.4f}" if "test_auroc" in row else ""
+        log(f"      abstain {sc:<11} dev AUROC {row['dev_auroc']:.4f}{test}{cost}{over}")
 
 
 def evaluate_abstain(r, ckpt, oos: OutOfScopeTexts, log) -> dict | None:

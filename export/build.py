@@ -38,7 +38,7 @@ from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import Fusion, fusion_option
 from lrsl_rt.gate import MEASURES
-from lrsl_rt.manifest import TRAIN_EMBEDDINGS_ROLE, TokenizerSettings
+from lrsl_rt.manifest import TokenizerSettings
 from lrsl_rt.progress import Steps
 from lrsl_rt.tuning import fusion_reason
 
@@ -60,7 +60,6 @@ from .optimize import convert, graph_summary, model_file_name, optimize_graph, r
 from .source import load_checkpoint
 
 LABEL_EMBEDDINGS = "label_embeddings.npy"
-TRAIN_EMBEDDINGS = "train_embeddings.npy"
 TOKENIZER = "tokenizer.json"
 
 
@@ -166,7 +165,8 @@ def build_bundle(
         work = stage / "_work"
         work.mkdir()
         with step("export", "export ONNX fp32 (classifier, embedder)"):
-            tok, torch_models, raw = export_graphs(ckpt, work, log)
+            features = oos is not None and not plan and s.abstain.score in ("auto", "mahalanobis")
+            tok, torch_models, raw = export_graphs(ckpt, work, log, features=features)
             if plan:
                 raw.update(add_stage_graphs(plan, ckpt, tok, torch_models["classifier"], work, log))
             input_names = torch_models["classifier"].input_names
@@ -251,15 +251,23 @@ def _log_checkpoint(ckpt, s: Settings, log) -> None:
     )
 
 
-def export_graphs(ckpt, work: Path, log):
-    """(HF tokenizer, the two traced PyTorch models, {role: raw ONNX fp32 path})."""
+def export_graphs(ckpt, work: Path, log, features: bool = False):
+    """(HF tokenizer, the two traced PyTorch models, {role: raw ONNX fp32 path}); ``features``: the
+    classifier graph gets a second output, the ``features`` of the mahalanobis abstain score."""
     from . import onnx_export as ox  # torch and transformers: only once the checkpoint looks right
     from .reference import load_torch_models
 
     tok, torch_models = load_torch_models(ckpt)
     raw = {role: work / f"{role}_raw.onnx" for role in MODEL_ROLES}
-    for role, output in (("classifier", "logits"), ("embedder", "embeddings")):
-        ox.export_onnx(torch_models[role], tok, raw[role], output, ckpt.info.max_length)
+    clf = torch_models["classifier"]
+    graphs = {"classifier": (clf, "logits"), "embedder": (torch_models["embedder"], "embeddings")}
+    if features:
+        graphs["classifier"] = (
+            ox.ClassifierFeaturesGraph(clf.model, clf.input_names),
+            ("logits", "features"),
+        )
+    for role, (graph, output) in graphs.items():
+        ox.export_onnx(graph, tok, raw[role], output, ckpt.info.max_length)
     log(f"      inputs {list(torch_models['classifier'].input_names)}")
     return tok, torch_models, raw
 
@@ -400,11 +408,17 @@ def evaluate_bundle(r, ckpt, ref, cal: Calibration, s: Settings, log) -> dict:
 
 def add_abstain(bundle, r, ckpt, oos, s: Settings, metrics: dict, log):
     """The manifest's abstain section (and the kNN file when chosen); figures into ``metrics``."""
-    section, metrics["abstain"], train_emb = calibrate_abstain(r, ckpt, oos, s.abstain, log)
-    if train_emb is not None:
-        np.save(bundle.stage / TRAIN_EMBEDDINGS, np.ascontiguousarray(train_emb, dtype=np.float32))
-        bundle.files[TRAIN_EMBEDDINGS_ROLE] = TRAIN_EMBEDDINGS
-    r = _replace(r, manifest=replace(r.manifest, abstain=section), train_embeddings=train_emb)
+    section, metrics["abstain"], ship = calibrate_abstain(r, ckpt, oos, s.abstain, log)
+    for role, array in ship.items():
+        np.save(bundle.stage / f"{role}.npy", np.ascontiguousarray(array, dtype=np.float32))
+        bundle.files[role] = f"{role}.npy"
+    stats = (ship["feature_whitener"], ship["feature_means"]) if "feature_means" in ship else None
+    r = _replace(
+        r,
+        manifest=replace(r.manifest, abstain=section),
+        train_embeddings=ship.get("train_embeddings"),
+        feature_stats=stats,
+    )
     metrics["abstain"]["test"] = evaluate_abstain(r, ckpt, oos, log)
     return section
 
@@ -507,7 +521,7 @@ def _check_exit_settings(s: Settings) -> None:
         raise UsageError(f"exit_budget must be a fraction in [0, 1), got {budget!r}")
 
 
-def _replace(r, manifest=None, label_embeddings=None, train_embeddings=None):
+def _replace(r, manifest=None, label_embeddings=None, train_embeddings=None, feature_stats=None):
     from lrsl_rt import Reranker
 
     return Reranker(
@@ -519,6 +533,7 @@ def _replace(r, manifest=None, label_embeddings=None, train_embeddings=None):
         batch_size=r.batch_size,
         bundle_dir=r.bundle_dir,
         train_embeddings=r.train_embeddings if train_embeddings is None else train_embeddings,
+        feature_stats=r.feature_stats if feature_stats is None else feature_stats,
     )
 
 

@@ -3,7 +3,9 @@
 Both graphs take the same inputs, ``input_ids``, ``attention_mask`` and -- when the model's forward
 accepts it and the tokenizer produces it -- ``token_type_ids`` (int64, axes ``batch`` x ``sequence``):
 
-- classifier: -> ``logits`` float32 (batch, L);
+- classifier: -> ``logits`` float32 (batch, L); with ``features`` (for the ``mahalanobis`` abstain
+  score) also -> ``features`` float32 (batch, h), the final layer's hidden state at the first
+  token (the [CLS] position the classification head reads);
 - embedder:   -> ``embeddings`` float32 (batch, d), mean pooling over the attention mask and L2
   normalisation inside the graph, so every row has unit length.
 
@@ -46,6 +48,14 @@ class _Graph(nn.Module):
 class ClassifierGraph(_Graph):
     def forward(self, *args):
         return self._hf(args).logits
+
+
+class ClassifierFeaturesGraph(_Graph):
+    """The classifier with a second output: the last layer's hidden state at the first token."""
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.input_names, args, strict=True)), output_hidden_states=True)
+        return out.logits, out.hidden_states[-1][:, 0]
 
 
 class EmbedderGraph(_Graph):
@@ -115,15 +125,22 @@ def encode(tokenizer, texts: list[str], names: tuple[str, ...], max_length: int)
 
 
 def export_onnx(
-    graph: _Graph, tokenizer, path: Path, output_name: str, max_length: int, opset: int = OPSET
+    graph: _Graph,
+    tokenizer,
+    path: Path,
+    output_name: str | tuple[str, ...],
+    max_length: int,
+    opset: int = OPSET,
 ) -> Path:
-    """Trace ``graph`` on a padded two-text batch and write an ONNX file with dynamic batch/sequence axes."""
+    """Trace ``graph`` on a padded two-text batch and write an ONNX file with dynamic batch/sequence axes;
+    ``output_name``: the name of its output, or of each of its outputs."""
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     batch = encode(tokenizer, list(TRACE_TEXTS), graph.input_names, max_length)
     if batch["attention_mask"].all():
         raise ExportError("the trace batch has no padding; the attention-mask path would not be exported")
     args = tuple(torch.from_numpy(batch[n]) for n in graph.input_names)
     axes = {n: {0: "batch", 1: "sequence"} for n in graph.input_names}
-    axes[output_name] = {0: "batch"}
+    axes.update({name: {0: "batch"} for name in output_names})
     graph.eval()  # torch.onnx.export restores the module's mode afterwards: it must be eval already
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
@@ -133,7 +150,7 @@ def export_onnx(
             args,
             str(path),
             input_names=list(graph.input_names),
-            output_names=[output_name],
+            output_names=output_names,
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,

@@ -15,20 +15,34 @@ The scores (``ABSTAIN_SCORES`` in :mod:`lrsl_rt.manifest`), from what the rule a
   classifier is sure of it), a hard one is in scope when the embedder puts it near a label
   (``max_cos``). It costs nothing beyond the rule: the embedder already runs on the hard texts.
 
-``max_cos`` and ``knn`` need the embedder on every text, not only the hard ones: choosing them
-costs the embedder's time on the easy share too. The export measures every score on dev, keeps
-the best by AUROC, and sets the threshold by :func:`choose_threshold`.
+- from the classifier's own features: ``mahalanobis`` (minus the smallest squared Mahalanobis
+  distance of the classifier's feature vector to a class mean, shared covariance, after Podolskiy et
+  al. 2021); the classifier graph then has a second output ``features`` and the bundle carries the
+  whitening matrix and the whitened class means. It costs one small matrix product per text.
+
+``max_cos`` and ``knn`` need the embedder on rows the gate calls easy. The **cascade** keeps that
+cost down: a row the classifier is sure of (its ``cascade.measure`` above ``cascade.bound``) is in
+scope without the score; only the others pay for it, and rows the gate already sends to the
+embedder reuse its output. The bound is set on dev (:func:`cascade_bound`) so that at most a set
+share of the out-of-scope dev texts that the score catches escape it. The export measures every
+score on dev, keeps the best by AUROC among those whose cost fits its budget, and sets the
+threshold by :func:`choose_threshold`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .gate import sureness
+from .gate import is_unsure, sureness
 from .rule import Decision
 
 LOGIT_SCORES = ("max_prob", "margin", "variance", "entropy", "energy")
-ALL_ROW_SCORES = ("max_cos", "knn")  # need the embedder on every row
+EMBEDDER_SCORES = ("max_cos", "knn")  # need the embedder on the rows they score
+ALL_ROW_SCORES = EMBEDDER_SCORES  # the name older callers import
+FEATURE_SCORES = ("mahalanobis",)  # need the classifier graph's ``features`` output
+CASCADE_MEASURE = "max_prob"  # the classifier sureness the cascade compares with its bound
+DEFAULT_CASCADE_LOSS = 0.01  # share of dev out-of-scope texts the cascade may let escape
+DEFAULT_BUDGET = 0.10  # share of texts beyond the gate's hard ones the abstain score may embed
 KNN_NEIGHBOURS = 10
 EASY = np.inf  # gated_cos of an easy row: the classifier is sure, never out of scope
 DEFAULT_FALLBACK = "out_of_scope"
@@ -57,7 +71,80 @@ def knn_score(embeddings: np.ndarray, train_embeddings: np.ndarray, n: int = KNN
     """
     sims = np.asarray(embeddings, dtype=np.float32) @ np.asarray(train_embeddings, dtype=np.float32).T
     n = min(n, sims.shape[1])
-    return np.sort(sims, axis=1)[:, -n:].mean(axis=1).astype(np.float64)
+    if not len(sims):
+        return np.zeros(0)
+    # the n largest by partial selection (linear in the training rows), not a full sort of each row
+    top = np.partition(sims, sims.shape[1] - n, axis=1)[:, -n:]
+    return top.astype(np.float64).mean(axis=1)
+
+
+def mahalanobis_score(features: np.ndarray, whitener: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Minus the smallest squared Mahalanobis distance of each row to a class mean.
+
+    ``whitener`` W (h, h) with W W^T the inverse of the shared covariance, ``means`` (L, h) the class
+    means already whitened (mu W); the distance to class c is ||f W - mu_c W||^2. Larger is surer.
+
+    Worked example, W the identity, means (0, 0) and (3, 0): the row (1, 0) is 1 from the first
+    mean and 4 from the second: score -1.
+
+    >>> mahalanobis_score(np.array([[1.0, 0.0]]), np.eye(2), np.array([[0.0, 0.0], [3.0, 0.0]]))
+    array([-1.])
+    """
+    z = np.asarray(features, dtype=np.float64) @ np.asarray(whitener, dtype=np.float64)
+    mu = np.asarray(means, dtype=np.float64)
+    d = (z * z).sum(axis=1)[:, None] - 2 * z @ mu.T + (mu * mu).sum(axis=1)[None, :]
+    return -np.maximum(d.min(axis=1), 0.0) if len(z) else np.zeros(0)
+
+
+def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, n_labels: int, ridge: float = 1e-6):
+    """(whitener W, whitened class means) of training features: shared (tied) covariance, as LDA.
+
+    The covariance is the mean outer product of each row's deviation from its class mean, with
+    ``ridge`` times its mean diagonal added so it can be inverted; W is the inverse of its Cholesky
+    factor, transposed, so ||(f - mu) W||^2 is the Mahalanobis distance.
+    """
+    f, y = np.asarray(features, dtype=np.float64), np.asarray(labels)
+    means = np.zeros((n_labels, f.shape[1]))
+    for c in range(n_labels):
+        if np.any(y == c):
+            means[c] = f[y == c].mean(axis=0)
+    dev = f - means[y]
+    cov = dev.T @ dev / max(len(f) - 1, 1)
+    cov += ridge * max(float(np.mean(np.diag(cov))), 1e-12) * np.eye(len(cov))
+    w = np.linalg.inv(np.linalg.cholesky(cov)).T
+    return w.astype(np.float32), (means @ w).astype(np.float32)
+
+
+def cascade_skips(logits: np.ndarray, measure: str, bound: float, k: int) -> np.ndarray:
+    """Rows the cascade settles as in scope without the score: classifier sureness above ``bound``.
+
+    >>> cascade_skips(np.log([[8.0, 1.0, 1.0], [4.0, 3.0, 3.0]]), "max_prob", 0.5, 3).tolist()
+    [True, False]
+    """
+    return ~is_unsure(logit_score(logits, measure, k), bound)
+
+
+def cascade_bound(sure_oos, caught_oos, max_loss: float = DEFAULT_CASCADE_LOSS) -> float:
+    """The lowest bound that lets at most ``max_loss`` of the out-of-scope dev texts escape.
+
+    ``sure_oos``: the cascade measure of each out-of-scope dev text; ``caught_oos``: whether the
+    full score catches it (score at or below its threshold). A text escapes when it is caught but
+    its sureness is above the bound (the cascade then never scores it), so recall on dev falls by
+    at most ``max_loss``. Rows at the bound are scored (the skip is strictly above).
+
+    Worked example: four out-of-scope texts, sureness [0.2, 0.5, 0.9, 0.95], the first, second and
+    fourth caught; ``max_loss`` 0.25 lets one escape: the bound is the second-highest caught
+    sureness, 0.5 (above it: 0.9, not caught anyway, and 0.95, the one escape).
+
+    >>> cascade_bound([0.2, 0.5, 0.9, 0.95], [True, True, False, True], 0.25)
+    0.5
+    """
+    sure, caught = np.asarray(sure_oos, np.float64), np.asarray(caught_oos, bool)
+    allowed = int(np.floor(max_loss * len(sure) + 1e-9))
+    ranked = np.sort(sure[caught])[::-1]
+    if allowed >= len(ranked):  # every caught text may escape: a bound below every dev text
+        return float(sure.min() - 1.0) if sure.size else 0.0
+    return float(ranked[allowed])
 
 
 def scores_of(
@@ -69,11 +156,13 @@ def scores_of(
     final_confidence: np.ndarray | None = None,
     cos: np.ndarray | None = None,
     knn: np.ndarray | None = None,
+    maha: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``score`` of every row of one decision.
 
     ``final_confidence``: the records' ``score`` (for ``fused``); ``cos`` (n, L): every row's label
-    similarities (for ``max_cos``); ``knn`` (n,): :func:`knn_score` of every row. ``gated_cos`` uses
+    similarities (for ``max_cos``); ``knn`` (n,): :func:`knn_score` of every row; ``maha`` (n,):
+    :func:`mahalanobis_score` of every row. ``gated_cos`` uses
     the similarities the decision computed for its hard rows.
 
     Worked example: two rows, the first hard with best label cosine 0.3, the second easy:
@@ -87,6 +176,8 @@ def scores_of(
         return np.asarray(cos, dtype=np.float64).max(axis=1)
     if score == "knn":
         return np.asarray(knn, dtype=np.float64)
+    if score == "mahalanobis":
+        return np.asarray(maha, dtype=np.float64)
     if score == "gated_cos":
         out = np.full(len(logits), EASY)
         if d.hard_idx.size:

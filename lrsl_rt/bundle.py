@@ -176,3 +176,48 @@ def _longest_row(tokenizer: BundleTokenizer) -> Tokens:
     n = tokenizer.max_length
     middle = ids[1:-1] or ids
     return Tokens((ids[0], *(middle * n)[: n - 2], ids[-1]), (0,) * n)
+
+
+FEATURES = "features"  # the classifier graph's second output, read by the mahalanobis score
+
+
+def load_feature_stats(files: dict, manifest: Manifest, classifier) -> tuple[np.ndarray, np.ndarray]:
+    """(whitener (h, h), whitened class means (L, h)) of the mahalanobis score, float32, without pickle.
+
+    ``classifier`` must be a single graph with a ``features`` output of width h.
+    """
+    if not isinstance(classifier, OnnxSession) or FEATURES not in classifier.outputs:
+        raise BundleError(
+            f"the abstain score {manifest.abstain.score!r} needs a classifier graph with a {FEATURES!r} output"
+        )
+    whitener = load_matrix(files["feature_whitener"], None)
+    h = whitener.shape[0]
+    means = load_matrix(files["feature_means"], (len(manifest.labels), h))
+    if whitener.shape != (h, h):
+        raise BundleError(
+            f"{files['feature_whitener']}: expected a square (h, h) matrix, got {whitener.shape}"
+        )
+    width = classifier.output_shape(FEATURES)[-1]
+    if isinstance(width, int) and width != h:
+        raise BundleError(
+            f"{files['feature_whitener']}: has {h} rows, the classifier's features have width {width}"
+        )
+    return whitener, means
+
+
+def load_matrix(path: Path, shape: tuple | None) -> np.ndarray:
+    """A finite float32 2-D .npy array (of ``shape`` when given), loaded without pickle."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise BundleError(f"{path}: cannot load it as a float32 .npy array without pickle ({e})") from e
+    if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 2:
+        raise BundleError(
+            f"{path}: expected a 2-D float32 array, got {getattr(arr, 'dtype', type(arr).__name__)} "
+            f"of shape {getattr(arr, 'shape', None)}"
+        )
+    if shape is not None and arr.shape != shape:
+        raise BundleError(f"{path}: expected shape {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise BundleError(f"{path}: contains NaN or infinite values")
+    return arr

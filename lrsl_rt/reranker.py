@@ -32,17 +32,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .abstain import ALL_ROW_SCORES, knn_score, scores_of
+from .abstain_step import AbstainStep
 from .batches import length_batches
-from .bundle import load_label_embeddings, load_train_embeddings, open_model, open_stages
+from .bundle import (
+    FEATURES,
+    load_feature_stats,
+    load_label_embeddings,
+    load_train_embeddings,
+    open_model,
+    open_stages,
+)
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
 from .exits import StageChain
+from .explain import explain_rows
 from .fusion import confidence
-from .gate import is_unsure, topk_indices
+from .gate import is_unsure, sureness
 from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest, read_manifest, resolve_file
-from .prediction import Explanation, Prediction
-from .rule import Decision, decide
+from .prediction import Prediction
+from .rule import decide
 from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
@@ -72,6 +80,7 @@ class Reranker:
         bundle_dir: str | os.PathLike | None = None,
         train_embeddings: np.ndarray | None = None,
         on_run: Callable[[str, float], None] | None = None,
+        feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -90,6 +99,17 @@ class Reranker:
         self._label_embeddings_t = np.ascontiguousarray(label_embeddings.T, dtype=np.float32)
         self._label_embeddings_t.flags.writeable = False
         self.train_embeddings = train_embeddings  # (n, d) unit rows: the kNN abstain score's neighbours
+        self.feature_stats = feature_stats  # (whitener, whitened class means): the mahalanobis score's
+        self._abstain = None
+        if manifest.abstain is not None:
+            whitener, means = feature_stats if feature_stats is not None else (None, None)
+            self._abstain = AbstainStep(
+                manifest.abstain,
+                manifest.k,
+                train_embeddings=train_embeddings,
+                whitener=whitener,
+                feature_means=means,
+            )
 
     @classmethod
     def from_bundle(
@@ -138,6 +158,9 @@ class Reranker:
             classifier = open_stages(files, manifest, tokenizer, **settings)
         else:
             classifier = open_model(files["classifier"], "classifier", manifest, tokenizer, **settings)
+        feature_stats = None
+        if manifest.abstain is not None and manifest.abstain.score == "mahalanobis":
+            feature_stats = load_feature_stats(files, manifest, classifier)
         return cls(
             manifest,
             tokenizer,
@@ -147,6 +170,7 @@ class Reranker:
             batch_size=batch_size,
             bundle_dir=bundle_dir,
             train_embeddings=train_embeddings,
+            feature_stats=feature_stats,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -250,24 +274,18 @@ class Reranker:
         return self._predict_chunk(list(rows), explain, self.abstains(abstain))
 
     def _predict_chunk(self, rows: list[Tokens], explain: bool, abstain: bool = False) -> list[Prediction]:
-        logits, exit_layer = self._classify(rows)
+        step = self._abstain if abstain else None
+        logits, exit_layer, features = self._classify(rows, features=step is not None and step.needs_features)
         settled = None if exit_layer is None else exit_layer < self.manifest.classifier_layers
-        every_row = abstain and self.manifest.abstain.score in ALL_ROW_SCORES
-        emb = self.run_batched("embedder", rows) if every_row else None
-        cos = emb @ self._label_embeddings_t if emb is not None else None  # every row's, computed once
-        if cos is not None:
-            similarities = lambda idx: cos[idx]  # noqa: E731
-        else:
-            similarities = lambda idx: self._similarities([rows[i] for i in idx])  # noqa: E731
-        d = decide(
-            logits,
-            similarities,
-            self.threshold,
-            self.fusion,
-            self.k,
-            measure=self.manifest.measure,
-            settled=settled,
-        )
+        m = self.manifest
+        hard = is_unsure(sureness(logits, m.measure, self.k), self.threshold)
+        if settled is not None:
+            hard &= ~settled
+        scored = step.scored_rows(logits) if step is not None else None
+        # one embedder run for the gate's hard rows and the rows the abstain score needs embedded
+        embed = hard | scored if step is not None and step.needs_embeddings else hard
+        emb, cos, pos = self._embed_rows(rows, embed)
+        d = decide(logits, lambda idx: cos[pos[idx]], None, self.fusion, self.k, measure=m.measure, hard=hard)
         n = len(rows)
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
         scores = classifier_prob.copy()
@@ -275,8 +293,15 @@ class Reranker:
         if d.hard_idx.size:
             scores[d.hard_idx] = confidence(d.fused)
             fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
-        explanations = self._explain(logits, d) if explain else [None] * n
-        oos = self._out_of_scope(logits, d, scores, emb, cos) if abstain else None
+        explanations = explain_rows(logits, d, self.labels, self.threshold, self.k) if explain else [None] * n
+        oos = None
+        if step is not None:
+            t0 = time.perf_counter()
+            sub = pos[scored] if step.needs_embeddings else None
+            parts = dict(features=features) if sub is None else dict(emb=emb[sub], cos=cos[sub])
+            oos = step.out_of_scope(logits, d, scores, scored, **parts)
+            if self.on_run is not None:
+                self.on_run("abstain", time.perf_counter() - t0)
         fallback = self.manifest.abstain.fallback_label if abstain else None
         labels = self.labels
         return [
@@ -296,47 +321,37 @@ class Reranker:
             for i in range(n)
         ]
 
-    def _out_of_scope(self, logits: np.ndarray, d: Decision, final: np.ndarray, emb, cos) -> np.ndarray:
-        """The abstain decision of each row (:mod:`lrsl_rt.abstain`); ``emb`` and ``cos``: every row's
-        embedding and label similarities when the score needs them, else None."""
-        a = self.manifest.abstain
-        knn = knn_score(emb, self.train_embeddings) if a.score == "knn" else None
-        s = scores_of(a.score, logits, d, self.k, final_confidence=final, cos=cos, knn=knn)
-        return is_unsure(s, a.threshold)
+    def _embed_rows(self, rows: list[Tokens], mask: np.ndarray):
+        """(embeddings, label similarities, position of each row in them or -1) of the rows in ``mask``."""
+        idx = np.flatnonzero(mask)
+        pos = np.full(len(rows), -1)
+        pos[idx] = np.arange(idx.size)
+        if not idx.size:
+            dim = self.manifest.embedding_dim
+            return np.zeros((0, dim), np.float32), np.zeros((0, len(self.labels)), np.float32), pos
+        emb = self.run_batched("embedder", [rows[i] for i in idx])
+        return emb, emb @ self._label_embeddings_t, pos
 
-    def _classify(self, rows: list[Tokens]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(logits (n, L), layer at which each row's logits were taken or None without exits)."""
+    def _classify(self, rows: list[Tokens], features: bool = False):
+        """(logits (n, L), layer at which each row's logits were taken or None without exits,
+        the graph's ``features`` (n, h) when asked for, else None)."""
         if not isinstance(self.classifier, StageChain):
-            return self.run_batched("classifier", rows), None
+            if features:
+                logits, feats = self.run_batched("classifier", rows, outputs=("logits", FEATURES))
+                return logits, None, feats
+            return self.run_batched("classifier", rows), None, None
         m = self.manifest
-        return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run)
-
-    def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
-        labels, k = self.labels, self.k
-        top = topk_indices(logits, k)
-        after: dict[int, tuple] = {}
-        sims: dict[int, tuple] = {}
-        top_fused = topk_indices(d.fused, k)
-        for j, i in enumerate(d.hard_idx):
-            after[i] = tuple((labels[c], float(d.fused[j, c])) for c in top_fused[j])
-            sims[i] = tuple((labels[c], float(d.cos[j, c])) for c in top[i])
-        return [
-            Explanation(
-                variance=float(d.variance[i]),
-                threshold=self.threshold,
-                k=k,
-                topk_before=tuple((labels[c], float(logits[i, c])) for c in top[i]),
-                topk_after=after.get(i),
-                similarities=sims.get(i),
-            )
-            for i in range(len(logits))
-        ]
+        logits, exit_layer = self.classifier.run(
+            rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run
+        )
+        return logits, exit_layer, None
 
     # ---- batching -------------------------------------------------------------------------------
-    def run_batched(self, role: str, rows: list[Tokens]) -> np.ndarray:
+    def run_batched(self, role: str, rows: list[Tokens], outputs: tuple[str, ...] | None = None):
         """Run the ``"classifier"`` or the ``"embedder"`` on tokenized rows (``self.tokenizer.tokenize``)
         in length-sorted batches of at most ``batch_size`` (:func:`~lrsl_rt.batches.length_batches`), as
-        ``predict`` does; float32 outputs in input order."""
+        ``predict`` does; float32 outputs in input order. ``outputs``: graph outputs to return, as a
+        tuple of arrays (default: the session's one output, as an array)."""
         if role not in MODEL_ROLES:
             raise UsageError(f"role must be one of {MODEL_ROLES}, got {role!r}")
         session = self.classifier if role == "classifier" else self.embedder
@@ -348,17 +363,17 @@ class Reranker:
             idx = order[start:end]
             inputs = self.tokenizer.pad([rows[i] for i in idx])
             t0 = time.perf_counter()
-            y = np.asarray(session.run(inputs), dtype=np.float32)
+            ys = session.run_outputs(inputs, outputs) if outputs else [session.run(inputs)]
             if self.on_run is not None:
                 self.on_run(role, time.perf_counter() - t0)
+            ys = [np.asarray(y, dtype=np.float32) for y in ys]
             if out is None:
-                out = np.empty((len(rows), *y.shape[1:]), dtype=np.float32)
-            out[idx] = y
-        return out
-
-    def _similarities(self, rows: list[Tokens]) -> np.ndarray:
-        """Cosine similarity (n, L) of tokenized rows with the label texts."""
-        return self.run_batched("embedder", rows) @ self._label_embeddings_t
+                out = [np.empty((len(rows), *y.shape[1:]), dtype=np.float32) for y in ys]
+            for o, y in zip(out, ys, strict=True):
+                o[idx] = y
+        if out is None:  # no rows
+            return None
+        return tuple(out) if outputs else out[0]
 
     def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
         texts = _check_texts(texts)

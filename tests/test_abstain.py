@@ -144,7 +144,8 @@ def test_export_writes_an_abstain_section_chosen_by_dev_auroc(tiny_bundle_oos):
     m = read_manifest(tiny_bundle_oos)
     assert m.format_version == 2 and m.abstain is not None
     table = m.metrics["abstain"]["scores"]
-    assert m.abstain.score == max(table, key=lambda s: table[s]["dev_auroc"])
+    fits = [s for s in table if table[s]["fits_budget"]]
+    assert m.abstain.score == max(fits, key=lambda s: table[s]["dev_auroc"])
     assert m.abstain.fallback_label == "out_of_scope" and m.abstain.chosen_by == "drop:1"
     assert {"dev_auroc", "test_auroc"} <= set(table["max_prob"]) and m.metrics["abstain"]["test"][
         "macro_f1"

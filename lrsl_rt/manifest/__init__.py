@@ -31,12 +31,14 @@ from __future__ import annotations
 from .checks import ABSTAIN_SCORES, MAX_SEQUENCE_LENGTH, MODEL_INPUTS, PRECISIONS, check_ranges
 from .files import file_entry, read_manifest, resolve_file, sha256_file, write_manifest
 from .schema import (
+    FEATURE_ROLES,
     FILE_ROLES,
     FORMAT_VERSION,
     MANIFEST_NAME,
     STAGE_ROLE,
     TRAIN_EMBEDDINGS_ROLE,
     Abstain,
+    Cascade,
     ExitPoint,
     FileEntry,
     Manifest,
@@ -53,6 +55,8 @@ __all__ = [
     "PRECISIONS",
     "STAGE_ROLE",
     "TRAIN_EMBEDDINGS_ROLE",
+    "FEATURE_ROLES",
+    "Cascade",
     "Abstain",
     "ExitPoint",
     "FileEntry",

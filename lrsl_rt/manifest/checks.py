@@ -12,6 +12,7 @@ import re
 from dataclasses import MISSING, fields
 
 from ..errors import BundleError
+from ..gate import MEASURES
 
 # Scores the abstain decision can use (:mod:`lrsl_rt.abstain` computes them); each is a sureness.
 ABSTAIN_SCORES = (
@@ -24,6 +25,7 @@ ABSTAIN_SCORES = (
     "knn",
     "fused",
     "gated_cos",
+    "mahalanobis",
 )
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SEQUENCE_LENGTH = 1 << 16  # beyond any encoder's position table; the graphs are probed at load
@@ -54,6 +56,11 @@ def check_v2_ranges(v2: dict, labels: list[str], where: str) -> None:
         out_of_range("abstain.score", f"one of {list(ABSTAIN_SCORES)}", a.score, where)
     if not _finite(a.threshold):
         out_of_range("abstain.threshold", "a finite number", a.threshold, where)
+    c = a.cascade
+    if c is not None and c.measure not in MEASURES:
+        out_of_range("abstain.cascade.measure", f"one of {list(MEASURES)}", c.measure, where)
+    if c is not None and not _finite(c.bound):
+        out_of_range("abstain.cascade.bound", "a finite number", c.bound, where)
     if not a.fallback_label.strip() or a.fallback_label in labels:
         out_of_range(
             "abstain.fallback_label",

@@ -38,6 +38,7 @@ FILE_ROLES = ("classifier", "embedder", "tokenizer", "label_embeddings")
 # The optional roles of version 2: the stage graphs of a classifier with exits, the kNN score's file.
 STAGE_ROLE = "classifier_stage_{}"
 TRAIN_EMBEDDINGS_ROLE = "train_embeddings"
+FEATURE_ROLES = ("feature_whitener", "feature_means")  # the mahalanobis score's files
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,21 @@ class ExitPoint:
 
 
 @dataclass(frozen=True)
+class Cascade:
+    """Rows whose classifier sureness (``measure`` of the logits) is above ``bound`` are in scope
+    without the abstain score; only the others are scored (:mod:`lrsl_rt.abstain_step`)."""
+
+    measure: str
+    bound: float
+
+
+@dataclass(frozen=True)
 class Abstain:
     """The out-of-scope decision: a row whose ``score`` is at or below ``threshold`` gets ``fallback_label``.
 
     ``chosen_by`` says how the threshold was set (``inscope_drop:0.01``, ``recall:0.8`` or ``fixed``);
-    ``dev`` holds the dev figures it was chosen on (AUROC, out-of-scope recall, in-scope accuracy).
+    ``dev`` holds the dev figures it was chosen on (AUROC, out-of-scope recall, in-scope accuracy);
+    ``cascade`` (optional) the classifier bound above which a row is not scored.
     """
 
     score: str
@@ -80,6 +91,7 @@ class Abstain:
     fallback_label: str
     chosen_by: str
     dev: dict = field(default_factory=dict)
+    cascade: Cascade | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +134,8 @@ class Manifest:
         d["fusion"] = self.fusion.to_dict()
         d["tokenizer"]["model_input_names"] = list(self.tokenizer.model_input_names)
         d["exits"] = list(d["exits"])
+        if d.get("abstain") is not None and d["abstain"]["cascade"] is None:
+            del d["abstain"]["cascade"]  # bundles without a cascade keep their manifest as it was
         d["format_version"] = 2 if self.uses_version_2 else 1
         if not self.uses_version_2:
             for key in _V2_KEYS:
@@ -251,7 +265,14 @@ def _version_2_settings(d: dict, where: str) -> dict:
         for key, typ in (("score", str), ("fallback_label", str), ("chosen_by", str), ("dev", dict)):
             check_type(a.get(key, {}), typ, f"abstain.{key}", where)
         check_type(a["threshold"], (int, float), "abstain.threshold", where)
-        abstain = Abstain(**{**a, "threshold": float(a["threshold"])})
+        cascade = None
+        if a.get("cascade") is not None:
+            c = a["cascade"]
+            check_keys(c, Cascade, f"{where}: abstain.cascade")
+            check_type(c["measure"], str, "abstain.cascade.measure", where)
+            check_type(c["bound"], (int, float), "abstain.cascade.bound", where)
+            cascade = Cascade(c["measure"], float(c["bound"]))
+        abstain = Abstain(**{**a, "threshold": float(a["threshold"]), "cascade": cascade})
     return {"measure": measure, "classifier_layers": layers, "exits": tuple(exits), "abstain": abstain}
 
 
@@ -263,4 +284,6 @@ def _file_roles(v2: dict) -> tuple[str, ...]:
         roles += [STAGE_ROLE.format(i + 1) for i in range(len(v2["exits"]) + 1)]
     if v2["abstain"] is not None and v2["abstain"].score == "knn":
         roles.append(TRAIN_EMBEDDINGS_ROLE)
+    if v2["abstain"] is not None and v2["abstain"].score == "mahalanobis":
+        roles += FEATURE_ROLES
     return tuple(roles)
