@@ -71,6 +71,14 @@ from lrsl_rt.errors import LrslError, UsageError
 QUICK = {"n_texts": 12, "repeats": 1, "warmup": 2, "startup_runs": 2}
 
 
+def _abstains(bundle) -> bool:
+    """Whether the bundle's manifest has an abstain section (its default path then abstains)."""
+    try:
+        return bool(json.loads((Path(bundle) / "manifest.json").read_text(encoding="utf-8")).get("abstain"))
+    except (OSError, ValueError):
+        return False  # the bundle's load reports what is wrong with it
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = CommandParser(
         prog="python -m benchmarks.latency",
@@ -168,6 +176,10 @@ def make_plan(args, log) -> tuple[list[str], dict, dict]:
     if args.spinning == "off":
         names.remove("lrsl_int8_shared")
         skipped["lrsl_int8_shared"] = "--spinning off: the shared pool's threads always spin after a run"
+    if _abstains(args.bundle):
+        names.insert(names.index("lrsl_int8") + 1, "lrsl_int8_noabstain")
+    else:
+        skipped["lrsl_int8_noabstain"] = "the bundle does not abstain"
     if args.bundle_fp32:
         names.insert(names.index("lrsl_clf_int8") + 1, "lrsl_clf_fp32")
         names.insert(names.index("lrsl_int8") + 1, "lrsl_fp32")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 # The two ONNX models of a bundle, in the order they run.
 MODEL_ROLES = ("classifier", "embedder")
+# What the Reranker's ``on_run`` hook names: the two models' ONNX Runtime runs, and the steps around
+# them (tokenization in ``predict``/``predict_iter``, the rule's gate and fusion, the abstain score).
+STAGES = ("tokenize", "classifier", "embedder", "rule", "abstain")
 
 # Texts per model call. A call of many texts is sorted by token count and cut into batches of this
 # size, so each batch is padded only to its own longest text; on CPU, small length-sorted batches

@@ -65,8 +65,10 @@ class Reranker:
 
     The constructor takes parts already loaded (tests use it to swap a threshold or wrap a session).
     ``classifier`` is one session, or the :class:`~lrsl_rt.exits.StageChain` of a bundle with exits.
-    ``on_run``, when set, is called as ``on_run(role, seconds)`` after each ONNX Runtime run, with the
-    run's wall time (padding excluded): a server's per-stage metrics come from it.
+    ``on_run``, when set, is called as ``on_run(stage, seconds)`` after each step of a call, a stage of
+    :data:`lrsl_rt.defaults.STAGES`: each ONNX Runtime run (``classifier``, ``embedder``; padding
+    excluded), the tokenization of ``predict``, the rule (``rule``: gate and fusion) and the abstain
+    score (``abstain``). A server's per-stage metrics and the latency benchmark's stage table come from it.
     """
 
     def __init__(
@@ -243,7 +245,10 @@ class Reranker:
         while chunk := list(islice(it, chunk_size)):
             _check_texts(chunk, offset)
             offset += len(chunk)
-            yield from self._predict_chunk(self.tokenizer.tokenize(chunk), explain, abstain)
+            t0 = time.perf_counter()
+            rows = self.tokenizer.tokenize(chunk)
+            self._timed("tokenize", t0)
+            yield from self._predict_chunk(rows, explain, abstain)
 
     def abstains(self, asked: bool | None = None) -> bool:
         """Whether predictions abstain: the bundle's choice unless ``asked`` says otherwise."""
@@ -285,7 +290,9 @@ class Reranker:
         # one embedder run for the gate's hard rows and the rows the abstain score needs embedded
         embed = hard | scored if step is not None and step.needs_embeddings else hard
         emb, cos, pos = self._embed_rows(rows, embed)
+        t0 = time.perf_counter()
         d = decide(logits, lambda idx: cos[pos[idx]], None, self.fusion, self.k, measure=m.measure, hard=hard)
+        self._timed("rule", t0)
         n = len(rows)
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
         scores = classifier_prob.copy()
@@ -300,8 +307,7 @@ class Reranker:
             sub = pos[scored] if step.needs_embeddings else None
             parts = dict(features=features) if sub is None else dict(emb=emb[sub], cos=cos[sub])
             oos = step.out_of_scope(logits, d, scores, scored, **parts)
-            if self.on_run is not None:
-                self.on_run("abstain", time.perf_counter() - t0)
+            self._timed("abstain", t0)
         fallback = self.manifest.abstain.fallback_label if abstain else None
         labels = self.labels
         return [
@@ -364,8 +370,7 @@ class Reranker:
             inputs = self.tokenizer.pad([rows[i] for i in idx])
             t0 = time.perf_counter()
             ys = session.run_outputs(inputs, outputs) if outputs else [session.run(inputs)]
-            if self.on_run is not None:
-                self.on_run(role, time.perf_counter() - t0)
+            self._timed(role, t0)
             ys = [np.asarray(y, dtype=np.float32) for y in ys]
             if out is None:
                 out = [np.empty((len(rows), *y.shape[1:]), dtype=np.float32) for y in ys]
@@ -374,6 +379,11 @@ class Reranker:
         if out is None:  # no rows
             return None
         return tuple(out) if outputs else out[0]
+
+    def _timed(self, stage: str, t0: float) -> None:
+        """Report ``stage``'s time since ``t0`` to the ``on_run`` hook, when one is set."""
+        if self.on_run is not None:
+            self.on_run(stage, time.perf_counter() - t0)
 
     def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
         texts = _check_texts(texts)

@@ -11,13 +11,11 @@ A contender has four steps, each a method (``measure.py`` times them):
 
 The PyTorch baseline and Optimum's model share the checkpoint's Hugging Face tokenizer; the lrsl_rt
 contenders use the bundle's ``tokenizers`` file. All truncate to the bundle's max length.
-``LrslFull.stages`` re-traces ``Reranker.predict`` through public API (the tokenizer, the two sessions,
-``Reranker.run_batched`` and :func:`lrsl_rt.rule.decide`) with a clock between the pieces.
+The full LRSL path's stage times come from the Reranker's own ``on_run`` hook (``measure.py``).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +31,7 @@ DESCRIPTIONS = {
     "lrsl_int8": "lrsl_rt full LRSL path, int8 bundle (Reranker.predict)",
     "lrsl_fp32": "lrsl_rt full LRSL path, fp32 bundle (Reranker.predict)",
     "lrsl_int8_shared": "lrsl_rt full LRSL path, int8 bundle, thread_pool='shared' (one pool for both models)",
+    "lrsl_int8_noabstain": "lrsl_rt full LRSL path, int8 bundle, abstain=False (bundles that abstain)",
 }
 
 
@@ -41,6 +40,7 @@ class Output:
     labels: list[str]
     classifier_labels: list[str] | None = None  # LRSL: the classifier's own answer
     hard: list[bool] | None = None  # LRSL: whether the embedder ran
+    out_of_scope: list[bool] | None = None  # LRSL: whether the text was abstained on
 
 
 # ---- the contenders ---------------------------------------------------------------------------
@@ -166,61 +166,28 @@ class LrslClassifier:
 
 
 class LrslFull(LrslClassifier):
-    """The full LRSL path: ``Reranker.predict`` (gate, embedder on hard samples, fusion)."""
+    """The full LRSL path: ``Reranker.predict`` (gate, embedder on hard samples, fusion, and abstain
+    when the bundle abstains; ``abstain=False`` turns it off). The stage table comes from the
+    Reranker's own ``on_run`` hook on the timed calls (``measure.py``)."""
+
+    def __init__(self, opts, precision, thread_pool="session", abstain=None):
+        super().__init__(opts, precision, thread_pool)
+        self.abstain = abstain
 
     def classify(self, texts):
-        preds = self.r.predict(texts)
-        return Output([p.label for p in preds], [p.classifier_label for p in preds], [p.hard for p in preds])
+        preds = self.r.predict(texts, abstain=self.abstain)
+        return Output(
+            [p.label for p in preds],
+            [p.classifier_label for p in preds],
+            [p.hard for p in preds],
+            [bool(p.out_of_scope) for p in preds],
+        )
 
-    def run_encoded(self, inputs):
-        return self.stages(inputs)[1]
+    def encode(self, text):
+        return self.r.tokenizer.tokenize([text])
 
-    def stages(self, feeds, rows=None) -> tuple[dict, np.ndarray]:
-        """``Reranker.predict``'s steps with a clock between them, through public API only: the
-        classifier, then :func:`lrsl_rt.rule.decide`, whose similarity function (called with the hard
-        rows only) times the embedder, so what comes before it is the gate and what follows the fusion.
-        ``rows``: the unpadded tokens, run as the Reranker runs them (``Reranker.run_batched``:
-        length-sorted batches of its batch size, padding included in the model's time); None:
-        ``feeds`` is one padded batch (one text). Returns (seconds per stage, label ids)."""
-        from lrsl_rt.rule import decide
-
-        r, clock, marks = self.r, time.perf_counter, {}
-
-        def similarities(idx):
-            marks["gate"] = clock()
-            if rows is None:
-                emb = r.embedder.run({k: v[idx] for k, v in feeds.items()})
-            else:
-                emb = r.run_batched("embedder", [rows[i] for i in idx])
-            cos = emb @ r.label_embeddings.T
-            marks["embedder"] = clock()
-            return cos
-
-        t0 = clock()
-        if rows is None:
-            logits = np.asarray(r.classifier.run(feeds), dtype=np.float32)
-        else:
-            logits = r.run_batched("classifier", rows)
-        t1 = clock()
-        ids = decide(logits, similarities, r.threshold, r.fusion, r.k).labels
-        t4 = clock()
-        t2, t3 = marks.get("gate", t4), marks.get("embedder", t4)
-        return {"classifier": t1 - t0, "gate": t2 - t1, "embedder": t3 - t2, "fuse": t4 - t3}, ids
-
-    def breakdown(self, batches: list[list[str]]) -> dict:
-        """Milliseconds per query of each stage over these batches, and the labels in order."""
-        total = dict.fromkeys(("tokenize", "classifier", "gate", "embedder", "fuse"), 0.0)
-        labels = []
-        for batch in batches:
-            t0 = time.perf_counter()
-            rows = self.r.tokenizer.tokenize(batch)
-            total["tokenize"] += time.perf_counter() - t0
-            times, ids = self.stages(None, rows)
-            for k, v in times.items():
-                total[k] += v
-            labels += [self.labels[i] for i in ids]
-        n = len(labels)
-        return {"ms_per_query": {k: 1e3 * v / n for k, v in total.items()}, "labels": labels}
+    def run_encoded(self, rows):
+        return self.r.predict_tokens(rows, abstain=self.abstain)
 
 
 CONTENDERS = {
@@ -231,4 +198,5 @@ CONTENDERS = {
     "lrsl_int8": lambda o: LrslFull(o, "int8"),
     "lrsl_fp32": lambda o: LrslFull(o, "fp32"),
     "lrsl_int8_shared": lambda o: LrslFull(o, "int8", thread_pool="shared"),
+    "lrsl_int8_noabstain": lambda o: LrslFull(o, "int8", abstain=False),
 }

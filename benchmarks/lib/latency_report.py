@@ -14,7 +14,8 @@ import numpy as np
 
 from benchmarks.lib.contenders import DESCRIPTIONS
 
-STAGES = ("tokenize", "classifier", "gate", "embedder", "fuse")
+STAGES = ("tokenize", "classifier", "embedder", "rule", "abstain")  # lrsl_rt.defaults.STAGES, in order
+FULL = ("lrsl_int8", "lrsl_int8_noabstain", "lrsl_int8_shared", "lrsl_fp32")
 SPINNING = {
     "default": "each library's default (Optimum/ONNX Runtime on; lrsl_rt on during a run, off after it; "
     "lrsl_int8_shared's pool on)",
@@ -63,6 +64,11 @@ def _accuracy_cell(r: dict, name: str, key: str) -> str:
     return text
 
 
+def _recall_cell(r: dict, name: str) -> str:
+    s = r["contenders"][name]["summary"].get("oos_recall")
+    return "-" if s is None else f"{100 * s['median']:.1f}%"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [
         "| " + " | ".join(header) + " |",
@@ -92,7 +98,11 @@ def _header(r: dict) -> list[str]:
         n for n, c in r["contenders"].items() if c["rounds"] and not c["rounds"][0]["labels_match_model"]
     ]
     if r["texts"]["labels"] and mismatch:
-        lines.append(f"- the texts' labels are not the labels of {mismatch}: no accuracy for them")
+        lines.append(
+            f"- some texts' labels are not the labels of {mismatch} (out-of-scope texts): accuracy is over the "
+            "in-scope texts (an abstained one counts wrong); out-of-scope recall is the share of the others "
+            "abstained on"
+        )
     if m["provider_requested"] == "cuda":
         used = {n: c["rounds"][0]["providers"] for n, c in r["contenders"].items() if c["rounds"]}
         lines.append(f"- session providers: {used} (the PyTorch baseline runs on CPU)")
@@ -133,6 +143,7 @@ def _throughput(r: dict, names: list[str]) -> list[str]:
         "hard share",
         "accuracy classifier",
         "accuracy LRSL",
+        "out-of-scope recall",
     ]
     rows = []
     for name in names:
@@ -143,6 +154,7 @@ def _throughput(r: dict, names: list[str]) -> list[str]:
             + [_cell(r, name, "rss_peak_mb"), _cell(r, name, "load_s")]
             + [f"{100 * hard['median']:.1f}%" if hard else "-"]
             + [_accuracy_cell(r, name, "accuracy_classifier"), _accuracy_cell(r, name, "accuracy_lrsl")]
+            + [_recall_cell(r, name)]
         )
     return [
         "",
@@ -157,7 +169,7 @@ def breakdown_medians(r: dict, name: str) -> dict:
     rounds = [x["breakdown"] for x in r["contenders"][name]["rounds"] if "breakdown" in x]
     out = {}
     for b in rounds[0] if rounds else ():
-        med = {s: float(np.median([x[b]["ms_per_query"][s] for x in rounds])) for s in STAGES}
+        med = {s: float(np.median([x[b]["ms_per_query"].get(s, 0.0) for x in rounds])) for s in STAGES}
         measured = [x[b]["predict_ms_per_query"] for x in rounds if x[b]["predict_ms_per_query"]]
         med["predict"] = float(np.median(measured)) if measured else None
         same = [x[b].get("labels_agree_with_batch1_predict") for x in rounds]
@@ -167,12 +179,7 @@ def breakdown_medians(r: dict, name: str) -> dict:
 
 
 def _breakdown(r: dict) -> list[str]:
-    cols = [
-        (n, b, meds)
-        for n in ("lrsl_int8", "lrsl_int8_shared", "lrsl_fp32")
-        if n in r["contenders"]
-        for b, meds in breakdown_medians(r, n).items()
-    ]
+    cols = [(n, b, meds) for n in FULL if n in r["contenders"] for b, meds in breakdown_medians(r, n).items()]
     if not cols:
         return []
     header = ["stage (ms/query)", *(f"{n} @{b}" for n, b, _ in cols)]
@@ -190,13 +197,23 @@ def _breakdown(r: dict) -> list[str]:
         ["Reranker.predict measured"] + [num(m["predict"]) if m["predict"] else "-" for _, _, m in cols]
     )
     rows.append(
+        ["not in a stage"]
+        + [
+            f"{100 * (1 - sum(m[s] for s in STAGES) / m['predict']):.1f}%" if m["predict"] else "-"
+            for _, _, m in cols
+        ]
+    )
+    rows.append(
         ["LRSL labels same as one text per call"]
         + ["-" if m.get("same_as_alone") is None else f"{100 * m['same_as_alone']:.2f}%" for _, _, m in cols]
     )
     note = (
-        "embedder: averaged over all queries, it runs on the hard ones only; fuse: similarities, fusion, "
-        "argmax. Labels same as one text per call: the share of texts whose LRSL label in these calls "
-        "equals their label predicted alone (batch invariance; below 100% only with a dynamic int8 preset)"
+        "Stages: the Reranker's own on_run hook, summed over the very calls that are timed (batch 1: the "
+        "one-text calls; the largest batch: its full batches). embedder: averaged over all queries, it runs "
+        "on the hard ones (and, when abstaining with an embedder score, the texts the cascade does not "
+        "settle); rule: the gate, the fusion and the argmax; abstain: the out-of-scope score. Not in a stage: "
+        "records and bookkeeping. Labels same as one text per call: the share of texts whose label in these "
+        "calls equals their label predicted alone (batch invariance; below 100% only with a dynamic int8 preset)"
     )
     return ["", "### Where the LRSL time goes", "", *_table(header, rows), "", note]
 

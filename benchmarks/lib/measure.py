@@ -8,6 +8,10 @@ collector is paused inside the timed loops.
 
 Shortcut: an int8 model's answers depend on the batch (dynamic quantization scales activations per
 batch), so the accuracy reported is that of the batch-1 run.
+
+For the full LRSL path the stage table is the Reranker's own ``on_run`` hook summed over the very
+calls that are timed (batch 1 and the largest batch size): each stage of :data:`lrsl_rt.defaults.STAGES`
+in milliseconds per query, beside the measured time; what no stage covers is ``unattributed``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 
 import numpy as np
 
+from benchmarks.lib.abstain_worker import StageClock
 from benchmarks.lib.common import accuracy, full_batches, latency_stats
 from benchmarks.lib.contenders import CONTENDERS, LrslFull, Output
 
@@ -37,9 +42,15 @@ def measure(name: str, opts, texts: list[str], gold: list[str] | None) -> dict:
         c.classify([text])
     for b in opts.batch_sizes:
         c.classify(full_batches(texts, b)[0])
-    b1_times, out = _batch1(c, texts)
+    full = isinstance(c, LrslFull)
+    clocks = {str(b): StageClock() for b in sorted({1, max(opts.batch_sizes)})} if full else {}
+    with _hook(c, clocks.get("1")):
+        b1_times, out = _batch1(c, texts)
     model_times = _model_only(c, texts, opts.warmup)
-    qps = {str(b): _throughput(c, texts, b) for b in opts.batch_sizes}
+    qps, batch_labels = {}, {}
+    for b in opts.batch_sizes:
+        with _hook(c, clocks.get(str(b)) if b != 1 else None):
+            qps[str(b)], batch_labels[str(b)] = _throughput(c, texts, b)
     result = {
         "contender": name,
         "providers": list(c.providers),
@@ -52,9 +63,24 @@ def measure(name: str, opts, texts: list[str], gold: list[str] | None) -> dict:
         "rss_peak_mb": _peak_rss_mb(),
         **_quality(out, gold, c.labels),
     }
-    if isinstance(c, LrslFull):
-        result["breakdown"] = _breakdown(c, texts, opts.batch_sizes, out, b1_times, qps)
+    if full:
+        result["breakdown"] = _breakdown(clocks, texts, out, b1_times, qps, batch_labels)
     return result
+
+
+class _hook:
+    """``with _hook(contender, clock)``: the Reranker's ``on_run`` is ``clock`` inside (nothing when None)."""
+
+    def __init__(self, c, clock):
+        self.r, self.clock = getattr(c, "r", None), clock
+
+    def __enter__(self):
+        if self.clock is not None:
+            self.r.on_run = self.clock
+
+    def __exit__(self, *exc):
+        if self.clock is not None:
+            self.r.on_run = None
 
 
 def _timed(fn, items) -> tuple[list[float], list]:
@@ -87,48 +113,62 @@ def _model_only(c, texts, warmup) -> list[float]:
     return _timed(c.run_encoded, inputs)[0]
 
 
-def _throughput(c, texts, b) -> float:
+def _throughput(c, texts, b) -> tuple[float, list[str]]:
+    """(queries per second, the labels of the calls in order) over full batches of ``b``."""
     batches = full_batches(texts, b)
-    times, _ = _timed(c.classify, batches)
-    return b * len(batches) / sum(times)
+    times, outs = _timed(c.classify, batches)
+    return b * len(batches) / sum(times), [label for o in outs for label in o.labels]
 
 
 def _quality(out: Output, gold, model_labels) -> dict:
-    """Accuracy (when the texts' labels are the model's) and the hard share, from the batch-1 run."""
-    known = gold is not None and set(gold) <= set(model_labels)
+    """Accuracy and the hard share, from the batch-1 run. When some gold labels are not the model's
+    (out-of-scope texts), accuracy is over the in-scope texts only (an abstained one counts wrong) and
+    the out-of-scope recall is the share of the others the contender abstained on."""
+    labels = set(model_labels)
+    known = gold is not None and set(gold) <= labels
     q = {
         "n": len(out.labels),
         "labels_match_model": known,
         "accuracy_classifier": accuracy(out.classifier_labels or out.labels, gold) if known else None,
         "accuracy_lrsl": None,
         "hard_share": None,
+        "oos_recall": None,
     }
+    inscope = np.array([g in labels for g in gold]) if gold is not None else None
+    if gold is not None and not known and inscope.any():
+        pick = lambda xs: [x for x, i in zip(xs, inscope, strict=True) if i]  # noqa: E731
+        q["accuracy_classifier"] = accuracy(pick(out.classifier_labels or out.labels), pick(gold))
+        q["inscope_texts"], q["oos_texts"] = int(inscope.sum()), int((~inscope).sum())
     if out.hard is not None:
-        q["accuracy_lrsl"] = accuracy(out.labels, gold) if known else None
         q["hard_share"] = float(np.mean(out.hard)) if out.hard else None
+        if known:
+            q["accuracy_lrsl"] = accuracy(out.labels, gold)
+        elif gold is not None and inscope.any():
+            q["accuracy_lrsl"] = accuracy(pick(out.labels), pick(gold))
+            flagged = np.asarray(out.out_of_scope or [False] * len(gold))
+            q["oos_recall"] = float(flagged[~inscope].mean()) if (~inscope).any() else None
     return q
 
 
-def _breakdown(c: LrslFull, texts, batch_sizes, out: Output, b1_times, qps) -> dict:
-    """Stage times at batch 1 and at the largest batch, with the measured predict() time beside them."""
+def _breakdown(clocks: dict, texts, out: Output, b1_times, qps, batch_labels) -> dict:
+    """Stage times summed by the ``on_run`` hook over the timed calls at batch 1 and at the largest
+    batch, with the measured ``predict`` time of the same calls beside them."""
     res = {}
-    for b in sorted({1, max(batch_sizes)}):
-        gc.collect()
-        gc.disable()
-        try:
-            d = c.breakdown(full_batches(texts, b))
-        finally:
-            gc.enable()
-        measured = (
-            1e3 * float(np.mean(b1_times)) if b == 1 else (1e3 / qps[str(b)] if str(b) in qps else None)
-        )
-        n = len(out.labels)  # the full batches start with the texts in order
-        res[str(b)] = {
-            "ms_per_query": d["ms_per_query"],
+    n = len(out.labels)  # the full batches start with the texts in order
+    for b, clock in clocks.items():
+        if b == "1":
+            measured, queries = 1e3 * float(np.mean(b1_times)), n
+            same = 1.0
+        else:
+            queries = len(batch_labels[b])
+            measured = 1e3 / qps[b]
+            same = float(np.mean(np.asarray(batch_labels[b][:n]) == np.asarray(out.labels)))
+        ms = {s: 1e3 * v / queries for s, v in clock.seconds.items()}
+        res[b] = {
+            "ms_per_query": ms,
             "predict_ms_per_query": measured,
-            "labels_agree_with_batch1_predict": float(
-                np.mean(np.asarray(d["labels"][:n]) == np.asarray(out.labels))
-            ),
+            "unattributed_ms_per_query": measured - sum(ms.values()),
+            "labels_agree_with_batch1_predict": same,
         }
     return res
 

@@ -19,7 +19,9 @@ def flat(res: dict) -> dict:
             f[f"{part}_{q}_ms"] = res[part][f"{q}_ms"]
     for b, qps in res["qps"].items():
         f[f"qps_{b}"] = qps
-    for key in ("rss_peak_mb", "load_s", "import_s", "hard_share", "accuracy_classifier", "accuracy_lrsl"):
+    for key in (
+        "rss_peak_mb", "load_s", "import_s", "hard_share", "accuracy_classifier", "accuracy_lrsl", "oos_recall"
+    ):  # fmt: skip
         f[key] = res.get(key)
     return f
 

@@ -18,9 +18,10 @@ Names (counters get ``_total``):
   ``lrsl_hard_share`` (hard / predicted since start)
 - ``lrsl_exit_texts_total{layer}``: texts by the classifier layer they left at (bundles with exits)
 - ``lrsl_abstained_texts_total``: texts answered with the fallback label (out of scope)
-- ``lrsl_model_run_seconds{stage}``: time inside ONNX Runtime, stage ``classifier`` (each stage graph
-  of a chain with exits counts here) or ``embedder`` (count: runs, sum: seconds), from the Reranker's
-  ``on_run`` hook
+- ``lrsl_model_run_seconds{stage}``: time of each step of a model call, from the Reranker's ``on_run``
+  hook (count: runs, sum: seconds): inside ONNX Runtime for ``classifier`` (each stage graph of a chain
+  with exits counts here) and ``embedder``; ``rule`` (the gate and the fusion) and ``abstain`` (the
+  out-of-scope score) in numpy
 - ``lrsl_cancelled_texts_total``: texts of requests whose client went away, taken out of the queue
   before any batch took them
 - ``lrsl_failed_batches_total``: model calls that raised
@@ -31,6 +32,8 @@ Names (counters get ``_total``):
 from __future__ import annotations
 
 import os
+
+from ..defaults import STAGES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 ENDPOINTS = ("/predict", "/health", "/info", "/metrics")
@@ -78,7 +81,7 @@ class ServeMetrics:
         )
         self.abstained = Counter("lrsl_abstained_texts", "texts answered with the fallback label", registry=r)
         self.model_seconds = Summary(
-            "lrsl_model_run_seconds", "time inside ONNX Runtime per run, by model", ["stage"], registry=r
+            "lrsl_model_run_seconds", "time per step of a model call, by stage", ["stage"], registry=r
         )
         self.cancelled_texts = Counter(
             "lrsl_cancelled_texts", "texts of requests whose client disconnected", registry=r
@@ -87,7 +90,7 @@ class ServeMetrics:
         self.solo_batches = Counter(
             "lrsl_solo_batches", "model calls that ran alone, on the --solo-threads sessions", registry=r
         )
-        self._stages = {s: self.model_seconds.labels(s) for s in ("classifier", "embedder")}  # 0 until run
+        self._stages = {s: self.model_seconds.labels(s) for s in STAGES}  # 0 until run
 
     # ---- the HTTP side ---------------------------------------------------------------------------
     def request(self, path: str, status: int, seconds: float) -> None:
