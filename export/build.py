@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.accuracy import format_report
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MEASURES, MODEL_ROLES
 from lrsl_rt.errors import UsageError
 from lrsl_rt.fusion import Fusion, fusion_option
-from lrsl_rt.gate import MEASURES
 from lrsl_rt.manifest import TRAIN_EMBEDDINGS_ROLE, TokenizerSettings
 from lrsl_rt.progress import Steps
 from lrsl_rt.tuning import fusion_reason
