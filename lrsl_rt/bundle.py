@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BundleError, RuntimeBackendError
 from .manifest import Manifest
 from .session import OnnxSession
@@ -88,6 +89,13 @@ def open_stages(files: dict, manifest: Manifest, tokenizer: BundleTokenizer, **s
             f"manifest's tokenizer.max_length ({e})"
         ) from e
     return chain
+
+
+def recorded_batch_size(manifest: Manifest) -> int:
+    """The batch size the export evaluated the bundle with; DEFAULT_BATCH_SIZE when it records none."""
+    recorded = manifest.metrics.get("export_settings", {}).get("batch_size")
+    ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
+    return recorded if ok else DEFAULT_BATCH_SIZE
 
 
 def load_label_embeddings(path: Path, manifest: Manifest) -> np.ndarray:

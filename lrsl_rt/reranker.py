@@ -34,15 +34,21 @@ import numpy as np
 
 from .abstain import ALL_ROW_SCORES, knn_score, scores_of
 from .batches import length_batches
-from .bundle import load_label_embeddings, load_train_embeddings, open_model, open_stages
+from .bundle import (
+    load_label_embeddings,
+    load_train_embeddings,
+    open_model,
+    open_stages,
+    recorded_batch_size,
+)
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
 from .exits import StageChain
 from .fusion import confidence
-from .gate import is_unsure, topk_indices
+from .gate import is_unsure
 from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest, read_manifest, resolve_file
-from .prediction import Explanation, Prediction
-from .rule import Decision, decide
+from .prediction import Prediction
+from .rule import Decision, decide, explain_rows
 from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
@@ -118,7 +124,7 @@ class Reranker:
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)
         if batch_size is None:
-            batch_size = _recorded_batch_size(manifest)
+            batch_size = recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
         train_embeddings = (
@@ -147,6 +153,32 @@ class Reranker:
             batch_size=batch_size,
             bundle_dir=bundle_dir,
             train_embeddings=train_embeddings,
+        )
+
+    def replace(
+        self,
+        *,
+        manifest: Manifest | None = None,
+        label_embeddings: np.ndarray | None = None,
+        train_embeddings: np.ndarray | None = None,
+    ) -> Reranker:
+        """A Reranker on the same sessions, tokenizer, ``batch_size`` and ``on_run`` with the parts named
+        swapped (None keeps one): ``r.replace(manifest=dataclasses.replace(r.manifest, threshold=0.5))``
+        changes a setting without loading the models again. The manifest must fit the sessions: their
+        label count and embedding width, and exits exactly when the classifier is a stage chain."""
+        manifest = manifest or self.manifest
+        if bool(manifest.exits) != isinstance(self.classifier, StageChain):
+            raise UsageError("a manifest with exits needs a stage chain, one without a single classifier")
+        return type(self)(
+            manifest,
+            self.tokenizer,
+            self.classifier,
+            self.embedder,
+            self.label_embeddings if label_embeddings is None else label_embeddings,
+            batch_size=self.batch_size,
+            bundle_dir=self.bundle_dir,
+            train_embeddings=self.train_embeddings if train_embeddings is None else train_embeddings,
+            on_run=self.on_run,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -268,17 +300,16 @@ class Reranker:
             measure=self.manifest.measure,
             settled=settled,
         )
-        n = len(rows)
+        n, labels = len(rows), self.labels
         classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
         scores = classifier_prob.copy()
         fused_scores = np.full(n, np.nan)
         if d.hard_idx.size:
             scores[d.hard_idx] = confidence(d.fused)
             fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
-        explanations = self._explain(logits, d) if explain else [None] * n
+        explanations = explain_rows(logits, d, labels, self.k, self.threshold) if explain else [None] * n
         oos = self._out_of_scope(logits, d, scores, emb, cos) if abstain else None
         fallback = self.manifest.abstain.fallback_label if abstain else None
-        labels = self.labels
         return [
             Prediction(
                 label=fallback if oos is not None and oos[i] else labels[d.labels[i]],
@@ -310,27 +341,6 @@ class Reranker:
             return self.run_batched("classifier", rows), None
         m = self.manifest
         return self.classifier.run(rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run)
-
-    def _explain(self, logits: np.ndarray, d: Decision) -> list[Explanation]:
-        labels, k = self.labels, self.k
-        top = topk_indices(logits, k)
-        after: dict[int, tuple] = {}
-        sims: dict[int, tuple] = {}
-        top_fused = topk_indices(d.fused, k)
-        for j, i in enumerate(d.hard_idx):
-            after[i] = tuple((labels[c], float(d.fused[j, c])) for c in top_fused[j])
-            sims[i] = tuple((labels[c], float(d.cos[j, c])) for c in top[i])
-        return [
-            Explanation(
-                variance=float(d.variance[i]),
-                threshold=self.threshold,
-                k=k,
-                topk_before=tuple((labels[c], float(logits[i, c])) for c in top[i]),
-                topk_after=after.get(i),
-                similarities=sims.get(i),
-            )
-            for i in range(len(logits))
-        ]
 
     # ---- batching -------------------------------------------------------------------------------
     def run_batched(self, role: str, rows: list[Tokens]) -> np.ndarray:
@@ -373,12 +383,6 @@ class Reranker:
             f"Reranker({str(self.bundle_dir)!r}, labels={len(self.labels)}, k={self.k}, "
             f"threshold={self.threshold:.4g}, fusion={self.fusion.name!r}, precision={self.manifest.precision!r})"
         )
-
-
-def _recorded_batch_size(manifest: Manifest) -> int:
-    recorded = manifest.metrics.get("export_settings", {}).get("batch_size")
-    ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
-    return recorded if ok else DEFAULT_BATCH_SIZE
 
 
 def _check_texts(texts, offset: int = 0) -> list[str]:
