@@ -33,7 +33,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPTIONAL_FIELDS = ("exit_layer", "out_of_scope")
+# The fields of an output record and their types, in the order every writer puts them: Prediction.to_dict,
+# the CLI's CSV columns (lrsl_rt.io), the Ray job's Arrow schema (lrsl_rt.ray). The one table to change.
+RECORD_FIELDS = {
+    "label": str,
+    "label_id": int,
+    "score": float,
+    "hard": bool,
+    "classifier_label": str,
+    "classifier_label_id": int,
+    "classifier_prob": float,
+    "fused_score": float,  # None for an easy sample
+    "reranked": bool,
+}
+# Present only when the bundle and the call use them, after the fields above.
+OPTIONAL_FIELDS = {"exit_layer": int, "out_of_scope": bool}
 
 
 @dataclass(frozen=True)
@@ -90,17 +104,7 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict; the ``explanation`` key is present only when one was asked for."""
-        d = {
-            "label": self.label,
-            "label_id": self.label_id,
-            "score": self.score,
-            "hard": self.hard,
-            "classifier_label": self.classifier_label,
-            "classifier_label_id": self.classifier_label_id,
-            "classifier_prob": self.classifier_prob,
-            "fused_score": self.fused_score,
-            "reranked": self.reranked,
-        }
+        d = {key: getattr(self, key) for key in RECORD_FIELDS}
         for key in OPTIONAL_FIELDS:
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
