@@ -91,12 +91,12 @@ def aggregate(events: list[dict], skip_runs: int) -> dict:
 
 
 def profile(bundle: Path, role: str, call: int, batch_size: int | None, texts, warmup: int, threads) -> dict:
+    from lrsl_rt.bundle import recorded_batch_size
     from lrsl_rt.manifest import read_manifest, resolve_file
-    from lrsl_rt.reranker import _recorded_batch_size
     from lrsl_rt.tokenize import BundleTokenizer
 
     m = read_manifest(bundle)
-    b = batch_size or _recorded_batch_size(m)
+    b = batch_size or recorded_batch_size(m)
     tokenizer = BundleTokenizer(resolve_file(bundle, "tokenizer", m.files["tokenizer"]), m.tokenizer)
     feeds = batches_of_calls(tokenizer, texts, call, b)
     with tempfile.TemporaryDirectory(prefix="lrsl_profile_") as tmp:

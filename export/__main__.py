@@ -14,13 +14,10 @@ import sys
 
 from lrsl_rt.abstain import DEFAULT_BUDGET, DEFAULT_CASCADE_LOSS, DEFAULT_FALLBACK, DEFAULT_RULE
 from lrsl_rt.command import CommandParser, run_command
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MEASURES, PRECISIONS
 from lrsl_rt.manifest import ABSTAIN_SCORES
 
-MEASURES = ("variance", "margin", "max_prob", "entropy")  # lrsl_rt.gate.MEASURES, without numpy for --help
-
-# export.optimize.PRESETS, without importing it for --help
-PRESET_NAMES = ("avx512_vnni", "avx2_s8rr", "avx2", "arm64", "static_avx512_vnni", "static_avx2_s8rr")
+from .optimize import PRESETS  # a light module: its heavy imports are inside its functions
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,13 +30,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="bundle directory to create (built next to it, then renamed into place)")
     p.add_argument(
         "--precision",
-        choices=("int8", "fp32", "fp16"),
+        choices=PRECISIONS,
         default="int8",
         help="int8: for CPUs, with a --preset (default); fp32; fp16: for GPUs",
     )
     p.add_argument(
         "--preset",
-        choices=PRESET_NAMES,
+        choices=tuple(PRESETS),
         default=None,
         help="int8 quantization preset; default: detected from this CPU: static_avx512_vnni on AVX-512 "
         "VNNI CPUs (batch-invariant, and within 3%% of the dynamic avx512_vnni's speed there; a checkpoint "

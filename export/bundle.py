@@ -9,6 +9,7 @@ absent, the previous bundle, or the complete new one. An existing bundle (a dire
 from __future__ import annotations
 
 import platform
+import shutil
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,8 +31,11 @@ from lrsl_rt.manifest import (
 from lrsl_rt.staging import Artifact
 
 from .errors import ExportError
+from .settings import Settings
 
 BUNDLE = Artifact("bundle", "an lrsl-rt bundle", MANIFEST_NAME, ExportError)
+LABEL_EMBEDDINGS = "label_embeddings.npy"
+TOKENIZER = "tokenizer.json"
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -156,3 +160,78 @@ def plain(obj):
 def utc_now() -> str:
     """UTC time as ISO 8601 with an explicit offset, e.g. 2025-01-31T12:00:00+00:00 (fromisoformat reads it)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def pytorch_calibration(info) -> dict:
+    """The calibration of lrsl.json, as the manifest records it."""
+    return {"threshold": info.threshold, "fusion": info.fusion_rule.to_dict()}
+
+
+# ---- the bundle being built ---------------------------------------------------------------------
+class StagedBundle:
+    """The staging directory's manifest and loading, with what every manifest of this export shares."""
+
+    def __init__(
+        self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, tok, input_names, plan=None
+    ):
+        self.stage, self.info, self.s, self.files, self.plan = stage, ckpt.info, s, files, plan
+        self.tokenizer_file, self.embedding_dim, self.created_at = (
+            ckpt.tokenizer_file,
+            embedding_dim,
+            utc_now(),
+        )
+        self.tokenizer = TokenizerSettings(
+            self.info.max_length, int(tok.pad_token_id), str(tok.pad_token), input_names
+        )
+
+    def write_manifest(
+        self,
+        threshold: float,
+        fusion: Fusion,
+        calibration: dict,
+        metrics: dict,
+        exits: tuple = (),
+        abstain=None,
+    ) -> None:
+        info, plan = self.info, self.plan
+        write_bundle_manifest(
+            self.stage,
+            labels=info.labels,
+            label_texts=info.label_texts,
+            k=info.k,
+            threshold=threshold,
+            fusion=fusion,
+            tokenizer=self.tokenizer,
+            precision=self.s.precision,
+            preset=self.s.preset,
+            embedding_dim=self.embedding_dim,
+            files=self.files,
+            calibration=calibration,
+            metrics=metrics,
+            created_at=self.created_at,
+            measure=self.s.measure,
+            classifier_layers=plan.depth if plan else None,
+            exits=exits or (plan.closed() if plan else ()),
+            abstain=abstain,
+        )
+
+    def load(self):
+        from lrsl_rt import Reranker
+
+        s = self.s
+        return Reranker.from_bundle(
+            self.stage, providers=s.providers, threads=s.threads, batch_size=s.batch_size
+        )
+
+    def first_load(self):
+        """Copy the tokenizer, load the bundle with placeholder label embeddings and a provisional
+        manifest (the PyTorch calibration), embed the label texts with the exported embedder, save
+        them; returns a Reranker on those sessions with the real label embeddings."""
+        info = self.info
+        shutil.copyfile(self.tokenizer_file, self.stage / TOKENIZER)
+        placeholder = placeholder_label_embeddings(len(info.labels), self.embedding_dim)
+        save_label_embeddings(self.stage / LABEL_EMBEDDINGS, placeholder)
+        self.write_manifest(info.threshold, info.fusion_rule, {"pytorch": pytorch_calibration(info)}, {})
+        r = self.load()
+        label_emb = save_label_embeddings(self.stage / LABEL_EMBEDDINGS, r.embed(list(info.label_texts)))
+        return r.replace(label_embeddings=np.load(label_emb, allow_pickle=False))

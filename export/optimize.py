@@ -49,11 +49,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lrsl_rt.defaults import PRECISIONS
 from lrsl_rt.errors import UsageError
 
 from .errors import ExportError
 
-PRECISIONS = ("int8", "fp32", "fp16")
 # ops that carry int8 weights after dynamic quantization; QAttention holds the Q, K and V projections
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QGemm")
 

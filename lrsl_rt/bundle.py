@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BundleError, RuntimeBackendError
-from .manifest import Manifest
+from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest
 from .session import OnnxSession
 from .tokenize import INPUT_NAMES, BundleTokenizer, Tokens
 
@@ -88,6 +89,13 @@ def open_stages(files: dict, manifest: Manifest, tokenizer: BundleTokenizer, **s
             f"manifest's tokenizer.max_length ({e})"
         ) from e
     return chain
+
+
+def recorded_batch_size(manifest: Manifest) -> int:
+    """The batch size the export evaluated the bundle with; DEFAULT_BATCH_SIZE when it records none."""
+    recorded = manifest.metrics.get("export_settings", {}).get("batch_size")
+    ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
+    return recorded if ok else DEFAULT_BATCH_SIZE
 
 
 def load_label_embeddings(path: Path, manifest: Manifest) -> np.ndarray:
@@ -179,6 +187,16 @@ def _longest_row(tokenizer: BundleTokenizer) -> Tokens:
 
 
 FEATURES = "features"  # the classifier graph's second output, read by the mahalanobis score
+
+
+def load_abstain_arrays(files: dict, manifest: Manifest, classifier) -> tuple:
+    """(kNN training embeddings or None, mahalanobis (whitener, class means) or None) of a bundle."""
+    train = files.get(TRAIN_EMBEDDINGS_ROLE)
+    train_embeddings = load_train_embeddings(train, manifest) if train is not None else None
+    stats = None
+    if manifest.abstain is not None and manifest.abstain.score == "mahalanobis":
+        stats = load_feature_stats(files, manifest, classifier)
+    return train_embeddings, stats
 
 
 def load_feature_stats(files: dict, manifest: Manifest, classifier) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,14 @@ without loading numpy or onnxruntime.
 
 from __future__ import annotations
 
+# The gate's sureness measures (lrsl_rt.gate computes them); variance is the paper's.
+MEASURES = ("variance", "margin", "max_prob", "entropy")
+DEFAULT_MEASURE = "variance"
+
+# The precisions a bundle's models can have: int8 for CPUs (with a preset, export.optimize.PRESETS),
+# fp16 for GPUs.
+PRECISIONS = ("fp32", "fp16", "int8")
+
 # The two ONNX models of a bundle, in the order they run.
 MODEL_ROLES = ("classifier", "embedder")
 # What the Reranker's ``on_run`` hook names: the two models' ONNX Runtime runs, and the steps around

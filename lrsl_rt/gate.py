@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MEASURES = ("variance", "margin", "max_prob", "entropy")
-DEFAULT_MEASURE = "variance"
+from .defaults import DEFAULT_MEASURE, MEASURES  # the names, defined once; the measures below
 
 
 def topk_indices(logits: np.ndarray, k: int) -> np.ndarray:

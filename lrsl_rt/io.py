@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError, UsageError
+from .prediction import RECORD_FIELDS
 
 MAX_LINE_BYTES = 8 << 20  # a longer line is read in pieces and never held whole
 _READ_PIECE = 1 << 20
@@ -47,19 +48,7 @@ _READ_PIECE = 1 << 20
 # malformed-row error and the reader starts afresh on the next line.
 _POISON_CSV_LINE = '"x"x\n'
 OUTPUT_FORMATS = ("jsonl", "csv", "table")
-CSV_FIELDS = (
-    "line",
-    "label",
-    "label_id",
-    "score",
-    "hard",
-    "classifier_label",
-    "classifier_label_id",
-    "classifier_prob",
-    "fused_score",
-    "reranked",
-    "error",
-)
+CSV_FIELDS = ("line", *RECORD_FIELDS, "error")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OPTIONAL_FIELDS = ("exit_layer", "out_of_scope")
+import numpy as np
+
+from .fusion import confidence
+
+# The fields of an output record and their types, in the order every writer puts them: Prediction.to_dict,
+# the CLI's CSV columns (lrsl_rt.io), the Ray job's Arrow schema (lrsl_rt.ray). The one table to change.
+RECORD_FIELDS = {
+    "label": str,
+    "label_id": int,
+    "score": float,
+    "hard": bool,
+    "classifier_label": str,
+    "classifier_label_id": int,
+    "classifier_prob": float,
+    "fused_score": float,  # None for an easy sample
+    "reranked": bool,
+}
+# Present only when the bundle and the call use them, after the fields above.
+OPTIONAL_FIELDS = {"exit_layer": int, "out_of_scope": bool}
 
 
 @dataclass(frozen=True)
@@ -90,20 +108,45 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dict; the ``explanation`` key is present only when one was asked for."""
-        d = {
-            "label": self.label,
-            "label_id": self.label_id,
-            "score": self.score,
-            "hard": self.hard,
-            "classifier_label": self.classifier_label,
-            "classifier_label_id": self.classifier_label_id,
-            "classifier_prob": self.classifier_prob,
-            "fused_score": self.fused_score,
-            "reranked": self.reranked,
-        }
+        d = {key: getattr(self, key) for key in RECORD_FIELDS}
         for key in OPTIONAL_FIELDS:
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         if self.explanation is not None:
             d["explanation"] = self.explanation.to_dict()
         return d
+
+
+def record_scores(logits: np.ndarray, d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classifier_prob, score, fused_score) of each row of decision ``d`` (:class:`lrsl_rt.rule.Decision`):
+    the softmax of the logits at the classifier's label; the softmax of the final scores at the final
+    label (the fused scores on hard rows); the fused score at the final label (NaN on easy rows)."""
+    classifier_prob = confidence(logits)
+    scores = classifier_prob.copy()
+    fused = np.full(len(logits), np.nan)
+    if d.hard_idx.size:
+        scores[d.hard_idx] = confidence(d.fused)
+        fused[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
+    return classifier_prob, scores, fused
+
+
+def build_predictions(labels, d, scores, explanations, exit_layer, oos, fallback) -> list[Prediction]:
+    """One :class:`Prediction` per row of decision ``d``; ``scores``: :func:`record_scores`; ``oos``:
+    the abstain decision of each row (None when not abstaining), whose rows get ``fallback``."""
+    classifier_prob, final, fused = scores
+    return [
+        Prediction(
+            label=fallback if oos is not None and oos[i] else labels[d.labels[i]],
+            label_id=-1 if oos is not None and oos[i] else int(d.labels[i]),
+            score=float(final[i]),
+            hard=bool(d.hard[i]),
+            classifier_label=labels[d.classifier_labels[i]],
+            classifier_label_id=int(d.classifier_labels[i]),
+            classifier_prob=float(classifier_prob[i]),
+            fused_score=float(fused[i]) if d.hard[i] else None,
+            explanation=explanations[i],
+            exit_layer=None if exit_layer is None else int(exit_layer[i]),
+            out_of_scope=None if oos is None else bool(oos[i]),
+        )
+        for i in range(len(d.labels))
+    ]

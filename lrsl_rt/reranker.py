@@ -36,21 +36,20 @@ from .abstain_step import AbstainStep
 from .batches import length_batches
 from .bundle import (
     FEATURES,
-    load_feature_stats,
+    load_abstain_arrays,
     load_label_embeddings,
-    load_train_embeddings,
     open_model,
     open_stages,
+    recorded_batch_size,
 )
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
 from .exits import StageChain
-from .explain import explain_rows
-from .fusion import confidence
 from .gate import is_unsure, sureness
-from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest, read_manifest, resolve_file
-from .prediction import Prediction
-from .rule import decide
+from .manifest import Manifest, read_manifest, resolve_file
+from .prediction import Prediction, build_predictions, record_scores
+from .rows import check_chunk_size, check_texts
+from .rule import decide, explain_rows
 from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
@@ -140,14 +139,9 @@ class Reranker:
         bundle_dir = Path(path)
         manifest = read_manifest(bundle_dir)
         if batch_size is None:
-            batch_size = _recorded_batch_size(manifest)
+            batch_size = recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
-        train_embeddings = (
-            load_train_embeddings(files[TRAIN_EMBEDDINGS_ROLE], manifest)
-            if TRAIN_EMBEDDINGS_ROLE in files
-            else None
-        )
         tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
         settings = dict(
             providers=providers,
@@ -160,9 +154,7 @@ class Reranker:
             classifier = open_stages(files, manifest, tokenizer, **settings)
         else:
             classifier = open_model(files["classifier"], "classifier", manifest, tokenizer, **settings)
-        feature_stats = None
-        if manifest.abstain is not None and manifest.abstain.score == "mahalanobis":
-            feature_stats = load_feature_stats(files, manifest, classifier)
+        train_embeddings, feature_stats = load_abstain_arrays(files, manifest, classifier)
         return cls(
             manifest,
             tokenizer,
@@ -173,6 +165,34 @@ class Reranker:
             bundle_dir=bundle_dir,
             train_embeddings=train_embeddings,
             feature_stats=feature_stats,
+        )
+
+    def replace(
+        self,
+        *,
+        manifest: Manifest | None = None,
+        label_embeddings: np.ndarray | None = None,
+        train_embeddings: np.ndarray | None = None,
+        feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Reranker:
+        """A Reranker on the same sessions, tokenizer, ``batch_size`` and ``on_run`` with the parts named
+        swapped (None keeps one): ``r.replace(manifest=dataclasses.replace(r.manifest, threshold=0.5))``
+        changes a setting without loading the models again. The manifest must fit the sessions: their
+        label count and embedding width, and exits exactly when the classifier is a stage chain."""
+        manifest = manifest or self.manifest
+        if bool(manifest.exits) != isinstance(self.classifier, StageChain):
+            raise UsageError("a manifest with exits needs a stage chain, one without a single classifier")
+        return type(self)(
+            manifest,
+            self.tokenizer,
+            self.classifier,
+            self.embedder,
+            self.label_embeddings if label_embeddings is None else label_embeddings,
+            batch_size=self.batch_size,
+            bundle_dir=self.bundle_dir,
+            train_embeddings=self.train_embeddings if train_embeddings is None else train_embeddings,
+            on_run=self.on_run,
+            feature_stats=self.feature_stats if feature_stats is None else feature_stats,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -226,7 +246,7 @@ class Reranker:
         ``abstain``: None follows the bundle (on when its manifest has an ``abstain`` section),
         False gives every text one of the labels, True asks for the bundle's abstain decision.
         """
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         return list(self.predict_iter(texts, explain=explain, chunk_size=chunk_size, abstain=abstain))
 
     def predict_iter(
@@ -239,11 +259,11 @@ class Reranker:
         """Stream predictions in input order, holding at most ``chunk_size`` texts at a time."""
         if isinstance(texts, str):
             raise InputError("expected an iterable of texts, got a single string; wrap it in a list")
-        _check_chunk_size(chunk_size)
+        check_chunk_size(chunk_size)
         abstain = self.abstains(abstain)
         it, offset = iter(texts), 0
         while chunk := list(islice(it, chunk_size)):
-            _check_texts(chunk, offset)
+            check_texts(chunk, offset)
             offset += len(chunk)
             t0 = time.perf_counter()
             rows = self.tokenizer.tokenize(chunk)
@@ -293,14 +313,9 @@ class Reranker:
         t0 = time.perf_counter()
         d = decide(logits, lambda idx: cos[pos[idx]], None, self.fusion, self.k, measure=m.measure, hard=hard)
         self._timed("rule", t0)
-        n = len(rows)
-        classifier_prob = confidence(logits)  # softmax of the logits at the classifier's label
-        scores = classifier_prob.copy()
-        fused_scores = np.full(n, np.nan)
-        if d.hard_idx.size:
-            scores[d.hard_idx] = confidence(d.fused)
-            fused_scores[d.hard_idx] = d.fused[np.arange(d.hard_idx.size), d.labels[d.hard_idx]]
-        explanations = explain_rows(logits, d, self.labels, self.threshold, self.k) if explain else [None] * n
+        n, labels = len(rows), self.labels
+        classifier_prob, scores, fused_scores = record_scores(logits, d)
+        explanations = explain_rows(logits, d, labels, self.k, self.threshold) if explain else [None] * n
         oos = None
         if step is not None:
             t0 = time.perf_counter()
@@ -309,33 +324,17 @@ class Reranker:
             oos = step.out_of_scope(logits, d, scores, scored, **parts)
             self._timed("abstain", t0)
         fallback = self.manifest.abstain.fallback_label if abstain else None
-        labels = self.labels
-        return [
-            Prediction(
-                label=fallback if oos is not None and oos[i] else labels[d.labels[i]],
-                label_id=-1 if oos is not None and oos[i] else int(d.labels[i]),
-                score=float(scores[i]),
-                hard=bool(d.hard[i]),
-                classifier_label=labels[d.classifier_labels[i]],
-                classifier_label_id=int(d.classifier_labels[i]),
-                classifier_prob=float(classifier_prob[i]),
-                fused_score=float(fused_scores[i]) if d.hard[i] else None,
-                explanation=explanations[i],
-                exit_layer=None if exit_layer is None else int(exit_layer[i]),
-                out_of_scope=None if oos is None else bool(oos[i]),
-            )
-            for i in range(n)
-        ]
+        return build_predictions(
+            labels, d, (classifier_prob, scores, fused_scores), explanations, exit_layer, oos, fallback
+        )
 
     def _embed_rows(self, rows: list[Tokens], mask: np.ndarray):
         """(embeddings, label similarities, position of each row in them or -1) of the rows in ``mask``."""
         idx = np.flatnonzero(mask)
         pos = np.full(len(rows), -1)
         pos[idx] = np.arange(idx.size)
-        if not idx.size:
-            dim = self.manifest.embedding_dim
-            return np.zeros((0, dim), np.float32), np.zeros((0, len(self.labels)), np.float32), pos
-        emb = self.run_batched("embedder", [rows[i] for i in idx])
+        emb = self.run_batched("embedder", [rows[i] for i in idx]) if idx.size else None
+        emb = np.zeros((0, self.manifest.embedding_dim), np.float32) if emb is None else emb
         return emb, emb @ self._label_embeddings_t, pos
 
     def _classify(self, rows: list[Tokens], features: bool = False):
@@ -386,8 +385,8 @@ class Reranker:
             self.on_run(stage, time.perf_counter() - t0)
 
     def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
-        texts = _check_texts(texts)
-        _check_chunk_size(chunk_size)
+        texts = check_texts(texts)
+        check_chunk_size(chunk_size)
         parts = [
             fn(self.tokenizer.tokenize(texts[s : s + chunk_size])) for s in range(0, len(texts), chunk_size)
         ]
@@ -398,24 +397,3 @@ class Reranker:
             f"Reranker({str(self.bundle_dir)!r}, labels={len(self.labels)}, k={self.k}, "
             f"threshold={self.threshold:.4g}, fusion={self.fusion.name!r}, precision={self.manifest.precision!r})"
         )
-
-
-def _recorded_batch_size(manifest: Manifest) -> int:
-    recorded = manifest.metrics.get("export_settings", {}).get("batch_size")
-    ok = isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0
-    return recorded if ok else DEFAULT_BATCH_SIZE
-
-
-def _check_texts(texts, offset: int = 0) -> list[str]:
-    if isinstance(texts, str):
-        raise InputError("expected a list of texts, got a single string; wrap it in a list")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise InputError(f"text #{offset + i}: expected a string, got {type(t).__name__} {t!r:.40}")
-    return texts
-
-
-def _check_chunk_size(chunk_size) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise UsageError(f"chunk_size must be a positive integer, got {chunk_size!r}")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fusion import Fusion, fuse
-from .gate import DEFAULT_MEASURE, is_unsure, sureness
+from .gate import DEFAULT_MEASURE, is_unsure, sureness, topk_indices
+from .prediction import Explanation
 
 Similarities = np.ndarray | Callable[[np.ndarray], np.ndarray]
 
@@ -103,3 +104,28 @@ def decide(
         fused = fuse(logits[hard_idx], cos, fusion, k)
         labels[hard_idx] = np.argmax(fused, axis=1)
     return Decision(labels, classifier_labels, hard, sure, hard_idx, cos, fused)
+
+
+def explain_rows(
+    logits: np.ndarray, d: Decision, labels: tuple[str, ...], k: int, threshold: float
+) -> list[Explanation]:
+    """One :class:`~lrsl_rt.prediction.Explanation` per row of ``logits`` decided as ``d``: the top-k
+    labels before and, for a hard row, after the fusion, with their similarities."""
+    top = topk_indices(logits, k)
+    after: dict[int, tuple] = {}
+    sims: dict[int, tuple] = {}
+    top_fused = topk_indices(d.fused, k)
+    for j, i in enumerate(d.hard_idx):
+        after[i] = tuple((labels[c], float(d.fused[j, c])) for c in top_fused[j])
+        sims[i] = tuple((labels[c], float(d.cos[j, c])) for c in top[i])
+    return [
+        Explanation(
+            variance=float(d.variance[i]),
+            threshold=threshold,
+            k=k,
+            topk_before=tuple((labels[c], float(logits[i, c])) for c in top[i]),
+            topk_after=after.get(i),
+            similarities=sims.get(i),
+        )
+        for i in range(len(logits))
+    ]

@@ -18,10 +18,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tiny_models import OUT_OF_SCOPE, TOPICS, make_tiny_bert, synthetic_dataset  # noqa: E402
 
+from lrsl_rt.prediction import RECORD_FIELDS  # noqa: E402
+
 LABELS = list(TOPICS)
-# The keys of Prediction.to_dict() without an explanation: the record contract, written once for the tests.
-_FINAL_KEYS = {"label", "label_id", "score", "hard", "reranked", "fused_score"}
-PREDICTION_KEYS = frozenset(_FINAL_KEYS | {"classifier_label", "classifier_label_id", "classifier_prob"})
+# The keys of Prediction.to_dict() without an explanation: the record contract (lrsl_rt.prediction).
+PREDICTION_KEYS = frozenset(RECORD_FIELDS)
 
 
 @pytest.fixture(scope="session")

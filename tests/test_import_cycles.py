@@ -1,4 +1,5 @@
-"""No import loop in lrsl_rt: the imports of every module, read from its source, form no cycle.
+"""No import loop in any package (lrsl_rt, train, export, benchmarks): the imports of every module,
+read from its source, form no cycle, inside a package or across them.
 
 Imports inside functions count too: a command that imports another lazily still ties the two modules
 together (``serve.settings`` once imported ``resolve_bundle`` from ``cli`` inside a function while
@@ -13,13 +14,13 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PACKAGE = "lrsl_rt"
+PACKAGES = ("lrsl_rt", "train", "export", "benchmarks")
 
 
 def module_names(root: Path) -> dict[str, Path]:
-    """``{"lrsl_rt.cli": path, "lrsl_rt.serve": path of serve/__init__.py, ...}``."""
+    """``{"lrsl_rt.cli": path, "lrsl_rt.serve": path of serve/__init__.py, ...}`` over every package."""
     names = {}
-    for path in sorted((root / PACKAGE).rglob("*.py")):
+    for path in sorted(p for package in PACKAGES for p in (root / package).rglob("*.py")):
         parts = list(path.relative_to(root).with_suffix("").parts)
         if parts[-1] == "__init__":
             parts.pop()
@@ -85,8 +86,10 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     return {name: imports_of(name, path, set(names)) for name, path in names.items()}
 
 
-def test_lrsl_rt_has_no_import_cycle():
-    cycle = find_cycle(import_graph())
+def test_no_package_has_an_import_cycle():
+    graph = import_graph()
+    assert {name.partition(".")[0] for name in graph} == set(PACKAGES)
+    cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
@@ -95,13 +98,24 @@ def test_the_graph_sees_lazy_and_relative_imports():
     assert "lrsl_rt.bundle_dir" in graph["lrsl_rt.serve.settings"]  # `from ..bundle_dir import`
     assert "lrsl_rt.reranker" in graph["lrsl_rt.cli"]  # inside a function
     assert "lrsl_rt.ray.job" in graph["lrsl_rt.cli"]  # `from .ray.job import run_from_args`
+    assert "train.exit_training" in graph["train.exits"]  # inside a function, in another package
+    assert "lrsl_rt.manifest" in graph["export.bundle"]  # across packages
 
 
 def test_a_cycle_is_reported(tmp_path):
-    pkg = tmp_path / PACKAGE
+    pkg = tmp_path / "lrsl_rt"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("def f():\n    from .sub import b\n")
     (pkg / "sub" / "__init__.py").write_text("")
     (pkg / "sub" / "b.py").write_text("from ..a import f\n")
     assert find_cycle(import_graph(tmp_path)) == ["lrsl_rt.a", "lrsl_rt.sub.b", "lrsl_rt.a"]
+
+
+def test_a_cycle_across_packages_is_reported(tmp_path):
+    for package in ("train", "export"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "train" / "a.py").write_text("from export.b import f\n")
+    (tmp_path / "export" / "b.py").write_text("def f():\n    from train import a\n")
+    assert find_cycle(import_graph(tmp_path)) == ["export.b", "train.a", "export.b"]

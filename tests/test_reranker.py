@@ -216,6 +216,35 @@ def test_on_run_sees_every_onnx_run_with_its_role(r_int8, texts):
     assert all(s > 0 for _, s in runs)
 
 
+def test_replace_swaps_parts_and_keeps_sessions_batch_size_and_on_run(tiny_bundle, texts):
+    from lrsl_rt.manifest import ExitPoint
+
+    runs = []
+    r = Reranker.from_bundle(tiny_bundle, threads=1, batch_size=3)
+    r.on_run = lambda role, seconds: runs.append(role)
+    every = r.replace(manifest=replace(r.manifest, threshold=float("inf")))  # every text is hard
+    none = every.replace(manifest=replace(r.manifest, threshold=-1.0))  # variances are >= 0: none is
+    for new in (every, none):
+        assert (new.classifier, new.embedder, new.tokenizer) == (r.classifier, r.embedder, r.tokenizer)
+        assert new.batch_size == 3 and new.on_run is r.on_run and new.bundle_dir == r.bundle_dir
+    assert [p.hard for p in every.predict(texts)] == [True] * len(texts)
+    assert "embedder" in runs  # the kept on_run saw the replaced Reranker's runs
+    runs.clear()
+    assert [p.hard for p in none.predict(texts)] == [False] * len(texts) and "embedder" not in runs
+    assert runs.count("classifier") == len(
+        length_batches(sorted(len(x) for x in r.tokenizer.tokenize(texts)), 3)
+    )
+    assert r.threshold == Reranker.from_bundle(tiny_bundle, threads=1).threshold  # r itself unchanged
+
+    flipped = every.replace(label_embeddings=-r.label_embeddings)
+    assert np.allclose(flipped.similarities(texts), -r.similarities(texts), atol=1e-6)
+    with pytest.raises(BundleError, match="label embeddings have shape"):
+        r.replace(label_embeddings=r.label_embeddings[:-1])
+    exits = replace(r.manifest, exits=(ExitPoint(1, 0.5),), classifier_layers=2)
+    with pytest.raises(UsageError, match="a manifest with exits needs a stage chain"):
+        r.replace(manifest=exits)
+
+
 def test_predict_iter_streams_in_chunks(r_int8, texts):
     pulled = []
 

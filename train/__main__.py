@@ -11,6 +11,7 @@ import os
 import sys
 
 from lrsl_rt.command import CommandParser, positive_int, run_command
+from lrsl_rt.defaults import MEASURES
 
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig
 from .data import NAMED
@@ -124,7 +125,7 @@ def parser() -> CommandParser:
     h.add_argument("--k", type=int, default=_RUN.k, help="top-k size for the gate and mining")
     h.add_argument(
         "--measure",
-        choices=("variance", "margin", "max_prob", "entropy"),
+        choices=MEASURES,
         default=_RUN.measure,
         help="how the gate measures the classifier's sureness: variance (the paper's top-k logit "
         "variance), margin, max_prob or entropy of the softmax; the threshold is the measure's mean over "

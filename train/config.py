@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lrsl_rt.defaults import DEFAULT_MEASURE
+
 
 @dataclass
 class ClassifierConfig:
@@ -56,7 +58,7 @@ class TrainConfig:
     embedder_from: str | None = None  # a checkpoint whose trained embedder is reused (no embedder training)
     k: int = 3
     fusion: str = "auto"  # "auto": chosen on dev; or a rule RULE:P[:SCOPE] kept as is (train and export)
-    measure: str = "variance"  # the gate's sureness measure (lrsl_rt.gate.MEASURES); the paper's: variance
+    measure: str = DEFAULT_MEASURE  # the gate's sureness measure (lrsl_rt.defaults.MEASURES)
     seed: int = 42
     threads: int | None = None
     limit_classes: int | None = None  # keep the first N classes (smoke runs)

@@ -24,6 +24,7 @@ A checkpoint without ``exits/`` exports as before.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -104,6 +105,22 @@ def initial_head(model, labels: int) -> ExitHead:
         head.dense.load_state_dict(pooler.dense.state_dict())
         head.out.load_state_dict(out.state_dict())
     return head
+
+
+def replace_exits_dir(ckpt: Path, staged: Path) -> Path:
+    """Move the staged ``exits`` folder into the checkpoint, replacing an earlier one."""
+    target = ckpt / EXITS_DIR
+    old = ckpt / f".{EXITS_DIR}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+    staged.rename(target)
+    if old.exists():
+        shutil.rmtree(old)
+    if not (target / "exits.json").is_file():
+        raise CheckpointError(f"{target}: exits.json missing after writing")
+    return target
 
 
 def save_heads(folder: Path, heads: dict[int, ExitHead], info: dict) -> None:

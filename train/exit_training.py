@@ -28,7 +28,7 @@ from .checkpoint import read_info, read_jsonl
 from .classifier import chunks, length_order, seed_everything
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig
 from .errors import CheckpointError
-from .exit_heads import EXITS_DIR, ExitHead, depth, initial_head, save_heads
+from .exit_heads import EXITS_DIR, ExitHead, depth, initial_head, replace_exits_dir, save_heads
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,6 @@ class HeadSettings:
 def add_exit_heads(ckpt: Path, layers: list[int], s: HeadSettings, log=print) -> Path:
     """Train a frozen head after each of ``layers`` and write ``ckpt/exits``; returns that folder."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from .exits import replace_exits_dir
 
     if s.threads:
         torch.set_num_threads(s.threads)

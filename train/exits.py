@@ -14,14 +14,11 @@ Exit codes as ``python -m train``: 0 written, 1 failed (one ``Error: ...`` line)
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from lrsl_rt.command import CommandParser, positive_int, run_command
 from lrsl_rt.errors import UsageError
-
-from .errors import CheckpointError
 
 
 def parser() -> CommandParser:
@@ -80,24 +77,6 @@ def _main(argv) -> int:
     settings = HeadSettings(a.epochs, a.lr, a.batch_size, a.threads, a.datasets_dir)
     add_exit_heads(Path(a.checkpoint), layers, settings, log=lambda s: print(s, flush=True))
     return 0
-
-
-def replace_exits_dir(ckpt: Path, staged: Path) -> Path:
-    """Move the staged ``exits`` folder into the checkpoint, replacing an earlier one."""
-    from .exit_heads import EXITS_DIR
-
-    target = ckpt / EXITS_DIR
-    old = ckpt / f".{EXITS_DIR}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    staged.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
-    if not (target / "exits.json").is_file():
-        raise CheckpointError(f"{target}: exits.json missing after writing")
-    return target
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ Three modules, each importable on its own, their names gathered here:
 
 from __future__ import annotations
 
-from .checks import ABSTAIN_SCORES, MAX_SEQUENCE_LENGTH, MODEL_INPUTS, PRECISIONS, check_ranges
+from ..defaults import PRECISIONS
+from .checks import ABSTAIN_SCORES, MAX_SEQUENCE_LENGTH, MODEL_INPUTS, check_ranges
 from .files import file_entry, read_manifest, resolve_file, sha256_file, write_manifest
 from .schema import (
     FEATURE_ROLES,

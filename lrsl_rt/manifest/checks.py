@@ -27,7 +27,6 @@ ABSTAIN_SCORES = (
     "gated_cos",
     "mahalanobis",
 )
-PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SEQUENCE_LENGTH = 1 << 16  # beyond any encoder's position table; the graphs are probed at load
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _SHA256 = re.compile(r"[0-9a-f]{64}")

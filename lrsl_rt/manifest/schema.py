@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from ..defaults import DEFAULT_MEASURE, MEASURES, PRECISIONS
 from ..errors import BundleError
 from ..fusion import Fusion
-from ..gate import DEFAULT_MEASURE, MEASURES
 from .checks import (
-    PRECISIONS,
     check_keys,
     check_ranges,
     check_type,

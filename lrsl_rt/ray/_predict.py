@@ -28,27 +28,21 @@ import warnings
 import pyarrow as pa
 import ray.data
 
+from .. import prediction
 from ..errors import InputError, UsageError
 from ..rows import predict_rows
 
 ROWS_PER_CALL = 1024  # the in-process CLI's chunk: same batches, same answers
 MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
-OUTPUT_FIELDS = [
-    ("label", pa.string()),
-    ("label_id", pa.int64()),
-    ("score", pa.float64()),
-    ("hard", pa.bool_()),
-    ("classifier_label", pa.string()),
-    ("classifier_label_id", pa.int64()),
-    ("reranked", pa.bool_()),
-    ("classifier_prob", pa.float64()),
-    ("fused_score", pa.float64()),
-    ("error", pa.string()),
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+# the record's fields (lrsl_rt.prediction.RECORD_FIELDS), then the error of a row that has none
+OUTPUT_FIELDS = [(name, _ARROW_TYPES[t]) for name, t in prediction.RECORD_FIELDS.items()] + [
+    ("error", pa.string())
 ]
 EXPLANATION_FIELD = ("explanation", pa.string())
-# the optional record fields (lrsl_rt.prediction.OPTIONAL_FIELDS), present when the run uses them
-OPTIONAL_FIELDS = {"exit_layer": pa.int64(), "out_of_scope": pa.bool_()}
+# the optional record fields, present when the run uses them
+OPTIONAL_FIELDS = {name: _ARROW_TYPES[t] for name, t in prediction.OPTIONAL_FIELDS.items()}
 
 
 def predict_dataset(
