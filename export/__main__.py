@@ -120,6 +120,15 @@ def parser() -> argparse.ArgumentParser:
         "out-of-scope texts matters more than latency (default: %(default)g)",
     )
     a.add_argument(
+        "--knn-max-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ship at most N training embeddings for the knn score (a seeded subsample keeping each class's "
+        "share): its cost per scored text and the bundle's size grow with the rows; the export's metrics "
+        "show the AUROC at a few sizes so you can choose (default: all rows)",
+    )
+    a.add_argument(
         "--abstain-cascade-loss",
         type=float,
         default=DEFAULT_CASCADE_LOSS * 100,
@@ -209,6 +218,7 @@ def _main(argv: list[str] | None) -> int:
             args.fallback_label,
             budget=args.abstain_budget / 100.0,
             cascade_loss=args.abstain_cascade_loss / 100.0,
+            knn_max_rows=args.knn_max_rows,
         ),
         exits=args.exits,
         measure=args.measure,

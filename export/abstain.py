@@ -54,6 +54,7 @@ from lrsl_rt.rule import decide
 from train.checkpoint import read_jsonl
 
 from .errors import ExportError
+from .knn_rows import size_table, stratified_rows
 
 CURVE_POINTS = 101  # dev operating points kept for the results page's plot
 
@@ -78,6 +79,7 @@ class AbstainSettings:
     fallback_label: str = DEFAULT_FALLBACK
     budget: float = DEFAULT_BUDGET
     cascade_loss: float = DEFAULT_CASCADE_LOSS
+    knn_max_rows: int | None = None  # bound on the kNN neighbour matrix (:mod:`export.knn_rows`)
 
     def check(self, labels) -> None:
         from lrsl_rt.abstain import parse_rule
@@ -97,6 +99,8 @@ class AbstainSettings:
         for flag, v in (("--abstain-budget", self.budget), ("--abstain-cascade-loss", self.cascade_loss)):
             if not 0 <= v <= 1:
                 raise UsageError(f"{flag}: expected a share in [0, 1], got {v}")
+        if self.knn_max_rows is not None and (isinstance(self.knn_max_rows, bool) or self.knn_max_rows < 1):
+            raise UsageError(f"--knn-max-rows: expected a positive number of rows, got {self.knn_max_rows}")
 
 
 def read_out_of_scope(root: Path) -> OutOfScopeTexts | None:
@@ -127,6 +131,7 @@ class Scored:
     labels: np.ndarray  # LRSL label ids
     sure: np.ndarray  # the cascade's classifier sureness
     hard: np.ndarray  # the gate's verdict (those rows run the embedder anyway)
+    embeddings: np.ndarray | None = None  # every text's (the kNN size table reuses them)
 
 
 def classifier_features(r, texts: list[str]) -> np.ndarray | None:
@@ -167,7 +172,7 @@ def every_score(r, texts: list[str], train_emb: np.ndarray | None, stats: tuple 
     out = {
         s: scores_of(s, logits, d, m.k, final_confidence=final, cos=cos, knn=knn, maha=maha) for s in names
     }
-    return Scored(out, d.labels, logit_score(logits, CASCADE_MEASURE, m.k), d.hard)
+    return Scored(out, d.labels, logit_score(logits, CASCADE_MEASURE, m.k), d.hard, emb)
 
 
 def cascaded(x: Scored, score: str, bound: float | None) -> np.ndarray:
@@ -208,14 +213,24 @@ def test_figures(row: dict, score: str, test_in: Scored, test_oos: Scored) -> di
 def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, log):
     """(manifest Abstain, metrics, {file role: array to ship}) of the checkpoint's out-of-scope texts."""
     train_emb = r.embed(oos.train) if oos.train else None
+    full_train_emb = train_emb
+    if train_emb is not None and settings.knn_max_rows and oos.train_labels:
+        train_emb = train_emb[stratified_rows(oos.train_labels, settings.knn_max_rows, ckpt.info.seed)]
     stats = fit_features(r, oos, ckpt.info.labels)
     dev_in, dev_oos = (every_score(r, t, train_emb, stats) for t in (ckpt.dev.texts, oos.dev))
     correct = dev_in.labels == ckpt.dev.gold
     table = {sc: score_row(sc, dev_in, correct, dev_oos, settings) for sc in dev_in.scores}
+    test_in = test_oos = None
     if ckpt.test is not None and oos.test:
         test_in, test_oos = (every_score(r, t, train_emb, stats) for t in (ckpt.test.texts, oos.test))
         for sc, row in table.items():
             row.update(test_figures(row, sc, test_in, test_oos))
+    knn_sizes = None
+    if full_train_emb is not None and oos.train_labels:
+        test_pair = (test_in.embeddings, test_oos.embeddings) if test_in is not None else None
+        knn_sizes = size_table(
+            full_train_emb, oos.train_labels, (dev_in.embeddings, dev_oos.embeddings), test_pair
+        )
     chosen = settings.score
     if chosen == "auto":
         fits = [sc for sc in table if table[sc]["fits_budget"]]
@@ -245,6 +260,8 @@ def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, 
         "rule": settings.rule,
         "budget": settings.budget,
         "cascade_loss": settings.cascade_loss,
+        "knn_max_rows": settings.knn_max_rows,
+        "knn_sizes": knn_sizes,
         "dev": dev,
         "dev_curve": dev_curve(cascaded(dev_in, chosen, b), correct, cascaded(dev_oos, chosen, b)),
         "rows": {"dev_in": len(ckpt.dev.texts), "dev_oos": len(oos.dev), "test_oos": len(oos.test or [])},

@@ -230,3 +230,31 @@ def test_manifest_refuses_a_cascade_with_an_unknown_key_or_a_non_finite_bound(ti
         Manifest.from_dict(d)
     d["abstain"]["cascade"] = {"measure": "max_prob", "bound": 0.9}
     assert Manifest.from_dict(d).abstain.cascade == Cascade("max_prob", 0.9)
+
+
+def test_knn_max_rows_ships_a_stratified_subsample_and_the_size_table(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from tiny_models import synthetic_dataset
+
+    from export import build_bundle
+    from export.knn_rows import stratified_rows
+    from train.checkpoint import write_jsonl
+
+    labels = ["a"] * 6 + ["b"] * 3 + ["c"]
+    keep = stratified_rows(labels, 5, seed=1)
+    assert len(keep) == 5 and {labels[i] for i in keep} == {"a", "b", "c"}  # each class at least once
+    assert keep == stratified_rows(labels, 5, seed=1) and stratified_rows(labels, 50) == list(range(10))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    write_jsonl(ckpt / "dev_oos.jsonl", OUT_OF_SCOPE[:4], ["weather"] * 4)
+    write_jsonl(ckpt / "train.jsonl", *synthetic_dataset(5, seed=7))  # 5 per class, 4 classes
+    out = build_bundle(
+        ckpt, tmp_path / "b", precision="fp32", max_accuracy_drop=1.0,
+        abstain=AbstainSettings(score="knn", knn_max_rows=8), log=lambda m: None,
+    )  # fmt: skip
+    m = read_manifest(out)
+    assert m.abstain.score == "knn" and m.abstain.cascade is not None
+    assert np.load(out / "train_embeddings.npy").shape[0] == 8
+    sizes = m.metrics["abstain"]["knn_sizes"]
+    assert [s["rows"] for s in sizes] == [20] and 0 <= sizes[0]["dev_auroc"] <= 1  # every size below 20 rows
