@@ -179,8 +179,9 @@ def test_a_bound_above_every_sureness_gives_the_every_row_decision(tiny_bundle_o
     assert counting.rows == len(texts)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_export_with_mahalanobis_ships_the_features_output_and_its_matrices(
-    tiny_checkpoint, tmp_path, tiny_data
+    tiny_checkpoint, tmp_path, tiny_data, precision
 ):
     import shutil
 
@@ -195,10 +196,11 @@ def test_export_with_mahalanobis_ships_the_features_output_and_its_matrices(
     write_jsonl(ckpt / "dev_oos.jsonl", OUT_OF_SCOPE[:4], ["weather"] * 4)
     write_jsonl(ckpt / "test_oos.jsonl", OUT_OF_SCOPE[2:], ["weather"] * 4)
     write_jsonl(ckpt / "train.jsonl", *synthetic_dataset(5, seed=7))
+    write_jsonl(ckpt / "calib.jsonl", *synthetic_dataset(5, seed=8))  # int8: the static preset on VNNI CPUs
     out = build_bundle(
         ckpt,
         tmp_path / "b",
-        precision="fp32",
+        precision=precision,
         max_accuracy_drop=1.0,
         abstain=AbstainSettings(score="mahalanobis"),
         log=lambda m: None,
