@@ -76,6 +76,9 @@ def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
             "threshold": m.abstain.threshold,
             "fallback_label": m.abstain.fallback_label,
             "chosen_by": m.abstain.chosen_by,
+            "cascade": None
+            if m.abstain.cascade is None
+            else {"measure": m.abstain.cascade.measure, "bound": m.abstain.cascade.bound},
         },
         "fusion": m.fusion.to_dict(),
         "fusion_name": m.fusion.name,
@@ -163,8 +166,11 @@ def _measure(measure: str, k: int) -> str:
 def _abstain_line(a: dict | None) -> list[str]:
     if a is None:
         return []
+    c = a.get("cascade")
+    cascade = f"; scored only when {c['measure']} <= {c['bound']:.6g}" if c else ""
     return [
         f"abstain:     {a['fallback_label']} when {a['score']} <= {a['threshold']:.6g} (threshold by {a['chosen_by']})"
+        + cascade
     ]
 
 

@@ -260,3 +260,15 @@ def test_knn_max_rows_ships_a_stratified_subsample_and_the_size_table(tiny_check
     assert np.load(out / "train_embeddings.npy").shape[0] == 8
     sizes = m.metrics["abstain"]["knn_sizes"]
     assert [s["rows"] for s in sizes] == [20] and 0 <= sizes[0]["dev_auroc"] <= 1  # every size below 20 rows
+    # lrsl-rt info says which texts the score runs on
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "lrsl_rt", "info", "--bundle", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"scored only when max_prob <= {m.abstain.cascade.bound:.6g}" in proc.stdout
