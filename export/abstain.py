@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsl_rt.abstain import (
-    CASCADE_MEASURE,
+    CASCADE_MEASURES,
     DEFAULT_BUDGET,
     DEFAULT_CASCADE_LOSS,
     DEFAULT_FALLBACK,
@@ -129,7 +129,7 @@ class Scored:
 
     scores: dict  # {score: (n,)}
     labels: np.ndarray  # LRSL label ids
-    sure: np.ndarray  # the cascade's classifier sureness
+    sure: dict  # {cascade measure: (n,)}, the free scores the cascade may compare with a bound
     hard: np.ndarray  # the gate's verdict (those rows run the embedder anyway)
     embeddings: np.ndarray | None = None  # every text's (the kNN size table reuses them)
 
@@ -172,40 +172,76 @@ def every_score(r, texts: list[str], train_emb: np.ndarray | None, stats: tuple 
     out = {
         s: scores_of(s, logits, d, m.k, final_confidence=final, cos=cos, knn=knn, maha=maha) for s in names
     }
-    return Scored(out, d.labels, logit_score(logits, CASCADE_MEASURE, m.k), d.hard, emb)
+    sure = {"max_prob": logit_score(logits, "max_prob", m.k), "energy": logit_score(logits, "energy", m.k)}
+    if maha is not None:
+        sure["mahalanobis"] = maha
+    return Scored(out, d.labels, sure, d.hard, emb)
 
 
-def cascaded(x: Scored, score: str, bound: float | None) -> np.ndarray:
-    """The score as the runtime sees it: +inf (in scope, not scored) above the cascade bound."""
+def cascaded(x: Scored, score: str, cascade: tuple | None) -> np.ndarray:
+    """The score as the runtime decides with it: +inf (in scope, never scored) above the cascade's
+    bound; ``cascade``: (measure, bound) or None."""
     s = x.scores[score]
-    return s if bound is None else np.where(is_unsure(x.sure, bound), s, np.inf)
+    return s if cascade is None else np.where(is_unsure(x.sure[cascade[0]], cascade[1]), s, np.inf)
+
+
+def ranked_pair(a: Scored, b: Scored, score: str, cascade: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The cascaded score of two sets for an AUROC: a settled row ranks above every scored one,
+    settled rows among themselves by the cascade measure (the runtime's order of sureness)."""
+    if cascade is None:
+        return a.scores[score], b.scores[score]
+    measure, bound = cascade
+    sa, sb = a.scores[score], b.scores[score]
+    top = float(np.max(np.concatenate([sa, sb]))) + 1.0
+    sure = np.concatenate([a.sure[measure], b.sure[measure]])
+    lo, span = float(sure.min()), float(np.ptp(sure)) + 1.0
+
+    def rank(x: Scored, s: np.ndarray) -> np.ndarray:
+        settled = ~is_unsure(x.sure[measure], bound)
+        return np.where(settled, top + (x.sure[measure] - lo) / span, s)
+
+    return rank(a, sa), rank(b, sb)
+
+
+def cascade_options(score: str, t: float, dev_in: Scored, dev_oos: Scored, s: AbstainSettings) -> dict:
+    """{cascade measure: {bound, extra embedder share on in-scope dev, dev AUROC}} of an embedder score."""
+    out = {}
+    for measure in (c for c in CASCADE_MEASURES if c in dev_in.sure):
+        bound = cascade_bound(dev_oos.sure[measure], is_unsure(dev_oos.scores[score], t), s.cascade_loss)
+        extra = float(np.mean(is_unsure(dev_in.sure[measure], bound) & ~dev_in.hard))
+        dev = auroc(*ranked_pair(dev_in, dev_oos, score, (measure, bound)))
+        out[measure] = {"bound": bound, "embedder_extra_share": extra, "dev_auroc": dev}
+    return out
 
 
 def score_row(score: str, dev_in: Scored, correct, dev_oos: Scored, s: AbstainSettings) -> dict:
-    """Threshold, cascade bound, cost and dev AUROCs of one score."""
+    """Threshold, cascade (the measure that sends the fewest in-scope dev texts to the embedder),
+    cost and dev AUROCs of one score."""
     t = choose_threshold(dev_in.scores[score], correct, dev_oos.scores[score], s.rule)
-    bound, extra = None, 0.0
+    cascade, extra, options = None, 0.0, None
     if score in EMBEDDER_SCORES:
-        bound = cascade_bound(dev_oos.sure, is_unsure(dev_oos.scores[score], t), s.cascade_loss)
-        extra = float(np.mean(is_unsure(dev_in.sure, bound) & ~dev_in.hard))
+        options = cascade_options(score, t, dev_in, dev_oos, s)
+        best = min(options, key=lambda c: (options[c]["embedder_extra_share"], -options[c]["dev_auroc"]))
+        cascade, extra = (best, options[best]["bound"]), options[best]["embedder_extra_share"]
     return {
         "threshold": float(t),
-        "cascade_bound": bound,
+        "cascade": cascade,
+        "cascade_options": options,
         "embedder_extra_share": extra,
         "embedder_extra_share_every_row": float(np.mean(~dev_in.hard)) if score in EMBEDDER_SCORES else 0.0,
         "fits_budget": extra <= s.budget + 1e-12,
         "dev_auroc_every_row": auroc(dev_in.scores[score], dev_oos.scores[score]),
-        "dev_auroc": auroc(cascaded(dev_in, score, bound), cascaded(dev_oos, score, bound)),
+        "dev_auroc": auroc(*ranked_pair(dev_in, dev_oos, score, cascade)),
     }
 
 
 def test_figures(row: dict, score: str, test_in: Scored, test_oos: Scored) -> dict:
     """Test AUROC and out-of-scope recall at the dev threshold, with the cascade and on every row."""
-    b, t = row["cascade_bound"], row["threshold"]
+    c, t = row["cascade"], row["threshold"]
     return {
-        "test_auroc": auroc(cascaded(test_in, score, b), cascaded(test_oos, score, b)),
+        "test_auroc": auroc(*ranked_pair(test_in, test_oos, score, c)),
         "test_auroc_every_row": auroc(test_in.scores[score], test_oos.scores[score]),
-        "test_oos_recall": float(np.mean(is_unsure(cascaded(test_oos, score, b), t))),
+        "test_oos_recall": float(np.mean(is_unsure(cascaded(test_oos, score, c), t))),
         "test_oos_recall_every_row": float(np.mean(is_unsure(test_oos.scores[score], t))),
     }
 
@@ -239,11 +275,9 @@ def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, 
         raise ExportError(f"abstain score {chosen!r} needs the checkpoint's train.jsonl and its labels")
     row = table[chosen]
     _log_table(table, chosen, settings, log)
+    c = row["cascade"]
     dev_point = operating_point(
-        cascaded(dev_in, chosen, row["cascade_bound"]),
-        correct,
-        cascaded(dev_oos, chosen, row["cascade_bound"]),
-        row["threshold"],
+        cascaded(dev_in, chosen, c), correct, cascaded(dev_oos, chosen, c), row["threshold"]
     )
     log(
         f"      abstain score {chosen} (rule {settings.rule}): threshold {row['threshold']:.4g}; dev out-of-scope recall "
@@ -251,8 +285,7 @@ def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, 
         f"(abstain off {100 * correct.mean():.2f}%)"
     )
     dev = {"auroc": row["dev_auroc"], **dev_point, "inscope_accuracy_off": float(correct.mean())}
-    b = row["cascade_bound"]
-    cascade = Cascade(CASCADE_MEASURE, b) if b is not None else None
+    cascade = Cascade(*c) if c is not None else None
     abstain = Abstain(chosen, row["threshold"], settings.fallback_label, _chosen_by(settings), dev, cascade)
     metrics = {
         "scores": table,
@@ -263,25 +296,22 @@ def calibrate_abstain(r, ckpt, oos: OutOfScopeTexts, settings: AbstainSettings, 
         "knn_max_rows": settings.knn_max_rows,
         "knn_sizes": knn_sizes,
         "dev": dev,
-        "dev_curve": dev_curve(cascaded(dev_in, chosen, b), correct, cascaded(dev_oos, chosen, b)),
+        "dev_curve": dev_curve(cascaded(dev_in, chosen, c), correct, cascaded(dev_oos, chosen, c)),
         "rows": {"dev_in": len(ckpt.dev.texts), "dev_oos": len(oos.dev), "test_oos": len(oos.test or [])},
         "out_of_scope": ckpt.info.out_of_scope,  # how the checkpoint chose them (unknown labels, seed)
     }
     ship = {}
     if chosen == "knn":
         ship["train_embeddings"] = train_emb
-    if chosen == "mahalanobis":
+    if "mahalanobis" in (chosen, c[0] if c else None):
         ship["feature_whitener"], ship["feature_means"] = stats
     return abstain, metrics, ship
 
 
 def _log_table(table: dict, chosen: str, settings: AbstainSettings, log) -> None:
     for sc, row in sorted(table.items(), key=lambda x: -x[1]["dev_auroc"]):
-        cost = (
-            f", embeds {100 * row['embedder_extra_share']:.1f}% more"
-            if row["cascade_bound"] is not None
-            else ""
-        )
+        c = row["cascade"]
+        cost = f", embeds {100 * row['embedder_extra_share']:.1f}% more (cascade on {c[0]})" if c else ""
         over = "" if row["fits_budget"] else f" (over the {100 * settings.budget:.0f}% budget)"
         test = f", test {row['test_auroc']:.4f}" if "test_auroc" in row else ""
         log(f"      abstain {sc:<11} dev AUROC {row['dev_auroc']:.4f}{test}{cost}{over}")

@@ -120,7 +120,7 @@ def build_bundle(
         work = stage / "_work"
         work.mkdir()
         with step("export", "export ONNX fp32 (classifier, embedder)"):
-            features = oos is not None and not plan and s.abstain.score in ("auto", "mahalanobis")
+            features = oos is not None and not plan  # the mahalanobis score, or a cascade on it
             tok, torch_models, raw = export_graphs(ckpt, work, log, features=features)
             if plan:
                 raw.update(add_stage_graphs(plan, ckpt, tok, torch_models["classifier"], work, log))

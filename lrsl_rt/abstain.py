@@ -21,9 +21,9 @@ The scores (``ABSTAIN_SCORES`` in :mod:`lrsl_rt.manifest`), from what the rule a
   whitening matrix and the whitened class means. It costs one small matrix product per text.
 
 ``max_cos`` and ``knn`` need the embedder on rows the gate calls easy. The **cascade** keeps that
-cost down: a row the classifier is sure of (its ``cascade.measure`` above ``cascade.bound``) is in
-scope without the score; only the others pay for it, and rows the gate already sends to the
-embedder reuse its output. The bound is set on dev (:func:`cascade_bound`) so that at most a set
+cost down: a row the classifier is sure of (its ``cascade.measure``, a free score of
+:data:`CASCADE_MEASURES`, above ``cascade.bound``) is in scope without the score; only the others pay
+for it, and rows the gate already sends to the embedder reuse its output. The bound is set on dev (:func:`cascade_bound`) so that at most a set
 share of the out-of-scope dev texts that the score catches escape it. The export measures every
 score on dev, keeps the best by AUROC among those whose cost fits its budget, and sets the
 threshold by :func:`choose_threshold`.
@@ -40,7 +40,9 @@ LOGIT_SCORES = ("max_prob", "margin", "variance", "entropy", "energy")
 EMBEDDER_SCORES = ("max_cos", "knn")  # need the embedder on the rows they score
 ALL_ROW_SCORES = EMBEDDER_SCORES  # the name older callers import
 FEATURE_SCORES = ("mahalanobis",)  # need the classifier graph's ``features`` output
-CASCADE_MEASURE = "max_prob"  # the classifier sureness the cascade compares with its bound
+# What the cascade may compare with its bound: free scores of the classifier (the export keeps the
+# one that lets the fewest in-scope dev texts through to the embedder)
+CASCADE_MEASURES = ("max_prob", "energy", "mahalanobis")
 DEFAULT_CASCADE_LOSS = 0.01  # share of dev out-of-scope texts the cascade may let escape
 DEFAULT_BUDGET = 0.10  # share of texts beyond the gate's hard ones the abstain score may embed
 KNN_NEIGHBOURS = 10
@@ -115,13 +117,13 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, n_labels: int, rid
     return w.astype(np.float32), (means @ w).astype(np.float32)
 
 
-def cascade_skips(logits: np.ndarray, measure: str, bound: float, k: int) -> np.ndarray:
-    """Rows the cascade settles as in scope without the score: classifier sureness above ``bound``.
+def cascade_skips(sure: np.ndarray, bound: float) -> np.ndarray:
+    """Rows the cascade settles as in scope without the score: their cascade measure above ``bound``.
 
-    >>> cascade_skips(np.log([[8.0, 1.0, 1.0], [4.0, 3.0, 3.0]]), "max_prob", 0.5, 3).tolist()
-    [True, False]
+    >>> cascade_skips(np.array([0.8, 0.5, 0.4]), 0.5).tolist()
+    [True, False, False]
     """
-    return ~is_unsure(logit_score(logits, measure, k), bound)
+    return ~is_unsure(sure, bound)
 
 
 def cascade_bound(sure_oos, caught_oos, max_loss: float = DEFAULT_CASCADE_LOSS) -> float:

@@ -18,7 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .abstain import EMBEDDER_SCORES, FEATURE_SCORES, cascade_skips, knn_score, mahalanobis_score, scores_of
+from .abstain import (
+    EMBEDDER_SCORES,
+    FEATURE_SCORES,
+    cascade_skips,
+    knn_score,
+    logit_score,
+    mahalanobis_score,
+    scores_of,
+)
 from .errors import BundleError
 from .gate import is_unsure
 from .manifest import Abstain
@@ -45,9 +53,9 @@ class AbstainStep:
         self.feature_means = feature_means
         if abstain.score == "knn" and train_embeddings is None:
             raise BundleError("the abstain score 'knn' needs the bundle's train_embeddings file")
-        if abstain.score in FEATURE_SCORES and (whitener is None or feature_means is None):
+        if self.needs_features and (whitener is None or feature_means is None):
             raise BundleError(
-                f"the abstain score {abstain.score!r} needs the bundle's feature_whitener and feature_means files"
+                "the abstain score (or its cascade) needs the bundle's feature_whitener and feature_means files"
             )
 
     @property
@@ -57,15 +65,22 @@ class AbstainStep:
 
     @property
     def needs_features(self) -> bool:
-        """The score reads the classifier graph's ``features`` output."""
-        return self.abstain.score in FEATURE_SCORES
+        """The score or the cascade reads the classifier graph's ``features`` output."""
+        c = self.abstain.cascade
+        return self.abstain.score in FEATURE_SCORES or (c is not None and c.measure in FEATURE_SCORES)
 
-    def scored_rows(self, logits: np.ndarray) -> np.ndarray:
+    def scored_rows(self, logits: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """Boolean (n,): the rows whose score must be computed (all of them without a cascade)."""
         c = self.abstain.cascade
         if c is None:
             return np.ones(len(logits), dtype=bool)
-        return ~cascade_skips(logits, c.measure, c.bound, self.k)
+        return ~cascade_skips(self.free_score(c.measure, logits, features), c.bound)
+
+    def free_score(self, name: str, logits: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+        """A score that needs no embedder, of every row: from the logits, or from the features."""
+        if name in FEATURE_SCORES:
+            return mahalanobis_score(features, self.whitener, self.feature_means)
+        return logit_score(logits, name, self.k)
 
     def scores(
         self,

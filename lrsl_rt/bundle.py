@@ -194,7 +194,7 @@ def load_abstain_arrays(files: dict, manifest: Manifest, classifier) -> tuple:
     train = files.get(TRAIN_EMBEDDINGS_ROLE)
     train_embeddings = load_train_embeddings(train, manifest) if train is not None else None
     stats = None
-    if manifest.abstain is not None and manifest.abstain.score == "mahalanobis":
+    if "feature_means" in files:  # the mahalanobis score, or a cascade on it
         stats = load_feature_stats(files, manifest, classifier)
     return train_embeddings, stats
 
@@ -206,7 +206,7 @@ def load_feature_stats(files: dict, manifest: Manifest, classifier) -> tuple[np.
     """
     if not isinstance(classifier, OnnxSession) or FEATURES not in classifier.outputs:
         raise BundleError(
-            f"the abstain score {manifest.abstain.score!r} needs a classifier graph with a {FEATURES!r} output"
+            f"the abstain decision ({manifest.abstain.score!r} or its cascade) needs a classifier graph with a {FEATURES!r} output"
         )
     whitener = load_matrix(files["feature_whitener"], None)
     h = whitener.shape[0]

@@ -306,7 +306,7 @@ class Reranker:
         hard = is_unsure(sureness(logits, m.measure, self.k), self.threshold)
         if settled is not None:
             hard &= ~settled
-        scored = step.scored_rows(logits) if step is not None else None
+        scored = step.scored_rows(logits, features) if step is not None else None
         # one embedder run for the gate's hard rows and the rows the abstain score needs embedded
         embed = hard | scored if step is not None and step.needs_embeddings else hard
         emb, cos, pos = self._embed_rows(rows, embed)

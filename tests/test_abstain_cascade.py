@@ -30,7 +30,7 @@ def test_cascade_bound_lets_at_most_the_set_share_of_caught_texts_escape():
     assert cascade_bound(sure, caught, 0.0) == 0.95  # nothing caught may escape: skip above the top one
     assert cascade_bound(sure, caught, 0.75) == pytest.approx(0.2 - 1.0)  # all may escape: below every text
     # the rows at the bound are scored: skipping is strictly above
-    assert cascade_skips(np.log([[1.0, 1.0, 2.0]]), "max_prob", 0.5, 3).tolist() == [False]
+    assert cascade_skips(np.array([0.5, 0.51]), 0.5).tolist() == [False, True]
 
 
 def test_score_row_sets_threshold_then_bound_and_counts_the_extra_embedder_share():
@@ -41,33 +41,44 @@ def test_score_row_sets_threshold_then_bound_and_counts_the_extra_embedder_share
     drop:30 -> threshold 0.6 (abstaining on i4 costs 25 points <= 30; 0.7 would cost 50): catches all three.
     cascade_loss 0.34 (one of three may escape): caught sureness [0.98, 0.5, 0.3] -> bound 0.5.
     Rows scored: sureness <= 0.5 -> in: i4 only, already hard: no extra embedder share; oos: o1, o3.
-    Cascaded: in [inf, inf, inf, 0.3], oos [0.2, inf, 0.6]; AUROC over the 12 (oos, in) pairs:
-    o1 wins 4, o2 ties 3 (1.5) and loses to i4, o3 wins 3: 8.5 / 12.
+    For the AUROC a settled row ranks above every scored one (top = 0.9 + 1), settled rows by their
+    sureness: in [2.308, 2.296, 2.078, 0.3], oos [0.2, 2.302, 0.6]; over the 12 (oos, in) pairs
+    o1 wins 4, o2 (sureness 0.98) only against i1 (0.99), o3 wins 3: 8 / 12.
     """
     dev_in = Scored(
         {"knn": np.array([0.9, 0.8, 0.7, 0.3])},
         np.zeros(4, int),
-        np.array([0.99, 0.97, 0.6, 0.4]),
+        {"max_prob": np.array([0.99, 0.97, 0.6, 0.4])},
         np.array([False, False, False, True]),
     )
     dev_oos = Scored(
-        {"knn": np.array([0.2, 0.25, 0.6])}, np.zeros(3, int), np.array([0.3, 0.98, 0.5]), np.zeros(3, bool)
+        {"knn": np.array([0.2, 0.25, 0.6])},
+        np.zeros(3, int),
+        {"max_prob": np.array([0.3, 0.98, 0.5])},
+        np.zeros(3, bool),
     )
     row = score_row(
         "knn", dev_in, np.ones(4, bool), dev_oos, AbstainSettings(rule="drop:30", cascade_loss=0.34)
     )
-    assert row["threshold"] == 0.6 and row["cascade_bound"] == 0.5
+    assert row["threshold"] == 0.6 and row["cascade"] == ("max_prob", 0.5)
     assert row["embedder_extra_share"] == 0.0 and row["embedder_extra_share_every_row"] == 0.75
-    assert row["fits_budget"] and row["dev_auroc"] == pytest.approx(8.5 / 12)
+    assert row["fits_budget"] and row["dev_auroc"] == pytest.approx(8 / 12)
     assert row["dev_auroc_every_row"] == pytest.approx(11 / 12)  # o3 (0.6) beats only i4 (0.3)
-    assert cascaded(dev_oos, "knn", 0.5).tolist() == [0.2, np.inf, 0.6]
+    assert cascaded(dev_oos, "knn", ("max_prob", 0.5)).tolist() == [0.2, np.inf, 0.6]
 
 
 def test_a_logit_score_has_no_cascade_and_costs_no_embedder_time():
-    x = Scored({"max_prob": np.array([0.9, 0.4])}, np.zeros(2, int), np.array([0.9, 0.4]), np.zeros(2, bool))
-    y = Scored({"max_prob": np.array([0.3])}, np.zeros(1, int), np.array([0.3]), np.zeros(1, bool))
+    x = Scored(
+        {"max_prob": np.array([0.9, 0.4])},
+        np.zeros(2, int),
+        {"max_prob": np.array([0.9, 0.4])},
+        np.zeros(2, bool),
+    )
+    y = Scored(
+        {"max_prob": np.array([0.3])}, np.zeros(1, int), {"max_prob": np.array([0.3])}, np.zeros(1, bool)
+    )
     row = score_row("max_prob", x, np.ones(2, bool), y, AbstainSettings())
-    assert row["cascade_bound"] is None and row["embedder_extra_share"] == 0.0 and row["fits_budget"]
+    assert row["cascade"] is None and row["embedder_extra_share"] == 0.0 and row["fits_budget"]
 
 
 def test_mahalanobis_with_identity_covariance_is_the_squared_distance_to_the_nearest_mean():
@@ -218,20 +229,33 @@ def test_export_with_mahalanobis_ships_the_features_output_and_its_matrices(
     w, mu = np.load(out / "feature_whitener.npy"), np.load(out / "feature_means.npy")
     rows = r.tokenizer.tokenize(OUT_OF_SCOPE)
     _, feats = r.run_batched("classifier", rows, outputs=("logits", "features"))
-    want = mahalanobis_score(feats, w, mu) <= m.abstain.threshold
-    assert [p.out_of_scope for p in r.predict(OUT_OF_SCOPE)] == want.tolist()
+    maha = mahalanobis_score(feats, w, mu)
+    assert [p.out_of_scope for p in r.predict(OUT_OF_SCOPE)] == (maha <= m.abstain.threshold).tolist()
+    # a knn score behind a cascade on the mahalanobis score: only the rows at or below its bound are embedded
+    bound = float(np.median(maha))
+    a = Abstain("knn", 0.5, "out_of_scope", "fixed", {}, Cascade("mahalanobis", bound))
+    counting = CountingSession(r.embedder)
+    knn = Reranker(
+        replace(m, abstain=a), r.tokenizer, r.classifier, counting, r.label_embeddings,
+        train_embeddings=r.embed(tiny_data[0][0][:8]), feature_stats=(w, mu),
+    )  # fmt: skip
+    preds = knn.predict(OUT_OF_SCOPE)
+    hard = np.array([p.hard for p in preds])
+    assert counting.rows == int(((maha <= bound) | hard).sum())
+    assert not any(p.out_of_scope for p, x in zip(preds, maha, strict=True) if x > bound)
 
 
 def test_manifest_refuses_a_cascade_with_an_unknown_key_or_a_non_finite_bound(tiny_bundle_oos):
     d = json.loads((tiny_bundle_oos / "manifest.json").read_text())
-    d["abstain"] = {**d["abstain"], "cascade": {"measure": "max_prob", "bound": 0.9, "extra": 1}}
+    measure = (d["abstain"].get("cascade") or {}).get("measure", "max_prob")  # its files stay the same
+    d["abstain"] = {**d["abstain"], "cascade": {"measure": measure, "bound": 0.9, "extra": 1}}
     with pytest.raises(BundleError, match=r"abstain.cascade: unknown key\(s\) \['extra'\]"):
         Manifest.from_dict(d)
-    d["abstain"]["cascade"] = {"measure": "max_prob", "bound": float("inf")}
+    d["abstain"]["cascade"] = {"measure": measure, "bound": float("inf")}
     with pytest.raises(BundleError, match="abstain.cascade.bound"):
         Manifest.from_dict(d)
-    d["abstain"]["cascade"] = {"measure": "max_prob", "bound": 0.9}
-    assert Manifest.from_dict(d).abstain.cascade == Cascade("max_prob", 0.9)
+    d["abstain"]["cascade"] = {"measure": measure, "bound": 0.9}
+    assert Manifest.from_dict(d).abstain.cascade == Cascade(measure, 0.9)
 
 
 def test_knn_max_rows_ships_a_stratified_subsample_and_the_size_table(tiny_checkpoint, tmp_path):
@@ -271,4 +295,5 @@ def test_knn_max_rows_ships_a_stratified_subsample_and_the_size_table(tiny_check
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert f"scored only when max_prob <= {m.abstain.cascade.bound:.6g}" in proc.stdout
+    c = m.abstain.cascade
+    assert f"scored only when {c.measure} <= {c.bound:.6g}" in proc.stdout

@@ -11,8 +11,8 @@ import math
 import re
 from dataclasses import MISSING, fields
 
+from ..abstain import CASCADE_MEASURES
 from ..errors import BundleError
-from ..gate import MEASURES
 
 # Scores the abstain decision can use (:mod:`lrsl_rt.abstain` computes them); each is a sureness.
 ABSTAIN_SCORES = (
@@ -56,8 +56,8 @@ def check_v2_ranges(v2: dict, labels: list[str], where: str) -> None:
     if not _finite(a.threshold):
         out_of_range("abstain.threshold", "a finite number", a.threshold, where)
     c = a.cascade
-    if c is not None and c.measure not in MEASURES:
-        out_of_range("abstain.cascade.measure", f"one of {list(MEASURES)}", c.measure, where)
+    if c is not None and c.measure not in CASCADE_MEASURES:
+        out_of_range("abstain.cascade.measure", f"one of {list(CASCADE_MEASURES)}", c.measure, where)
     if c is not None and not _finite(c.bound):
         out_of_range("abstain.cascade.bound", "a finite number", c.bound, where)
     if not a.fallback_label.strip() or a.fallback_label in labels:

@@ -283,6 +283,7 @@ def _file_roles(v2: dict) -> tuple[str, ...]:
         roles += [STAGE_ROLE.format(i + 1) for i in range(len(v2["exits"]) + 1)]
     if v2["abstain"] is not None and v2["abstain"].score == "knn":
         roles.append(TRAIN_EMBEDDINGS_ROLE)
-    if v2["abstain"] is not None and v2["abstain"].score == "mahalanobis":
+    a = v2["abstain"]
+    if a is not None and "mahalanobis" in (a.score, a.cascade.measure if a.cascade else None):
         roles += FEATURE_ROLES
     return tuple(roles)
