@@ -43,7 +43,7 @@ FEATURE_SCORES = ("mahalanobis",)  # need the classifier graph's ``features`` ou
 # What the cascade may compare with its bound: free scores of the classifier (the export keeps the
 # one that lets the fewest in-scope dev texts through to the embedder)
 CASCADE_MEASURES = ("max_prob", "energy", "mahalanobis")
-DEFAULT_CASCADE_LOSS = 0.01  # share of dev out-of-scope texts the cascade may let escape
+DEFAULT_CASCADE_LOSS = 0.0  # share of the caught dev out-of-scope texts the cascade may let escape
 DEFAULT_BUDGET = 0.10  # share of texts beyond the gate's hard ones the abstain score may embed
 KNN_NEIGHBOURS = 10
 EASY = np.inf  # gated_cos of an easy row: the classifier is sure, never out of scope
