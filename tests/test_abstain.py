@@ -170,7 +170,7 @@ def test_abstained_record_carries_the_fallback_label_and_the_classifier_label(ti
     m = read_manifest(tiny_bundle_oos)
     # fix the threshold above every score: every text is out of scope
     d = json.loads((tiny_bundle_oos / "manifest.json").read_text())
-    d["abstain"] = {**d["abstain"], "score": "max_prob", "threshold": 1.0}
+    d = _with_score(d, "max_prob", 1.0)
     r = Reranker.from_bundle(tiny_bundle_oos)
     r = Reranker(
         Manifest.from_dict(d),
@@ -204,7 +204,15 @@ def test_manifest_refuses_abstain_in_version_1_and_a_fallback_that_is_a_label(ti
     with pytest.raises(BundleError, match="fallback_label"):
         Manifest.from_dict(bad)
     with pytest.raises(BundleError, match="train_embeddings"):
-        Manifest.from_dict({**d, "abstain": {**d["abstain"], "score": "knn"}})
+        Manifest.from_dict({**_with_score(d, "max_prob", 0.5), "abstain": {**d["abstain"], "score": "knn"}})
+
+
+def _with_score(d: dict, score: str, threshold: float) -> dict:
+    """The manifest with another logit score, no cascade, and only the files that score needs."""
+    extra = ("train_embeddings", "feature_whitener", "feature_means")
+    files = {k: v for k, v in d["files"].items() if k not in extra}
+    abstain = {k: v for k, v in d["abstain"].items() if k != "cascade"}
+    return {**d, "files": files, "abstain": {**abstain, "score": score, "threshold": threshold}}
 
 
 def _cli(*args):
