@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import random
+import sys
 from pathlib import Path
 
 from .data import datasets_dir, read_labelled, resolve_named, stratified_split
@@ -56,7 +57,7 @@ def build(root: Path, sizes: dict, seed: int = 42, dev_fraction: float = 0.1) ->
     out, kept_counts = {}, {}
     for name, split in (("train", train), ("dev", dev), ("test", test)):
         hwu_split = read_labelled(hwu[name], "text", "category")
-        pool = [t for t, y in zip(hwu_split.texts, hwu_split.labels) if y not in LEFT_OUT]
+        pool = [t for t, y in zip(hwu_split.texts, hwu_split.labels, strict=True) if y not in LEFT_OUT]
         oos = sample(pool, sizes[name], seed)
         kept_counts[name] = len(oos)
         out[name] = (split.texts + oos, split.labels + [OOS_LABEL] * len(oos))
@@ -80,14 +81,16 @@ def write(out_dir: Path, mix: dict) -> None:
         with open(out_dir / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
             w = csv.writer(f)
             w.writerow(["text", "category"])
-            w.writerows(zip(texts, labels))
+            w.writerows(zip(texts, labels, strict=True))
     (out_dir / "oos_mix.json").write_text(json.dumps(mix["info"], indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.oos_mix", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="folder for train.csv, dev.csv, test.csv and oos_mix.json")
-    p.add_argument("--datasets-dir", help="folder holding banking77/ and hwu64/ (default: as python -m train)")
+    p.add_argument(
+        "--datasets-dir", help="folder holding banking77/ and hwu64/ (default: as python -m train)"
+    )
     p.add_argument("--seed", type=int, default=42, help="seed of the dev carve and of the samples")
     for name, n in SIZES.items():
         p.add_argument(f"--oos-{name}", type=int, default=n, help=f"out-of-scope {name} texts (default: {n})")
@@ -96,7 +99,7 @@ def main(argv=None) -> int:
     try:
         mix = build(datasets_dir(a.datasets_dir), sizes, a.seed)
     except DataError as e:
-        print(f"Error: {e}", flush=True)
+        print(f"Error: {e}", file=sys.stderr, flush=True)
         return 1
     write(Path(a.out), mix)
     counts = {k: len(v[0]) for k, v in mix["splits"].items()}
@@ -106,4 +109,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
