@@ -255,7 +255,12 @@ def test_overload_gives_429_and_loses_no_accepted_request(tiny_bundle_fp32, refe
         assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
         for t, r in zip(texts, answers, strict=True):
             if r.status_code == 429:
-                assert r.headers["Retry-After"].isdigit() and "queue full" in r.json()["error"]
+                message = r.json()["error"]
+                assert r.headers["Retry-After"].isdigit() and "queue full" in message
+                if "waiting" in message:  # the count bound says why it refuses this request
+                    assert re.search(
+                        r"\d texts waiting and this request's 4 would make \d+, over the bound of 4", message
+                    )
             else:  # batches of one text: exactly the reranker's answer for each text alone
                 assert r.json() == [records(reference, [x])[0] for x in t]
         m = metric_values(s.url)
@@ -654,7 +659,8 @@ def test_batcher_refuses_when_the_texts_ahead_take_longer_than_the_time_bound(re
             while not b._running:
                 await asyncio.sleep(0.001)
             b.check_room(1)  # one text ahead: 20 ms at the measured rate
-            queued = [asyncio.ensure_future(b.submit([t], [3])) for t in TEXTS[:4]]
+            # one request of four: queued behind one text, whatever the rate (four single ones could meet the bound)
+            queued = [asyncio.ensure_future(b.submit(TEXTS[:4], [3] * 4))]
             await asyncio.sleep(0.01)
             try:
                 b.check_room(1)

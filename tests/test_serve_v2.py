@@ -99,7 +99,9 @@ def test_infer_labels_equal_predict_and_follow_the_spec_shapes(server):
             for name in BASE:
                 assert got[name] == pytest.approx([rec[name] for rec in records], abs=1e-5), name
         # no id: the server makes one; outputs asked by name come in the order asked
-        r = c.post(INFER, json={"inputs": [tensor(TEXTS[:2])], "outputs": [{"name": "score"}, {"name": "label"}]})
+        r = c.post(
+            INFER, json={"inputs": [tensor(TEXTS[:2])], "outputs": [{"name": "score"}, {"name": "label"}]}
+        )
         answer = r.json()
         assert re.fullmatch(r"[0-9a-f]{32}", answer["id"])
         assert [o["name"] for o in answer["outputs"]] == ["score", "label"]
@@ -125,8 +127,16 @@ BAD = [
     ({"inputs": [tensor(["a"])], "extra": 1}, 400, r'unknown field\(s\) "extra"'),
     ({"inputs": []}, 400, r'"inputs" must be a list of one tensor named "text"'),
     ({"inputs": [tensor(["a"]), tensor(["b"])]}, 400, r"list of one tensor"),
-    ({"inputs": [tensor(["a"], name="input0")]}, 400, r'inputs\[0\]\.name must be "text", got a string "input0"'),
-    ({"inputs": [tensor([1, 2], datatype="UINT32")]}, 400, r'datatype must be "BYTES" \(texts\), got a string'),
+    (
+        {"inputs": [tensor(["a"], name="input0")]},
+        400,
+        r'inputs\[0\]\.name must be "text", got a string "input0"',
+    ),
+    (
+        {"inputs": [tensor([1, 2], datatype="UINT32")]},
+        400,
+        r'datatype must be "BYTES" \(texts\), got a string',
+    ),
     ({"inputs": [tensor(["a", "b"], shape=[2, 2])]}, 400, r"shape \[2, 2\]: expected \[N\] or \[N, 1\]"),
     ({"inputs": [tensor(["a"], shape=[3])]}, 400, r"data holds 1 element\(s\); shape \[3\] needs 3"),
     ({"inputs": [tensor(["a"], shape=[-1])]}, 400, r"shape must be a list of sizes"),
@@ -138,7 +148,11 @@ BAD = [
     ({"inputs": [tensor(["a"])], "parameters": {"explain": "yes"}}, 400, r"parameters\.explain must be true"),
     ({"inputs": [tensor(["a"])], "parameters": {"priority": 1}}, 400, r'unknown field\(s\) "priority"'),
     ({"inputs": [tensor(["a"])], "parameters": {"abstain": True}}, 400, r"no abstain calibration"),
-    ({"inputs": [tensor(["a"])], "outputs": [{"name": "logits"}]}, 400, r"unknown output a string \"logits\""),
+    (
+        {"inputs": [tensor(["a"])], "outputs": [{"name": "logits"}]},
+        400,
+        r"unknown output a string \"logits\"",
+    ),
     ({"inputs": [tensor(["a"])], "outputs": [{"name": "out_of_scope"}]}, 400, r"does not abstain"),
     ({"inputs": [tensor(["a"])], "id": 42}, 400, r'"id" must be a string'),
     ({"inputs": [tensor(["a"] * 9)]}, 413, r"9 texts in one request; the limit is 8"),
@@ -198,7 +212,9 @@ def test_abstain_is_a_request_parameter_and_batches_never_mix_the_two(tiny_bundl
             meta = c.get(f"/v2/models/{name}").json()
             assert "out_of_scope" in [o["name"] for o in meta["outputs"]] and meta["parameters"]["abstain"]
             default = outputs(c.post(url, json={"inputs": [tensor(texts)]}).json())
-            off = outputs(c.post(url, json={"inputs": [tensor(texts)], "parameters": {"abstain": False}}).json())
+            off = outputs(
+                c.post(url, json={"inputs": [tensor(texts)], "parameters": {"abstain": False}}).json()
+            )
         for got, abstain in ((default, True), (off, False)):
             want = [p.to_dict() for p in ref.predict(texts, abstain=abstain)]
             assert got["label"] == [w["label"] for w in want]
@@ -209,7 +225,9 @@ def test_abstain_is_a_request_parameter_and_batches_never_mix_the_two(tiny_bundl
 
         async def mixed():  # concurrent requests of both choices, within one 50 ms wait for company
             async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
-                bodies = [{"inputs": [tensor(texts)], "parameters": {"abstain": i % 2 == 0}} for i in range(6)]
+                bodies = [
+                    {"inputs": [tensor(texts)], "parameters": {"abstain": i % 2 == 0}} for i in range(6)
+                ]
                 return await asyncio.gather(*(c.post(url, json=b) for b in bodies))
 
         for i, r in enumerate(asyncio.run(mixed())):
@@ -261,7 +279,10 @@ def test_tritonclient_http_reads_the_server(server):
         assert client.get_model_metadata(MODEL)["inputs"][0]["name"] == "text"
         inp = httpclient.InferInput("text", [len(TEXTS)], "BYTES")
         inp.set_data_from_numpy(np.array(TEXTS, dtype=object), binary_data=False)
-        for outs in (None, [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("label", "score")]):
+        for outs in (
+            None,
+            [httpclient.InferRequestedOutput(n, binary_data=False) for n in ("label", "score")],
+        ):
             result = client.infer(MODEL, [inp], outputs=outs, request_id="7")  # None: Triton asks for binary
             assert result.get_response()["id"] == "7"
             labels = [x.decode() if isinstance(x, bytes) else x for x in result.as_numpy("label")]
