@@ -2,8 +2,7 @@
 
 Flag ``--max-batch-texts`` reads ``LRSL_RT_MAX_BATCH_TEXTS``: ``LRSL_RT_`` and the flag's name in
 upper case with ``_`` for ``-``. A flag on the command line wins over its variable, and the variable
-over the default; ``--help`` names each variable (``[env: LRSL_RT_PORT]``) and shows the default it
-sets. A switch (``--abstain`` / ``--no-abstain``) reads ``true``/``false`` (also 1/0, yes/no, on/off).
+over the default; ``--help`` names each variable (``[env: LRSL_RT_PORT]``). A switch (``--abstain`` / ``--no-abstain``) reads ``true``/``false`` (also 1/0, yes/no, on/off).
 An empty variable counts as unset. ``--bundle`` reads ``LRSL_RT_BUNDLE`` by its own rule, the same
 for every command (:mod:`lrsl_rt.bundle_dir`).
 
