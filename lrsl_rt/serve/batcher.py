@@ -2,7 +2,7 @@
 
 Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 
-- ``submit(texts, tokens, explain, abstain)`` puts a request's texts (whatever ``predict`` takes: the server
+- ``submit(texts, tokens, explain, abstain)`` puts a request's texts (whatever the runner takes: the server
   passes rows it tokenized once, off the event loop) at the end of one FIFO queue and awaits its own
   results. The queue is bounded in texts (``max_queue``) and, optionally, in time
   (``max_queue_wait``: the texts ahead of a new request, queued and in the running batch, at the
@@ -90,9 +90,8 @@ RATE_WEIGHT = 0.2  # weight of the latest batch in the texts-per-second average 
 
 class MicroBatcher:
     def __init__(self, runner, limits: BatchLimits, observer=None):
-        self._runner = (
-            runner  # .inline(texts, tokens, explain, abstain) -> list | None; .run(texts, explain, abstain)
-        )
+        # runner.inline(texts, tokens, explain, abstain) -> list | None; runner.run(texts, explain, abstain)
+        self._runner = runner
         self.limits = limits
         self._observer = observer
         self._queue: deque[_Request] = deque()
