@@ -179,8 +179,8 @@ def test_a_client_that_pipelines_and_never_reads_is_disconnected(tiny_bundle_fp3
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
         sock.connect(("127.0.0.1", s.port))
         sock.setblocking(False)
-        request = b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n"
-        stuck, closed, deadline = False, False, time.monotonic() + 30
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # a large answer: the buffers fill sooner
+        stuck, closed, deadline = False, False, time.monotonic() + 90  # seconds under a loaded CPU
         try:
             while time.monotonic() < deadline and not closed:
                 try:

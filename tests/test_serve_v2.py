@@ -22,11 +22,14 @@ pytest.importorskip("httptools")
 pytest.importorskip("prometheus_client")
 from serve_client import Server, metric_values, value  # noqa: E402
 
+from lrsl_rt.prediction import RECORD_FIELDS  # noqa: E402
+
 TEXTS = ["my card is still not here", "exchange rate euro dollar", "why did my top up fail", ""]
 MODEL = "tiny"
 INFER = f"/v2/models/{MODEL}/infer"
-BASE = ["label", "label_id", "score", "hard", "reranked", "classifier_label", "classifier_label_id"]
-BASE += ["classifier_prob"]
+BASE = [
+    name for name in RECORD_FIELDS if name != "fused_score"
+]  # the record's fields; fused_score can be null
 
 
 def tensor(data, shape=None, name="text", datatype="BYTES") -> dict:

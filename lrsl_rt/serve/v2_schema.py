@@ -9,7 +9,8 @@ texts, flat or nested by the shape::
      "outputs": [{"name": "label"}, {"name": "score"}]}
 
 The answer carries one tensor of shape ``[N]`` per output (all of them unless ``outputs`` names
-some), in the order asked: the fields of a ``/predict`` record (:data:`OUTPUTS`), ``out_of_scope``
+some), in the order asked: the fields of a ``/predict`` record (:data:`lrsl_rt.prediction.RECORD_FIELDS`,
+as :data:`OUTPUTS` types them), ``out_of_scope``
 when the request abstains, ``exit_layer`` for a bundle with exits, and ``explanation`` (each a JSON
 document, as ``/predict``'s ``explanation`` field) when it is asked for, by the ``explain``
 parameter or by naming the output. ``fused_score`` is not an output: it is null for an easy sample,
@@ -32,24 +33,17 @@ import dataclasses
 import json
 
 from ..io import unicode_problem
+from ..prediction import OPTIONAL_FIELDS, RECORD_FIELDS
 from .schema import ApiError, json_type, load_json, quote
 
 INPUT = "text"
-# output name -> (datatype, what it holds: a Prediction attribute)
-OUTPUTS = {
-    "label": "BYTES",
-    "label_id": "INT64",
-    "score": "FP32",
-    "hard": "BOOL",
-    "reranked": "BOOL",
-    "classifier_label": "BYTES",
-    "classifier_label_id": "INT64",
-    "classifier_prob": "FP32",
-    "exit_layer": "INT32",  # bundles with exits
-    "out_of_scope": "BOOL",  # requests that abstain
-    "explanation": "BYTES",  # requests that ask for it: one JSON document per text
-}
-BASE_OUTPUTS = tuple(OUTPUTS)[:8]
+DATATYPES = {str: "BYTES", int: "INT64", float: "FP32", bool: "BOOL"}  # a record field's type -> v2's
+NULLABLE = ("fused_score",)  # null for an easy sample: no FP32 tensor can hold it
+# output name -> datatype: the record's fields (lrsl_rt.prediction), then the explanation (JSON text)
+BASE_OUTPUTS = tuple(name for name in RECORD_FIELDS if name not in NULLABLE)
+OUTPUTS = {name: DATATYPES[RECORD_FIELDS[name]] for name in BASE_OUTPUTS}
+OUTPUTS |= {name: DATATYPES[t] for name, t in OPTIONAL_FIELDS.items()}  # exits; abstaining requests
+OUTPUTS["explanation"] = "BYTES"  # requests that ask for it: one JSON document per text
 REQUEST_FIELDS = ("id", "parameters", "inputs", "outputs")
 INPUT_FIELDS = ("name", "shape", "datatype", "parameters", "data")
 PARAMETERS = ("abstain", "explain", "binary_data_output")
