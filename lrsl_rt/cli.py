@@ -147,16 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_serve_parser(sub, bundle_opt, runtime_opts) -> None:
+    from .serve.env import read_env_defaults
     from .serve.settings import add_serve_arguments
 
     p = sub.add_parser(
         "serve",
         help="HTTP service with micro-batching (needs the serve extra)",
-        description="Serve POST /predict, /health, /info and /metrics over HTTP (docs/guide/serve.md).",
+        description="Serve POST /predict, the Open Inference Protocol under /v2, /health, /info and /metrics "
+        "over HTTP (docs/guide/serve.md). Each flag can be set by the environment variable its help names; "
+        "a flag given on the command line wins.",
     )
     bundle_opt(p)
     runtime_opts(p)
     add_serve_arguments(p, positive_int)
+    read_env_defaults(p)
     p.set_defaults(func=cmd_serve)
 
 

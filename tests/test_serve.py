@@ -255,7 +255,12 @@ def test_overload_gives_429_and_loses_no_accepted_request(tiny_bundle_fp32, refe
         assert set(codes) <= {200, 429} and 200 in codes and 429 in codes, codes
         for t, r in zip(texts, answers, strict=True):
             if r.status_code == 429:
-                assert r.headers["Retry-After"].isdigit() and "queue full" in r.json()["error"]
+                message = r.json()["error"]
+                assert r.headers["Retry-After"].isdigit() and "queue full" in message
+                if "waiting" in message:  # the count bound says why it refuses this request
+                    assert re.search(
+                        r"\d texts waiting and this request's 4 would make \d+, over the bound of 4", message
+                    )
             else:  # batches of one text: exactly the reranker's answer for each text alone
                 assert r.json() == [records(reference, [x])[0] for x in t]
         m = metric_values(s.url)
@@ -510,6 +515,21 @@ raise SystemExit(main(["serve", "--bundle", sys.argv[1]]))
 
 
 # ---- the batcher in this process ------------------------------------------------------------------------
+class FnRunner:
+    """A batch runner (lrsl_rt.serve.runner's interface) over plain functions: ``run(texts, explain)``
+    in the model thread; ``inline(texts, explain)``, if given, on the loop for every batch offered."""
+
+    def __init__(self, run, inline=None) -> None:
+        self._run, self._inline, self.abstain_seen = run, inline, []
+
+    def run(self, texts, explain, abstain):
+        self.abstain_seen.append(abstain)
+        return self._run(texts, explain)
+
+    def inline(self, texts, tokens, explain, abstain):
+        return None if self._inline is None else self._inline(texts, explain)
+
+
 def _batcher_run(reference, limits, requests, fail_on=None):
     """Submit ``requests`` (lists of texts) at once; (answers or exceptions, the batches the model saw)."""
     from lrsl_rt.errors import RuntimeBackendError
@@ -524,7 +544,7 @@ def _batcher_run(reference, limits, requests, fail_on=None):
         return reference.predict(texts, explain=explain)
 
     async def main():
-        b = MicroBatcher(predict, limits)
+        b = MicroBatcher(FnRunner(predict), limits)
         b.start()
         try:
             tasks = [b.submit(t, [len(x) for x in reference.tokenizer.tokenize(t)]) for t in requests]
@@ -567,7 +587,7 @@ def test_batcher_model_failure_fails_only_that_batch(reference):
 def test_batcher_runs_a_request_at_once_only_when_it_would_batch_alone(reference):
     """run_now: the idle batcher's inline path, taken only when the request would form a batch of its
     own that runs at once; otherwise None and the caller queues it."""
-    from lrsl_rt.serve.batcher import INLINE_TOKENS, BatchFailed, BatchLimits, MicroBatcher
+    from lrsl_rt.serve.batcher import BatchFailed, BatchLimits, MicroBatcher
 
     calls, counted = [], []
 
@@ -590,7 +610,8 @@ def test_batcher_runs_a_request_at_once_only_when_it_would_batch_alone(reference
         return [len(r) for r in reference.tokenizer.tokenize(texts)]
 
     async def main(limits, texts, *, busy=False, with_inline=True):
-        b = MicroBatcher(reference.predict, limits, Observer(), inline=inline if with_inline else None)
+        runner = FnRunner(lambda t, e: reference.predict(t), inline if with_inline else None)
+        b = MicroBatcher(runner, limits, Observer())
         if busy:  # a request already queued (no batch loop started: it stays there)
             asyncio.ensure_future(b.submit(["queued"], [3]))
             await asyncio.sleep(0)
@@ -607,10 +628,7 @@ def test_batcher_runs_a_request_at_once_only_when_it_would_batch_alone(reference
     assert asyncio.run(main(idle, TEXTS[:1], busy=True)) is None  # the queue goes first
     assert asyncio.run(main(BatchLimits(4, 1000, 0.002, 100), TEXTS[:1])) is None  # waits for company
     assert asyncio.run(main(idle, TEXTS[:5])) is None  # more than one batch
-    long_texts = ["word " * 40] * (INLINE_TOKENS // reference.tokenizer.max_length + 1)
-    assert sum(tokens(long_texts)) > INLINE_TOKENS
-    assert asyncio.run(main(BatchLimits(64, 10**6, 0.0, 100), long_texts)) is None  # too long for the loop
-    assert asyncio.run(main(idle, TEXTS[:1], with_inline=False)) is None
+    assert asyncio.run(main(idle, TEXTS[:1], with_inline=False)) is None  # the runner declines
     assert calls == []
     with pytest.raises(BatchFailed, match="the model failed"):
         asyncio.run(main(idle, ["BOOM"]))
@@ -632,7 +650,7 @@ def test_batcher_refuses_when_the_texts_ahead_take_longer_than_the_time_bound(re
         return reference.predict(texts)
 
     async def main(max_queue_wait):
-        b = MicroBatcher(predict, BatchLimits(1, 1000, 0.0, 100, max_queue_wait))
+        b = MicroBatcher(FnRunner(predict), BatchLimits(1, 1000, 0.0, 100, max_queue_wait))
         b.start()
         try:
             await b.submit(["a card"], [3])  # one batch ran: the rate is known (at most 50 texts/s)
@@ -641,7 +659,8 @@ def test_batcher_refuses_when_the_texts_ahead_take_longer_than_the_time_bound(re
             while not b._running:
                 await asyncio.sleep(0.001)
             b.check_room(1)  # one text ahead: 20 ms at the measured rate
-            queued = [asyncio.ensure_future(b.submit([t], [3])) for t in TEXTS[:4]]
+            # one request of four: queued behind one text, whatever the rate (four single ones could meet the bound)
+            queued = [asyncio.ensure_future(b.submit(TEXTS[:4], [3] * 4))]
             await asyncio.sleep(0.01)
             try:
                 b.check_room(1)
@@ -684,7 +703,7 @@ def test_batcher_counts_as_cancelled_only_the_texts_no_batch_took(reference):
         return reference.predict(texts)
 
     async def main():
-        b = MicroBatcher(predict, BatchLimits(2, 1000, 0.0, 100), observer=Observer())
+        b = MicroBatcher(FnRunner(predict), BatchLimits(2, 1000, 0.0, 100), observer=Observer())
         b.start()
         task = asyncio.ensure_future(b.submit(TEXTS[:5], [1] * 5))
         await asyncio.to_thread(started.wait, 10)  # texts 0-1 run; 2-4 wait in the queue

@@ -150,6 +150,80 @@ def test_protocol_errors_are_json_and_close(server, request_bytes, status, messa
     assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
 
 
+def test_an_endless_header_line_is_refused_with_431_at_the_limit(server):
+    """One header line that never ends, streamed in 64 KB writes: refused once the head passes 16 KiB,
+    long before the header timeout, with at most a few writes past the limit sent."""
+    with Raw(server.port) as c:
+        c.send(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent = 0
+        while not c.readable(0.01) and sent < 64 * 65536:
+            try:
+                c.send(b"a" * 65536)
+            except OSError:
+                break
+            sent += 65536
+        status, headers, body = c.response()
+        assert status == 431 and "over 16384 bytes" in json_error(body) and headers["connection"] == "close"
+        assert sent <= 8 * 65536, sent  # refused within a few writes of the limit, not at the timeout
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_a_client_that_pipelines_and_never_reads_is_disconnected(tiny_bundle_fp32):
+    """It sends request after request and reads nothing: once the server's send buffers are full and
+    nothing drains them for --write-timeout, the server aborts the connection (the client's next
+    send fails), counts it, and keeps serving."""
+    s = Server(tiny_bundle_fp32, "--write-timeout", "1", "--idle-timeout", "30", "--header-timeout", "30")
+    try:
+        s.wait_ready()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+        sock.connect(("127.0.0.1", s.port))
+        sock.setblocking(False)
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"  # a large answer: the buffers fill sooner
+        stuck, closed, deadline = False, False, time.monotonic() + 90  # seconds under a loaded CPU
+        try:
+            while time.monotonic() < deadline and not closed:
+                try:
+                    sock.send(request * 64)
+                except BlockingIOError:  # the server reads no more: its answers are not being read
+                    stuck = True
+                    time.sleep(0.05)
+                except OSError:  # reset by the server
+                    closed = True
+        finally:
+            sock.close()
+        assert closed, "the connection stayed open while its client read nothing"
+        assert stuck  # it was the unread answers that held it, not a refusal of the requests
+        assert value(metric_values(s.url), "lrsl_write_timeouts_total") == 1
+        assert httpx.get(f"{s.url}/health", timeout=10).status_code == 200
+    finally:
+        assert s.stop() == 0, s.log
+        assert "Traceback" not in s.log, s.log
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "Transfer-Encoding 'gzip, chunked' is not supported",
+        ),
+        (b"GET /health HTTP/1.1\r\n\r\n", 400, "exactly one Host header (HTTP/1.1 requires it), got 0"),
+        (b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "exactly one Host header"),
+    ],
+)
+def test_unsupported_codings_and_a_missing_host_are_refused(server, request_bytes, status, message):
+    with Raw(server.port) as c:
+        c.send(request_bytes)
+        got, headers, body = c.response()
+        assert got == status and message in json_error(body) and headers["connection"] == "close"
+        assert c.closed_by_server()
+    with Raw(server.port) as c:  # HTTP/1.0 needs no Host
+        c.send(b"GET /health HTTP/1.0\r\n\r\n")
+        assert c.response()[0] == 200
+
+
 def test_a_client_gone_mid_upload_is_a_499_not_a_500(server):
     before = metric_values(server.url)
     with Raw(server.port) as c:

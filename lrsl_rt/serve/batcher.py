@@ -2,7 +2,7 @@
 
 Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 
-- ``submit(texts, tokens, explain)`` puts a request's texts (whatever ``predict`` takes: the server
+- ``submit(texts, tokens, explain, abstain)`` puts a request's texts (whatever the runner takes: the server
   passes rows it tokenized once, off the event loop) at the end of one FIFO queue and awaits its own
   results. The queue is bounded in texts (``max_queue``) and, optionally, in time
   (``max_queue_wait``: the texts ahead of a new request, queued and in the running batch, at the
@@ -16,14 +16,16 @@ Design (after Triton's dynamic batcher and text-embeddings-inference's queue):
 - When the model is idle, a partial batch waits for company at most ``max_wait`` seconds after its
   oldest text arrived, and runs at once when full. While a batch runs, new texts queue and form the
   next batch, so under load batches fill without any wait.
-- The model call (``predict(texts, explain)``, one call per batch) runs in a single worker thread via
-  ``run_in_executor``: the event loop stays free, and the models never run concurrently with
-  themselves. An optional ``inline(texts, explain)`` may take a batch of at most ``INLINE_TOKENS``
-  tokens first, on the event loop, and return None to decline: the server's solo path
-  (:mod:`.cores`), where a lone request's batch is worth more than the two thread hops it would cost
-  and nobody else's work is waiting for the loop. A request that finds the batcher idle may skip
-  the queue altogether (``run_now``: the batch it would form, run at once by its own task). A batch
-  that wants explanations for any request computes them for all and strips them from the others.
+- Each batch goes to a runner (:mod:`.runner`), which decides where it runs: ``runner.inline`` may
+  take it on the event loop (a small batch that runs alone: worth more than the two thread hops it
+  would cost, and nobody else's work is waiting for the loop) and returns None to decline; then
+  ``runner.run`` runs it in a single worker thread via ``run_in_executor``, so the event loop stays
+  free and the models never run concurrently with themselves. A request that finds the batcher idle
+  may skip the queue altogether (``run_now``: the batch it would form, offered to ``runner.inline``
+  at once by its own task). A batch that wants explanations for any request computes them for all
+  and strips them from the others; a batch holds requests of one abstain choice only (the queue is
+  cut where the choice changes), since an abstained record cannot be turned back into the label the
+  rule chose.
 - Each request has its own future and result slots: results go back exactly to their request, in
   order. A failed model call fails the requests of that batch only (:class:`BatchFailed`); their
   texts still queued are dropped. A request whose awaiting task is cancelled (its client went away)
@@ -43,10 +45,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-
-INLINE_TOKENS = 256  # the largest batch (unpadded tokens) ``inline`` is offered: a few ms on the loop
 
 
 class QueueFull(Exception):
@@ -66,6 +65,7 @@ class _Request:
     texts: list[str]
     tokens: list[int]
     explain: bool
+    abstain: bool
     future: asyncio.Future
     arrived: float
     results: list = dataclasses.field(default_factory=list)
@@ -89,11 +89,9 @@ RATE_WEIGHT = 0.2  # weight of the latest batch in the texts-per-second average 
 
 
 class MicroBatcher:
-    def __init__(
-        self, predict: Callable[[list[str], bool], list], limits: BatchLimits, observer=None, inline=None
-    ):
-        self._predict = predict
-        self._inline = inline
+    def __init__(self, runner, limits: BatchLimits, observer=None):
+        # runner.inline(texts, tokens, explain, abstain) -> list | None; runner.run(texts, explain, abstain)
+        self._runner = runner
         self.limits = limits
         self._observer = observer
         self._queue: deque[_Request] = deque()
@@ -113,13 +111,15 @@ class MicroBatcher:
         self._task = asyncio.get_running_loop().create_task(self._batch_loop())
 
     # ---- the request side ------------------------------------------------------------------------
-    async def submit(self, texts: list[str], tokens: list[int], explain: bool = False) -> list:
+    async def submit(
+        self, texts: list[str], tokens: list[int], explain: bool = False, abstain: bool = False
+    ) -> list:
         """The predictions of ``texts`` in order; QueueFull, Draining or BatchFailed otherwise."""
         if self._closed:
             raise Draining("the server is shutting down")
         self.check_room(len(texts))
         loop = asyncio.get_running_loop()
-        req = _Request(list(texts), list(tokens), explain, loop.create_future(), loop.time())
+        req = _Request(list(texts), list(tokens), explain, abstain, loop.create_future(), loop.time())
         self._queue.append(req)
         self._count_queued(len(texts), sum(tokens))
         self._wake.set()
@@ -132,21 +132,23 @@ class MicroBatcher:
                 self._observer.cancelled(untaken)
             raise
 
-    def run_now(self, texts: list, tokens: list[int], explain: bool = False) -> list | None:
+    def run_now(
+        self, texts: list, tokens: list[int], explain: bool = False, abstain: bool = False
+    ) -> list | None:
         """The predictions of a request that would form a batch of its own and run at once; else None.
 
         That is: nothing queued or running, no wait for company (``max_wait`` 0), the texts within one
-        batch and ``INLINE_TOKENS``, and ``inline`` takes it (it runs alone). Such a request gains
-        nothing from the queue, and skips the batch loop's task switch and its future; the caller
-        awaits :meth:`submit` when this gives None. Raises BatchFailed as :meth:`submit` would."""
-        if self._inline is None or self._queue or self._running or self._closed or self.limits.max_wait > 0:
+        batch, and ``runner.inline`` takes it. Such a request gains nothing from the queue, and skips
+        the batch loop's task switch and its future; the caller awaits :meth:`submit` when this gives
+        None. Raises BatchFailed as :meth:`submit` would."""
+        if self._queue or self._running or self._closed or self.limits.max_wait > 0:
             return None
         n, total = len(texts), sum(tokens)
-        if total > INLINE_TOKENS or n > self.limits.max_texts or (n > 1 and total > self.limits.max_tokens):
+        if n > self.limits.max_texts or (n > 1 and total > self.limits.max_tokens):
             return None
         start = time.perf_counter()
         try:
-            preds = self._inline(list(texts), explain)
+            preds = self._runner.inline(list(texts), total, explain, abstain)
         except Exception as e:
             raise self._failed(e) from e
         if preds is not None:
@@ -186,7 +188,8 @@ class MicroBatcher:
         """QueueFull unless ``n`` more texts fit in the queue now (a caller can refuse before costly work)."""
         if self.queued_texts + n > self.limits.max_queue:
             raise QueueFull(
-                f"queue full: {self.queued_texts} texts waiting, room for {self.limits.max_queue}"
+                f"queue full: {self.queued_texts} texts waiting and this request's {n} would make "
+                f"{self.queued_texts + n}, over the bound of {self.limits.max_queue} (--max-queue-texts)"
             )
         ahead, bound, rate = self.queued_texts + self._running_texts, self.limits.max_queue_wait, self.rate
         if bound and ahead and rate and ahead / rate > bound:
@@ -240,9 +243,10 @@ class MicroBatcher:
                 return
 
     def _take_batch(self) -> list[tuple[_Request, int, int]]:
-        """(request, start, end) slices from the head of the queue, within the batch limits."""
+        """(request, start, end) slices from the head of the queue, within the batch limits, of one abstain choice."""
         parts, n, tokens = [], 0, 0
-        while self._queue and n < self.limits.max_texts:
+        abstain = self._queue[0].abstain
+        while self._queue and n < self.limits.max_texts and self._queue[0].abstain == abstain:
             req = self._queue[0]
             start = end = req.taken
             while end < len(req.texts) and n < self.limits.max_texts:
@@ -264,15 +268,15 @@ class MicroBatcher:
         texts = [t for req, s, e in parts for t in req.texts[s:e]]
         tokens = sum(sum(req.tokens[s:e]) for req, s, e in parts)
         explain = any(req.explain for req, _, _ in parts)
+        abstain = parts[0][0].abstain
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
         self._running_texts = len(texts)
         try:
-            preds = None
-            if self._inline is not None and tokens <= INLINE_TOKENS:
-                preds = self._inline(texts, explain)
+            preds = self._runner.inline(texts, tokens, explain, abstain)
             if preds is None:
-                preds = await loop.run_in_executor(self._executor, self._predict, texts, explain)
+                run = self._runner.run
+                preds = await loop.run_in_executor(self._executor, run, texts, explain, abstain)
         except Exception as e:  # the model failed: only this batch's requests fail
             err = self._failed(e)
             for req, _, _ in parts:

@@ -10,8 +10,11 @@ the live ones).
 Names (counters get ``_total``):
 
 - ``lrsl_http_requests_total{endpoint, status}``; ``lrsl_http_request_duration_seconds{endpoint}``;
-  endpoint ``connection``: answers the connection guard gave before any endpoint ran (400 malformed,
-  408 too slow, 431 head too large, 503 too many connections); status 499: the client went away
+  endpoint ``connection``: answers the connection guard gave before any endpoint ran (400 malformed
+  or no Host, 408 too slow, 431 head too large, 501 a transfer coding other than chunked, 503 too
+  many connections); v2 model paths as ``/v2/models/{name}...``; status 499: the client went away
+- ``lrsl_write_timeouts_total``: connections aborted because their client read nothing of the
+  answers sent to it for ``--write-timeout``
 - ``lrsl_queue_texts``: texts waiting for a batch
 - ``lrsl_batch_texts``, ``lrsl_batch_tokens`` (unpadded): per model call; ``lrsl_batch_seconds``
 - ``lrsl_texts_predicted_total``, ``lrsl_hard_texts_total``, ``lrsl_reranked_texts_total``,
@@ -36,7 +39,8 @@ import os
 from ..defaults import STAGES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ENDPOINTS = ("/predict", "/health", "/info", "/metrics")
+ENDPOINTS = ("/predict", "/health", "/info", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready")
+V2_MODEL_SUFFIXES = ("", "/ready", "/infer")  # after /v2/models/NAME: labelled /v2/models/{name}...
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
@@ -90,17 +94,25 @@ class ServeMetrics:
         self.solo_batches = Counter(
             "lrsl_solo_batches", "model calls that ran alone, on the --solo-threads sessions", registry=r
         )
+        self.write_timeouts = Counter(
+            "lrsl_write_timeouts",
+            "connections aborted: the client read none of its answers for --write-timeout",
+            registry=r,
+        )
         self._stages = {s: self.model_seconds.labels(s) for s in STAGES}  # 0 until run
 
     # ---- the HTTP side ---------------------------------------------------------------------------
     def request(self, path: str, status: int, seconds: float) -> None:
-        endpoint = path if path in ENDPOINTS else "other"
+        endpoint = endpoint_label(path)
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
     def refused(self, status: int) -> None:
         """An answer of the connection guard (no endpoint ran)."""
         self.requests.labels("connection", str(status)).inc()
+
+    def write_timeout(self) -> None:
+        self.write_timeouts.inc()
 
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -140,6 +152,23 @@ class ServeMetrics:
     def model_run(self, stage: str, seconds: float) -> None:
         """The Reranker's ``on_run`` hook: one ONNX Runtime run of ``stage``."""
         self._stages[stage].observe(seconds)
+
+
+def endpoint_label(path: str) -> str:
+    """The ``endpoint`` label of a request path: a known endpoint, a v2 model path with the name
+    replaced (so clients cannot grow the label set), else ``other``.
+
+    >>> endpoint_label("/predict"), endpoint_label("/v2/models/banking77/infer"), endpoint_label("/x")
+    ('/predict', '/v2/models/{name}/infer', 'other')
+    """
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v2/models/"):
+        name, _, rest = path[len("/v2/models/") :].partition("/")
+        suffix = "/" + rest if rest else ""
+        if name and suffix in V2_MODEL_SUFFIXES:
+            return "/v2/models/{name}" + suffix
+    return "other"
 
 
 class _WithHardShare:

@@ -59,7 +59,7 @@ def quote(text: str) -> str:
     return json.dumps(text[:SHOWN])
 
 
-def _load(body: bytes):
+def load_json(body: bytes):
     try:
         return json.loads(body)
     except UnicodeDecodeError:
@@ -75,7 +75,7 @@ def _load(body: bytes):
 
 def parse_predict(body: bytes, max_texts: int, max_chars: int) -> tuple[list[str], bool]:
     """The texts and the explain flag of a request body, or ApiError."""
-    obj = _load(body)
+    obj = load_json(body)
     if not isinstance(obj, dict):
         raise ApiError(422, f'body must be a JSON object with an "inputs" field, got {json_type(obj)}')
     unknown = sorted(set(obj) - set(FIELDS))

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from ..bundle_dir import require_bundle
 from ..errors import UsageError
@@ -24,6 +26,7 @@ class ServeSettings:
     """Everything one server process needs; ``threads`` is already resolved (never None)."""
 
     bundle: str
+    model_name: str = "bundle"
     host: str = "127.0.0.1"
     port: int = 8080
     max_batch_texts: int = 32
@@ -44,6 +47,7 @@ class ServeSettings:
     idle_timeout: float = 5.0
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    write_timeout: float = 30.0
     max_connections: int = 1000
     abstain: bool | None = None  # None: the bundle's choice (on when it has an abstain calibration)
 
@@ -70,6 +74,7 @@ class ServeSettings:
             "idle_timeout",
             "header_timeout",
             "body_timeout",
+            "write_timeout",
             "max_connections",
         )
         return {k: getattr(self, k) for k in keys} | {"max_body_bytes": self.max_body_bytes}
@@ -119,18 +124,58 @@ def _solo_threads(value: str) -> int | str:
     return n
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+GENERIC_FOLDER = "bundle"  # artifacts/banking77/bundle is named after its parent: banking77
+
+
+def model_name_of(bundle: str | os.PathLike) -> str:
+    """The default v2 model name of a bundle folder: its name, or its parent's when it is called ``bundle``.
+
+    >>> model_name_of("artifacts/banking77/bundle"), model_name_of("/models/hwu64-int8"), model_name_of("/bundle")
+    ('banking77', 'hwu64-int8', 'bundle')
+    """
+    path = Path(os.path.abspath(bundle))
+    if path.name == GENERIC_FOLDER and path.parent.name:
+        return path.parent.name
+    return path.name or GENERIC_FOLDER
+
+
+def _model_name(value: str) -> str:
+    if not MODEL_NAME.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"expected 1-128 letters, digits, '.', '_' or '-' (a URL path segment), got {value!r}"
+        )
+    return value
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or int(value) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}")
     return int(value)
 
 
+THREADS_HELP = (
+    "ONNX Runtime intra-op threads per model in each worker, or in all with --thread-pool shared "
+    "(default: the usable cores divided among the workers, so one per worker with --workers auto)"
+)
+
+
 def add_serve_arguments(p: argparse.ArgumentParser, positive_int) -> None:
-    """The flags of ``lrsl-rt serve`` beyond --bundle and the runtime's --batch-size/--provider/--threads/--thread-pool."""
+    """The flags of ``lrsl-rt serve`` beyond --bundle and the runtime's --batch-size/--provider/--threads/--thread-pool
+    (whose --threads help it makes say what the default is for a server)."""
+    for action in p._actions:
+        if action.dest == "threads":
+            action.help = THREADS_HELP
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)"
     )
     p.add_argument("--port", type=_port, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument(
+        "--model-name",
+        type=_model_name,
+        help="the model's name in the Open Inference Protocol paths, /v2/models/NAME/infer (default: the "
+        "bundle folder's name, or its parent's when the folder is called bundle)",
+    )
     p.add_argument(
         "--abstain",
         action=argparse.BooleanOptionalAction,
@@ -241,6 +286,14 @@ def _add_connection_arguments(p: argparse.ArgumentParser, positive_int) -> None:
         "(default 30); allow the largest body at your slowest client's upload rate",
     )
     p.add_argument(
+        "--write-timeout",
+        type=_positive,
+        default=30.0,
+        help="seconds a connection may go without its client reading any of the answers waiting for it, "
+        "once the socket's send buffer is full; then it is aborted (default 30). A client that pipelines "
+        "requests and never reads would otherwise hold its connection and buffers forever",
+    )
+    p.add_argument(
         "--max-connections",
         type=positive_int,
         default=1000,
@@ -298,16 +351,26 @@ def resolve_solo_threads(solo: int | str, workers: int, threads: int, cpus: int,
 
 def settings_from_args(args) -> ServeSettings:
     """Check the flags together and resolve ``--workers auto`` and the thread count (:func:`resolve_workers`)."""
+    from .env import check_env_values
+
+    check_env_values(args)
     if args.max_request_texts > args.max_queue_texts:
         raise UsageError(
             f"--max-request-texts {args.max_request_texts} is larger than --max-queue-texts "
             f"{args.max_queue_texts}: such a request could never be queued"
         )
     path = require_bundle(args.bundle)
+    name = args.model_name or model_name_of(path)
+    if not MODEL_NAME.fullmatch(name):
+        raise UsageError(
+            f"the bundle folder's name {name!r} is not usable as a model name in /v2/models/NAME paths; "
+            "pass --model-name (letters, digits, '.', '_' or '-')"
+        )
     cpus = usable_cpus()
     workers, threads = resolve_workers(args.workers, args.threads, cpus)
     return ServeSettings(
         bundle=str(path),
+        model_name=name,
         host=args.host,
         port=args.port,
         max_batch_texts=args.max_batch_texts,
@@ -328,6 +391,7 @@ def settings_from_args(args) -> ServeSettings:
         idle_timeout=args.idle_timeout,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        write_timeout=args.write_timeout,
         max_connections=args.max_connections,
         abstain=args.abstain,
     )

@@ -7,8 +7,10 @@ Phases of :class:`ServeState`:
   A bundle that fails to load ends the process with exit 1 (``on_fatal``).
 - ``ready``: requests are served. Each request's texts are tokenized once, in a thread of their own
   (:meth:`ServeState.tokenize`: long texts never stall the event loop, ``/health`` included), and the
-  same rows go to the batch (:meth:`Reranker.predict_tokens`). With ``--solo-threads`` a batch runs
-  on a second set of sessions with that many threads when no other worker runs one (:mod:`.cores`).
+  same rows go to the batch (:meth:`Reranker.predict_tokens`), which runs where the batch runner
+  decides (:mod:`.runner`: with ``--solo-threads`` on a second set of sessions with that many threads
+  when no other worker runs one, :mod:`.cores`). Each request may ask to abstain or not
+  (:meth:`ServeState.abstain_for`); without asking it gets ``--abstain``, else the bundle's choice.
 - ``draining`` (:meth:`ServeState.drain`, on the first SIGTERM/SIGINT): ``/health`` and new requests
   are 503; the queue runs without waiting for company, and every request accepted before the drain
   (one still uploading its body included) is answered. Those still unanswered when the drain gives up
@@ -22,7 +24,6 @@ Every HTTP request is tracked in ``active`` from the moment the app sees it unti
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,8 @@ from ..errors import LrslError
 from .batcher import BatchLimits, MicroBatcher
 from .cores import CORES_ENV, INDEX_ENV, CoreLease
 from .metrics import ServeMetrics
+from .runner import BatchRunner
+from .schema import ApiError
 from .settings import ServeSettings
 
 PROBE_TEXT = "lrsl-rt serve probe"
@@ -50,6 +53,7 @@ class ServeState:
         self.reranker = None
         self.solo = None  # the sessions with --solo-threads threads, and the lease that picks them
         self.batcher: MicroBatcher | None = None
+        self.abstain = False  # what a request that does not ask gets (set once the bundle is loaded)
         self.summary: dict | None = None
         self.active: dict[asyncio.Task, list] = {}  # request task -> [response status, None until sent]
         self.stop_reason: str | None = None  # set by abort(): why requests in flight got 503
@@ -75,13 +79,9 @@ class ServeState:
             s.max_queue_texts,
             s.max_queue_ms / 1e3,
         )
-        abstain = self.reranker.abstains(s.abstain)
-        self.batcher = MicroBatcher(
-            functools.partial(self._predict, abstain=abstain),
-            limits,
-            self.metrics,
-            inline=functools.partial(self._predict_alone, abstain=abstain) if self.solo else None,
-        )
+        self.abstain = self.reranker.abstains(s.abstain)
+        runner = BatchRunner(self.reranker, self.solo, on_solo=self.metrics.solo_batch)
+        self.batcher = MicroBatcher(runner, limits, self.metrics)
         self.batcher.start()
         if self.phase == "loading":  # not draining already
             self.phase = "ready"
@@ -113,29 +113,14 @@ class ServeState:
             solo = load(s.solo_threads), CoreLease(lock, int(os.environ.get(INDEX_ENV, "0")))
         return load(s.threads), solo, bundle_summary(Path(s.bundle))
 
-    def _predict(self, rows: list, explain: bool, abstain: bool) -> list:
-        """One batch, in the model thread: on the solo sessions when it runs alone (:mod:`.cores`)."""
-        if self.solo is None:
-            return self.reranker.predict_tokens(rows, explain, abstain)
-        solo, lease = self.solo
-        with lease.batch() as alone:
-            if alone:
-                self.metrics.solo_batch()
-            return (solo if alone else self.reranker).predict_tokens(rows, explain, abstain)
-
-    def _predict_alone(self, rows: list, explain: bool, abstain: bool) -> list | None:
-        """A small batch on the event loop, on the solo sessions, if it can run alone now; else None.
-
-        Alone, nothing else needs the cores: handing the batch to the model thread and its answer back
-        would only add two thread wake-ups to a lone request's latency."""
-        solo, lease = self.solo
-        if not lease.try_alone():
-            return None
-        try:
-            self.metrics.solo_batch()
-            return solo.predict_tokens(rows, explain, abstain)
-        finally:
-            lease.release()
+    def abstain_for(self, asked: bool | None) -> bool:
+        """Whether a request's texts abstain: as ``asked``, else the server's default; ApiError 400 when
+        it asks on a bundle without an abstain calibration."""
+        if asked is None:
+            return self.abstain
+        if asked and self.reranker.manifest.abstain is None:
+            raise ApiError(400, "abstain: this bundle has no abstain calibration; ask without abstain")
+        return asked
 
     async def tokenize(self, texts: list[str]) -> list:
         """The texts' token rows. Up to INLINE_TOKENIZE_CHARS characters in all they are tokenized on the
@@ -189,6 +174,7 @@ class ServeState:
         return {
             "phase": self.phase,
             "pid": os.getpid(),
+            "model_name": self.settings.model_name,
             "bundle": self.summary,
             "answers_depend_on_batch": None if invariant is None else not invariant,
             "batching": self.settings.batching(),
