@@ -12,9 +12,15 @@
 
 The arrays a score needs beyond the rule's (the kNN neighbours, the whitening matrix and class
 means of ``mahalanobis``) are loaded with the bundle and checked against the manifest there.
+
+The scores' matrix products run with one BLAS thread (:func:`one_blas_thread`): numpy's BLAS keeps
+its threads spinning after a product, and on a machine whose cores ONNX Runtime's threads use for
+the next model run they take those cores away from it.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 
@@ -31,6 +37,22 @@ from .errors import BundleError
 from .gate import is_unsure
 from .manifest import Abstain
 from .rule import Decision
+
+_blas = {}  # the threadpoolctl controller, made on first use
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS uses one thread (threadpoolctl), restored on exit; a no-op
+    context without threadpoolctl."""
+    if "controller" not in _blas:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas["controller"] = ThreadpoolController()
+        except ImportError:
+            _blas["controller"] = None
+    c = _blas["controller"]
+    return contextlib.nullcontext() if c is None else c.limit(limits=1, user_api="blas")
 
 
 class AbstainStep:
@@ -74,7 +96,8 @@ class AbstainStep:
         c = self.abstain.cascade
         if c is None:
             return np.ones(len(logits), dtype=bool)
-        return ~cascade_skips(self.free_score(c.measure, logits, features), c.bound)
+        with one_blas_thread():
+            return ~cascade_skips(self.free_score(c.measure, logits, features), c.bound)
 
     def free_score(self, name: str, logits: np.ndarray, features: np.ndarray | None) -> np.ndarray:
         """A score that needs no embedder, of every row: from the logits, or from the features."""
@@ -116,4 +139,5 @@ class AbstainStep:
 
     def out_of_scope(self, logits, d, final, scored, **parts) -> np.ndarray:
         """Boolean (n,): the rows that get the fallback label (score at or below the threshold)."""
-        return is_unsure(self.scores(logits, d, final, scored, **parts), self.abstain.threshold)
+        with one_blas_thread():
+            return is_unsure(self.scores(logits, d, final, scored, **parts), self.abstain.threshold)

@@ -306,7 +306,9 @@ class Reranker:
         hard = is_unsure(sureness(logits, m.measure, self.k), self.threshold)
         if settled is not None:
             hard &= ~settled
+        t_scored = time.perf_counter()
         scored = step.scored_rows(logits, features) if step is not None else None
+        t_scored = time.perf_counter() - t_scored
         # one embedder run for the gate's hard rows and the rows the abstain score needs embedded
         embed = hard | scored if step is not None and step.needs_embeddings else hard
         emb, cos, pos = self._embed_rows(rows, embed)
@@ -318,7 +320,7 @@ class Reranker:
         explanations = explain_rows(logits, d, labels, self.k, self.threshold) if explain else [None] * n
         oos = None
         if step is not None:
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() - t_scored  # the abstain stage: the cascade's rows, then the score
             sub = pos[scored] if step.needs_embeddings else None
             parts = dict(features=features) if sub is None else dict(emb=emb[sub], cos=cos[sub])
             oos = step.out_of_scope(logits, d, scores, scored, **parts)
@@ -345,11 +347,8 @@ class Reranker:
                 logits, feats = self.run_batched("classifier", rows, outputs=("logits", FEATURES))
                 return logits, None, feats
             return self.run_batched("classifier", rows), None, None
-        m = self.manifest
-        logits, exit_layer = self.classifier.run(
-            rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run
-        )
-        return logits, exit_layer, None
+        m, run = self.manifest, self.classifier.run
+        return (*run(rows, self.batch_size, m.exits, m.measure, m.k, on_run=self.on_run), None)
 
     # ---- batching -------------------------------------------------------------------------------
     def run_batched(self, role: str, rows: list[Tokens], outputs: tuple[str, ...] | None = None):
