@@ -92,10 +92,11 @@ def mahalanobis_score(features: np.ndarray, whitener: np.ndarray, means: np.ndar
     >>> mahalanobis_score(np.array([[1.0, 0.0]]), np.eye(2), np.array([[0.0, 0.0], [3.0, 0.0]]))
     array([-1.])
     """
-    z = np.asarray(features, dtype=np.float64) @ np.asarray(whitener, dtype=np.float64)
-    mu = np.asarray(means, dtype=np.float64)
+    # float32 like the arrays it gets: a float64 copy of the whitener would cost more than the product
+    z = np.asarray(features, dtype=np.float32) @ np.asarray(whitener, dtype=np.float32)
+    mu = np.asarray(means, dtype=np.float32)
     d = (z * z).sum(axis=1)[:, None] - 2 * z @ mu.T + (mu * mu).sum(axis=1)[None, :]
-    return -np.maximum(d.min(axis=1), 0.0) if len(z) else np.zeros(0)
+    return -np.maximum(d.min(axis=1), 0.0).astype(np.float64) if len(z) else np.zeros(0)
 
 
 def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, n_labels: int, ridge: float = 1e-6):

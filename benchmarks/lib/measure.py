@@ -103,6 +103,7 @@ def _batch1(c, texts) -> tuple[list[float], Output]:
     if outs and outs[0].hard is not None:
         merged.classifier_labels = [o.classifier_labels[0] for o in outs]
         merged.hard = [o.hard[0] for o in outs]
+        merged.out_of_scope = [o.out_of_scope[0] for o in outs]
     return times, merged
 
 
