@@ -61,7 +61,8 @@ oos: install
 		--dev $(OOS)/data/dev.csv --test $(OOS)/data/test.csv --label-field category --oos-label oos \
 		--threads 2 --out $(OOS)/checkpoint
 	$(RECORD) --out $(OOS)/bundle.run.json -- $(PY) -m export $(OOS)/checkpoint $(OOS)/bundle --precision int8 --force
-	$(PY) -m benchmarks.open_intent --bundle $(OOS)/bundle --name banking77-oos --out $(OOS)/open-intent
+	$(PY) -m benchmarks.open_intent --bundle $(OOS)/bundle --name banking77-oos --out $(OOS)/open-intent \
+		--plot docs/guide/abstain-banking77-oos.png
 
 ## What abstaining costs, on the three abstaining bundles in one run (after `make oos` and
 ## `make open-intent` for banking77 and hwu64): abstain on against off, both thread pools.
