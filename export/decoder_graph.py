@@ -25,6 +25,8 @@ from .errors import ExportError
 
 DECODER_INPUTS = ("input_ids", "attention_mask")
 DYNAMO_OPSET = 18  # the lowest opset the dynamo exporter writes without a version conversion
+# One ONNX file holds at most 2 GiB (protobuf's limit); the export writes each graph as one file.
+MAX_GRAPH_BYTES = 2**31 - 2**24  # a margin for the graph's structure beside its weights
 
 
 class DecoderClassifierGraph(nn.Module):
@@ -52,6 +54,7 @@ class DecoderClassifierGraph(nn.Module):
 
 def export_decoder_onnx(graph: DecoderClassifierGraph, batch: dict, path: Path, output_name: str) -> Path:
     """Export ``graph`` traced on ``batch`` (a padded int64 batch of at least two texts) with dynamo."""
+    check_size(graph.model)
     args = tuple(torch.from_numpy(batch[n]) for n in graph.input_names)
     dims = {"batch": torch.export.Dim("batch"), "sequence": torch.export.Dim("sequence")}
     shapes = {n: {0: dims["batch"], 1: dims["sequence"]} for n in graph.input_names}
@@ -75,3 +78,13 @@ def export_decoder_onnx(graph: DecoderClassifierGraph, batch: dict, path: Path, 
             raise ExportError(f"{type(graph.model).__name__}: the ONNX export failed: {first}") from e
     program.save(str(path))
     return path
+
+
+def check_size(model: nn.Module) -> None:
+    """Refuse a model whose weights do not fit one ONNX file, before minutes of export."""
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    if size > MAX_GRAPH_BYTES:
+        raise ExportError(
+            f"{type(model).__name__}: {size / 2**30:.2f} GiB of weights do not fit one ONNX file (at most 2 GiB; "
+            f"about 0.5B parameters in fp32); the export does not write ONNX external data yet"
+        )
