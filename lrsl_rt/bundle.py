@@ -32,7 +32,7 @@ import numpy as np
 
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BundleError, RuntimeBackendError
-from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest
+from .manifest import EMBEDDER_TOKENIZER_ROLE, TRAIN_EMBEDDINGS_ROLE, Manifest
 from .session import OnnxSession
 from .tokenize import INPUT_NAMES, BundleTokenizer, Tokens
 
@@ -53,6 +53,15 @@ def open_model(
     check_graph(session, role, width, tokenizer.feeds(tokenizer.tokenize([PROBE_TEXT])))
     check_max_length(session, role, tokenizer)
     return session
+
+
+def open_tokenizers(files: dict, manifest: Manifest) -> tuple[BundleTokenizer, BundleTokenizer]:
+    """(the classifier's tokenizer, the embedder's): the same one unless the manifest has an
+    ``embedder_tokenizer`` section (beside a decoder-only classifier)."""
+    tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
+    if manifest.embedder_tokenizer is None:
+        return tokenizer, tokenizer
+    return tokenizer, BundleTokenizer(files[EMBEDDER_TOKENIZER_ROLE], manifest.embedder_tokenizer)
 
 
 def check_inputs(session: OnnxSession, role: str, tokenizer: BundleTokenizer, manifest: Manifest) -> None:

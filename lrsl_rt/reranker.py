@@ -9,10 +9,8 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
    (:mod:`lrsl_rt.exits`) instead, where sure rows leave early and are never hard;
 3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
 4. runs the embedder on the hard samples only, takes their cosine similarity with the label
-   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`. Beside a
-   decoder-only classifier the embedder has a tokenizer of its own, which tokenizes only these rows.
-
-Each graph is fed exactly the inputs its tokenizer section of the manifest lists.
+   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse` (beside a
+   decoder-only classifier the embedder's own tokenizer tokenizes these rows again).
 
 Batching is deterministic: texts are processed in consecutive chunks of ``chunk_size`` and, inside a
 chunk, sorted by token count (stable) into batches of at most ``batch_size`` cut where lengths jump
@@ -43,13 +41,14 @@ from .bundle import (
     load_label_embeddings,
     open_model,
     open_stages,
+    open_tokenizers,
     recorded_batch_size,
 )
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
 from .errors import BundleError, InputError, UsageError
 from .exits import StageChain
 from .gate import is_unsure, sureness
-from .manifest import EMBEDDER_TOKENIZER_ROLE, Manifest, read_manifest, resolve_file
+from .manifest import Manifest, read_manifest, resolve_file
 from .prediction import Prediction, build_predictions, record_scores
 from .rows import check_chunk_size, check_texts
 from .rule import decide, explain_rows
@@ -148,12 +147,7 @@ class Reranker:
             batch_size = recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
-        tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
-        embedder_tokenizer = (
-            BundleTokenizer(files[EMBEDDER_TOKENIZER_ROLE], manifest.embedder_tokenizer)
-            if manifest.embedder_tokenizer
-            else tokenizer
-        )
+        tokenizer, embedder_tokenizer = open_tokenizers(files, manifest)
         settings = dict(
             providers=providers,
             threads=threads,
@@ -376,8 +370,7 @@ class Reranker:
         if isinstance(session, StageChain):  # the final head's logits: no row leaves early
             return session.full_logits(rows, self.batch_size, self.k)
         tokenizer = self.tokenizer if role == "classifier" else self.embedder_tokenizer
-        if tokenizer is not self.tokenizer:
-            rows = tokenizer.retokenize(rows)
+        rows = rows if tokenizer is self.tokenizer else tokenizer.retokenize(rows)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
         for start, end in length_batches([len(rows[i]) for i in order], self.batch_size):

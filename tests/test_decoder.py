@@ -219,6 +219,10 @@ def test_cli_predicts_what_the_api_predicts(built, tmp_path, capsys):
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     want = _api_records(built.bundle_int8, texts)
     assert [(g["label"], g["hard"]) for g in got] == [(w["label"], w["hard"]) for w in want]
+    capsys.readouterr()
+    assert main(["info", "--bundle", str(built.bundle_int8)]) == 0
+    out = capsys.readouterr().out
+    assert "classifier:  decoder-only, reads each text's last real token (input_ids, attention_mask)" in out
 
 
 def test_server_predicts_what_the_api_predicts(tmp_path_factory):
