@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 open-intent oos abstain-cost frontier bench accuracy results table levers clean
+.PHONY: install demo test lint format bundle bundle-banking77 bundle-hwu64 open-intent oos abstain-cost frontier bench accuracy results table levers gpu-check clean
 RECORD := $(PY) -m benchmarks.run_record
 
 install:
@@ -126,6 +126,13 @@ table:
 ## Levers (label representations, hardness gates, MLP reranker) on $(DATASET)'s checkpoint, no retraining.
 levers: $(ART)/checkpoint/lrsl.json
 	$(PY) -m benchmarks.levers --checkpoint $(ART)/checkpoint --threads 2 --out $(ART)/levers
+
+## The GPU check (benchmarks/gpu_check.py): fp16 bundles of a tiny decoder and the default encoder,
+## CUDA vs CPU parity and batch 1/32 timings against PyTorch on CUDA, in its own environment
+## ($(GPU_VENV), with onnxruntime-gpu); without a CUDA device it says so and installs nothing.
+GPU_VENV ?= .venv-gpu
+gpu-check:
+	GPU_VENV=$(GPU_VENV) VENV=$(VENV) bash scripts/gpu_check.sh --out artifacts/gpu-check/gpu-check.json
 
 clean:
 	rm -rf artifacts .pytest_cache

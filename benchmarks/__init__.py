@@ -25,6 +25,8 @@ Entry scripts, and what each measures:
 ``soak``            resident memory over many predictions through the API and the CLI
 ``open_intent``     out-of-scope texts: every abstain score's AUROC and the chosen operating point
                     (``make open-intent``)
+``gpu_check``       fp16 bundles on CUDA: parity with the CPU provider, batch 1/32 against PyTorch on
+                    CUDA (``make gpu-check``, in an environment of its own)
 ``results_doc``     not a measurement: the dated pages of ``docs/results/`` from the result JSON
                     (``make results``)
 ``run_record``      not a measurement: runs a command (training, export) and records its run beside

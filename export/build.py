@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from lrsl_rt.defaults import DEFAULT_BATCH_SIZE
+from lrsl_rt.defaults import DEFAULT_BATCH_SIZE, MODEL_ROLES
 from lrsl_rt.progress import Steps
 
 from .abstain import AbstainSettings, read_out_of_scope
@@ -41,6 +41,7 @@ from .bundle_eval import add_abstain, evaluate_bundle
 from .calibration import calibration_feeds, quantization_plan
 from .exit_build import add_stage_graphs, exit_plan
 from .graphs import convert_graphs, export_graphs, optimize_graphs, reference
+from .kinds import check_kind_settings
 from .recalibrate import calibrate_exit_thresholds, recalibrate, with_calibration
 from .settings import Settings, check_settings, for_checkpoint
 from .source import load_checkpoint
@@ -112,6 +113,7 @@ def build_bundle(
         check_target(out, force)
         ckpt = load_checkpoint(ckpt_dir)
         plan = exit_plan(ckpt.root, s.exits)
+        check_kind_settings(ckpt, plan, s.abstain.score)
         s = for_checkpoint(s, ckpt, log)
         oos = read_out_of_scope(ckpt.root) if s.abstain.score != "off" else None
         calib_texts, quantization = quantization_plan(ckpt, s.preset, s.calibration_texts)
@@ -121,26 +123,29 @@ def build_bundle(
         work.mkdir()
         with step("export", "export ONNX fp32 (classifier, embedder)"):
             features = oos is not None and not plan  # the mahalanobis score, or a cascade on it
-            tok, torch_models, raw = export_graphs(ckpt, work, log, features=features)
+            features = features and ckpt.classifier_kind == "encoder"  # it reads an encoder's first token
+            toks, torch_models, raw = export_graphs(ckpt, work, log, features=features)
             if plan:
-                raw.update(add_stage_graphs(plan, ckpt, tok, torch_models["classifier"], work, log))
-            input_names = torch_models["classifier"].input_names
+                raw.update(
+                    add_stage_graphs(plan, ckpt, toks["classifier"], torch_models["classifier"], work, log)
+                )
+            input_names = {role: torch_models[role].input_names for role in MODEL_ROLES}
         with step(
             "optimize", "optimize graphs" if s.optimize else "optimize graphs: skipped (--no-optimize)"
         ):
             fp32, fused = optimize_graphs(torch_models, raw, work, s, log)
         with step("reference", "PyTorch reference and parity with ONNX fp32"):
-            ref = reference(ckpt, torch_models, tok, fp32, s, log)
+            ref = reference(ckpt, torch_models, toks, fp32, s, log)
             del torch_models
             gc.collect()
         with step("convert", f"convert to {s.precision}{f' (preset {s.preset})' if s.preset else ''}"):
-            feeds = (
-                calibration_feeds(tok, calib_texts, input_names, ckpt.info.max_length)
+            feeds = {  # each model's own tokenizer and inputs
+                role: calibration_feeds(toks[role], calib_texts, input_names[role], ckpt.info.max_length)
+                for role in MODEL_ROLES
                 if calib_texts
-                else None
-            )
+            }
             files, graphs = convert_graphs(stage, raw, fp32, fused, s, log, feeds)
-        bundle = StagedBundle(stage, ckpt, s, files, ref.embedding_dim, tok, input_names, plan)
+        bundle = StagedBundle(stage, ckpt, s, files, ref.embedding_dim, toks, input_names, plan)
         with step("label_embeddings", "label embeddings with the exported embedder"):
             r = bundle.first_load()
         with step("calibrate", "re-calibrate on dev with the exported models"):

@@ -20,6 +20,7 @@ from lrsl_rt import staging
 from lrsl_rt.fusion import Fusion
 from lrsl_rt.gate import DEFAULT_MEASURE
 from lrsl_rt.manifest import (
+    EMBEDDER_TOKENIZER_ROLE,
     FORMAT_VERSION,
     MANIFEST_NAME,
     Abstain,
@@ -31,11 +32,13 @@ from lrsl_rt.manifest import (
 from lrsl_rt.staging import Artifact
 
 from .errors import ExportError
+from .kinds import tokenizer_settings
 from .settings import Settings
 
 BUNDLE = Artifact("bundle", "an lrsl-rt bundle", MANIFEST_NAME, ExportError)
 LABEL_EMBEDDINGS = "label_embeddings.npy"
 TOKENIZER = "tokenizer.json"
+EMBEDDER_TOKENIZER = "embedder_tokenizer.json"  # the embedder's own, beside a decoder-only classifier
 
 
 def check_target(out: Path, force: bool) -> None:
@@ -108,6 +111,8 @@ def write_bundle_manifest(
     classifier_layers: int | None = None,
     exits: tuple = (),
     abstain: Abstain | None = None,
+    classifier_kind: str = "encoder",
+    embedder_tokenizer: TokenizerSettings | None = None,
 ) -> Manifest:
     """Write ``manifest.json`` for the files now in ``stage`` (sizes and sha256 read from disk).
 
@@ -134,6 +139,8 @@ def write_bundle_manifest(
         classifier_layers=classifier_layers,
         exits=tuple(exits),
         abstain=abstain,
+        classifier_kind=classifier_kind,
+        embedder_tokenizer=embedder_tokenizer,
     )
     checked = Manifest.from_dict(manifest.to_dict(), where=f"{stage / MANIFEST_NAME} (being written)")
     write_manifest(stage, checked)
@@ -172,17 +179,19 @@ class StagedBundle:
     """The staging directory's manifest and loading, with what every manifest of this export shares."""
 
     def __init__(
-        self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, tok, input_names, plan=None
+        self, stage: Path, ckpt, s: Settings, files: dict, embedding_dim: int, toks, input_names, plan=None
     ):
+        """``toks``: each model role's HF tokenizer, ``input_names``: each role's graph inputs."""
         self.stage, self.info, self.s, self.files, self.plan = stage, ckpt.info, s, files, plan
         self.tokenizer_file, self.embedding_dim, self.created_at = (
             ckpt.tokenizer_file,
             embedding_dim,
             utc_now(),
         )
-        self.tokenizer = TokenizerSettings(
-            self.info.max_length, int(tok.pad_token_id), str(tok.pad_token), input_names
-        )
+        self.kind, self.embedder_tokenizer_file = ckpt.classifier_kind, ckpt.embedder_tokenizer_file
+        self.tokenizer, self.embedder_tokenizer = tokenizer_settings(ckpt, toks, input_names)
+        if self.embedder_tokenizer is not None:
+            self.files[EMBEDDER_TOKENIZER_ROLE] = EMBEDDER_TOKENIZER
 
     def write_manifest(
         self,
@@ -213,6 +222,8 @@ class StagedBundle:
             classifier_layers=plan.depth if plan else None,
             exits=exits or (plan.closed() if plan else ()),
             abstain=abstain,
+            classifier_kind=self.kind,
+            embedder_tokenizer=self.embedder_tokenizer,
         )
 
     def load(self):
@@ -229,6 +240,8 @@ class StagedBundle:
         them; returns a Reranker on those sessions with the real label embeddings."""
         info = self.info
         shutil.copyfile(self.tokenizer_file, self.stage / TOKENIZER)
+        if self.embedder_tokenizer_file is not None:
+            shutil.copyfile(self.embedder_tokenizer_file, self.stage / EMBEDDER_TOKENIZER)
         placeholder = placeholder_label_embeddings(len(info.labels), self.embedding_dim)
         save_label_embeddings(self.stage / LABEL_EMBEDDINGS, placeholder)
         self.write_manifest(info.threshold, info.fusion_rule, {"pytorch": pytorch_calibration(info)}, {})

@@ -16,12 +16,12 @@ from .settings import Settings
 
 
 def export_graphs(ckpt, work: Path, log, features: bool = False):
-    """(HF tokenizer, the two traced PyTorch models, {role: raw ONNX fp32 path}); ``features``: the
+    """({role: HF tokenizer}, the two traced PyTorch models, {role: raw ONNX fp32 path}); ``features``: the
     classifier graph gets a second output, the ``features`` of the mahalanobis abstain score."""
     from . import onnx_export as ox  # torch and transformers: only once the checkpoint looks right
     from .reference import load_torch_models
 
-    tok, torch_models = load_torch_models(ckpt)
+    toks, torch_models = load_torch_models(ckpt)
     raw = {role: work / f"{role}_raw.onnx" for role in MODEL_ROLES}
     clf = torch_models["classifier"]
     graphs = {"classifier": (clf, "logits"), "embedder": (torch_models["embedder"], "embeddings")}
@@ -31,9 +31,9 @@ def export_graphs(ckpt, work: Path, log, features: bool = False):
             ("logits", "features"),
         )
     for role, (graph, output) in graphs.items():
-        ox.export_onnx(graph, tok, raw[role], output, ckpt.info.max_length)
+        ox.export_onnx(graph, toks[role], raw[role], output, ckpt.info.max_length)
     log(f"      inputs {list(torch_models['classifier'].input_names)}")
-    return tok, torch_models, raw
+    return toks, torch_models, raw
 
 
 def optimize_graphs(torch_models, raw: dict, work: Path, s: Settings, log):
@@ -49,11 +49,11 @@ def optimize_graphs(torch_models, raw: dict, work: Path, s: Settings, log):
     return fp32, fused
 
 
-def reference(ckpt, torch_models, tok, fp32: dict, s: Settings, log):
+def reference(ckpt, torch_models, toks: dict, fp32: dict, s: Settings, log):
     """The PyTorch reference (:mod:`export.reference`), its parity with ONNX fp32 logged."""
     from .reference import pytorch_reference
 
-    ref = pytorch_reference(ckpt, torch_models, tok, fp32, s.batch_size, s.threads, s.atol)
+    ref = pytorch_reference(ckpt, torch_models, toks, fp32, s.batch_size, s.threads, s.atol)
     par = ref.parity
     log(
         f"      max |PyTorch - ONNX fp32| on dev: logits {par['logits_max_abs_diff']:.2e} (atol "
@@ -65,13 +65,14 @@ def reference(ckpt, torch_models, tok, fp32: dict, s: Settings, log):
 def convert_graphs(stage: Path, raw: dict, fp32: dict, fused: dict, s: Settings, log, feeds=None):
     """({file role: name in the bundle}, {model role: graph summary}) after converting both models
     (the stage graphs in place of the classifier when there are some); ``feeds``: tokenized
-    calibration texts for the static int8 presets."""
+    calibration texts for the static int8 presets, {model role: feeds} (each model tokenizes them itself)."""
     from .stages import stage_feeds
 
     roles = [role for role in fp32 if role != "classifier" or len(fp32) == len(MODEL_ROLES)]
     stages = [role for role in roles if role not in MODEL_ROLES]
-    role_feeds = {"classifier": feeds, "embedder": feeds}
-    role_feeds.update(stage_feeds({role: fp32[role] for role in stages}, feeds) if stages else {})
+    role_feeds = {role: (feeds or {}).get(role) for role in MODEL_ROLES}
+    if stages:
+        role_feeds.update(stage_feeds({role: fp32[role] for role in stages}, role_feeds["classifier"]))
     files = {role: model_file_name(role, s.precision, s.preset) for role in roles}
     graphs = {}
     for role in roles:

@@ -11,6 +11,8 @@ accepts it and the tokenizer produces it -- ``token_type_ids`` (int64, axes ``ba
 
 Export uses the TorchScript exporter (``dynamo=False``), models loaded with eager attention, traced on
 a padded batch of two texts of different lengths so the attention-mask path is part of the graph.
+A decoder-only classifier is the exception: its graph gathers the last real token and is exported
+with the dynamo exporter (:mod:`export.decoder_graph`).
 Shortcut: the wrappers are re-used as the PyTorch reference (:func:`torch_outputs`), so "PyTorch vs
 ONNX" compares the very module that was traced, with the same encodings.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .decoder_graph import DecoderClassifierGraph, export_decoder_onnx
 from .errors import ExportError
 
 OPSET = 17
@@ -81,8 +84,9 @@ def load_tokenizer(model_dir: Path):
     return tok
 
 
-def load_classifier(model_dir: Path, labels: list[str], tokenizer) -> ClassifierGraph:
-    """The classifier, after checking its output columns are the labels of lrsl.json, in that order."""
+def load_classifier(model_dir: Path, labels: list[str], tokenizer, kind: str = "encoder") -> ClassifierGraph:
+    """The classifier, after checking its output columns are the labels of lrsl.json, in that order;
+    ``kind`` "decoder": the last-token graph of a decoder-only classifier (:mod:`export.decoder_graph`)."""
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager")
@@ -96,6 +100,8 @@ def load_classifier(model_dir: Path, labels: list[str], tokenizer) -> Classifier
             f"{model_dir}: config.json id2label orders the labels {named[:5]}..., lrsl.json {list(labels)[:5]}...; "
             "label ids must be positions in lrsl.json's labels"
         )
+    if kind == "decoder":
+        return DecoderClassifierGraph(model).eval()
     return ClassifierGraph(model, input_names(model, tokenizer)).eval()
 
 
@@ -138,6 +144,8 @@ def export_onnx(
     batch = encode(tokenizer, list(TRACE_TEXTS), graph.input_names, max_length)
     if batch["attention_mask"].all():
         raise ExportError("the trace batch has no padding; the attention-mask path would not be exported")
+    if isinstance(graph, DecoderClassifierGraph):
+        return export_decoder_onnx(graph, batch, path, output_name)
     args = tuple(torch.from_numpy(batch[n]) for n in graph.input_names)
     axes = {n: {0: "batch", 1: "sequence"} for n in graph.input_names}
     axes.update({name: {0: "batch"} for name in output_names})

@@ -27,20 +27,26 @@ from .source import Checkpoint
 
 
 def load_torch_models(ckpt: Checkpoint):
-    """(tokenizer, {"classifier": ClassifierGraph, "embedder": EmbedderGraph}), both taking the same inputs."""
+    """({role: HF tokenizer}, {"classifier": graph, "embedder": EmbedderGraph}).
+
+    One tokenizer for both, both graphs taking the same inputs; beside a decoder-only classifier
+    the embedder has its own tokenizer (:attr:`export.source.Checkpoint.embedder_tokenizer_file`)
+    and takes its own inputs."""
     from .errors import ExportError
 
     tok = ox.load_tokenizer(ckpt.classifier_dir)
+    own = ckpt.embedder_tokenizer_file is not None
+    toks = {"classifier": tok, "embedder": ox.load_tokenizer(ckpt.embedder_dir) if own else tok}
     models = {
-        "classifier": ox.load_classifier(ckpt.classifier_dir, ckpt.info.labels, tok),
-        "embedder": ox.load_embedder(ckpt.embedder_dir, tok),
+        "classifier": ox.load_classifier(ckpt.classifier_dir, ckpt.info.labels, tok, ckpt.classifier_kind),
+        "embedder": ox.load_embedder(ckpt.embedder_dir, toks["embedder"]),
     }
     a, b = (m.input_names for m in models.values())
-    if a != b:
+    if a != b and not own:
         raise ExportError(
             f"the classifier takes {list(a)} but the embedder takes {list(b)}; both must take the same"
         )
-    return tok, models
+    return toks, models
 
 
 @dataclass
@@ -57,13 +63,14 @@ class Reference:
 
 
 def pytorch_reference(
-    ckpt: Checkpoint, models: dict, tok, fp32: dict, batch_size: int, threads, atol: dict
+    ckpt: Checkpoint, models: dict, toks: dict, fp32: dict, batch_size: int, threads, atol: dict
 ) -> Reference:
+    """``toks``: each role's HF tokenizer (:func:`load_torch_models`)."""
     info, dev, test, ev = ckpt.info, ckpt.dev, ckpt.test, ckpt.eval_split
     sessions = {role: OnnxSession(fp32[role], providers="cpu", threads=threads) for role in MODEL_ROLES}
 
     def torch_only(role, texts):
-        return ox.torch_outputs(models[role], tok, texts, info.max_length, batch_size)
+        return ox.torch_outputs(models[role], toks[role], texts, info.max_length, batch_size)
 
     def both(role, texts):
         pt, batches = torch_only(role, texts)

@@ -9,7 +9,9 @@ file and the expected value in the message:
   anything else (CLS or max pooling, a Dense head) is refused, since the exported graph hard-codes
   mean pooling and L2 normalisation;
 - classifier and embedder share one tokenizer: their ``tokenizer.json`` files are equal once the
-  run-time ``truncation``/``padding`` settings are set aside (the runtime sets its own);
+  run-time ``truncation``/``padding`` settings are set aside (the runtime sets its own); beside a
+  decoder-only classifier (``classifier_kind`` "decoder", which its config.json must confirm) the
+  sentence embedder keeps its own tokenizer and the bundle ships both;
 - ``dev.jsonl`` (and ``test.jsonl`` when present) only use labels of ``lrsl.json``.
 """
 
@@ -47,10 +49,20 @@ class Checkpoint:
     embedder_dir: Path  # the folder of the embedder's Transformer module (HF model + tokenizer)
     dev: Split
     test: Split | None
+    classifier_kind: str = "encoder"  # "decoder": a decoder-only classifier (export.decoder_graph)
 
     @property
     def tokenizer_file(self) -> Path:
         return self.classifier_dir / TOKENIZER_FILE
+
+    @property
+    def embedder_tokenizer_file(self) -> Path | None:
+        """The embedder's own tokenizer.json when it is not the classifier's (beside a decoder-only
+        classifier), else None: the bundle then ships one tokenizer."""
+        if self.classifier_kind == "encoder":
+            return None
+        own = self.embedder_dir / TOKENIZER_FILE
+        return None if _tokenizer_core(own) == _tokenizer_core(self.tokenizer_file) else own
 
     @property
     def eval_split(self) -> Split:
@@ -72,11 +84,49 @@ def load_checkpoint(ckpt_dir: str | Path) -> Checkpoint:
             f"{classifier_dir}: no config.json; expected the classifier's save_pretrained folder"
         )
     embedder_dir = embedder_transformer_dir(root / "embedder")
-    check_shared_tokenizer(classifier_dir / TOKENIZER_FILE, embedder_dir / TOKENIZER_FILE)
+    kind = checkpoint_classifier_kind(classifier_dir, info)
+    if kind == "encoder":
+        check_shared_tokenizer(classifier_dir / TOKENIZER_FILE, embedder_dir / TOKENIZER_FILE)
+    else:  # a sentence embedder beside a decoder: each model keeps its own tokenizer
+        for p in (classifier_dir / TOKENIZER_FILE, embedder_dir / TOKENIZER_FILE):
+            if not p.is_file():
+                raise ExportError(f"{p}: not found; the export needs fast tokenizers saved as tokenizer.json")
     dev = read_split(root / "dev.jsonl", info.labels)
     test_path = root / "test.jsonl"
     test = read_split(test_path, info.labels) if test_path.is_file() else None
-    return Checkpoint(root, info, classifier_dir, embedder_dir, dev, test)
+    return Checkpoint(root, info, classifier_dir, embedder_dir, dev, test, kind)
+
+
+def checkpoint_classifier_kind(classifier_dir: Path, info: CheckpointInfo) -> str:
+    """The classifier's kind from its config.json, which must agree with lrsl.json's classifier_kind."""
+    from types import SimpleNamespace
+
+    from train.decoder import classifier_kind
+    from train.errors import ModelError
+
+    config_file = classifier_dir / "config.json"
+    config = _json_object(config_file)
+    keys = ("model_type", "architectures", "is_encoder_decoder")
+    try:
+        kind = classifier_kind(SimpleNamespace(**{k: config.get(k) for k in keys}), config_file)
+    except ModelError as e:
+        raise ExportError(str(e)) from e
+    if kind != info.classifier_kind:
+        raise ExportError(
+            f"{config_file}: a {config.get('model_type')!r} model is a {kind} classifier, but lrsl.json "
+            f"says classifier_kind {info.classifier_kind!r}"
+        )
+    return kind
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not valid UTF-8 JSON: {e}") from e
+    if not isinstance(d, dict):
+        raise ExportError(f"{path}: expected a JSON object")
+    return d
 
 
 def read_split(path: Path, labels: list[str]) -> Split:

@@ -6,7 +6,8 @@ expects and what was found:
 
 - ``label_embeddings.npy``: loaded with ``allow_pickle=False``; float32, shape
   ``(len(labels), embedding_dim)``, finite, unit rows (within 1e-2);
-- each ONNX graph: inputs among ``input_ids``, ``attention_mask``, ``token_type_ids``; a rank-2 output
+- each ONNX graph: exactly the inputs its tokenizer section of the manifest lists
+  (``model_input_names``, among ``input_ids``, ``attention_mask``, ``token_type_ids``); a rank-2 output
   whose width, when the graph declares it, is ``len(labels)`` (classifier) or ``embedding_dim``
   (embedder); then one probe text is run, which checks the width of graphs with symbolic shapes and
   warms the session up. The embedder's probe output must have unit length. A second probe of
@@ -31,7 +32,7 @@ import numpy as np
 
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import BundleError, RuntimeBackendError
-from .manifest import TRAIN_EMBEDDINGS_ROLE, Manifest
+from .manifest import EMBEDDER_TOKENIZER_ROLE, TRAIN_EMBEDDINGS_ROLE, Manifest
 from .session import OnnxSession
 from .tokenize import INPUT_NAMES, BundleTokenizer, Tokens
 
@@ -48,9 +49,31 @@ def open_model(
     """
     width = len(manifest.labels) if role == "classifier" else manifest.embedding_dim
     session = OnnxSession(path, output=OUTPUTS[role], **settings)
-    check_graph(session, role, width, tokenizer([PROBE_TEXT]))
+    check_inputs(session, role, tokenizer, manifest)
+    check_graph(session, role, width, tokenizer.feeds(tokenizer.tokenize([PROBE_TEXT])))
     check_max_length(session, role, tokenizer)
     return session
+
+
+def open_tokenizers(files: dict, manifest: Manifest) -> tuple[BundleTokenizer, BundleTokenizer]:
+    """(the classifier's tokenizer, the embedder's): the same one unless the manifest has an
+    ``embedder_tokenizer`` section (beside a decoder-only classifier)."""
+    tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
+    if manifest.embedder_tokenizer is None:
+        return tokenizer, tokenizer
+    return tokenizer, BundleTokenizer(files[EMBEDDER_TOKENIZER_ROLE], manifest.embedder_tokenizer)
+
+
+def check_inputs(session: OnnxSession, role: str, tokenizer: BundleTokenizer, manifest: Manifest) -> None:
+    """The graph takes exactly the inputs its tokenizer section of the manifest lists (the runtime
+    feeds those and no others)."""
+    listed = tuple(tokenizer.settings.model_input_names)
+    if sorted(session.input_names) != sorted(listed):
+        key = "embedder_tokenizer" if role == "embedder" and manifest.embedder_tokenizer else "tokenizer"
+        raise BundleError(
+            f"{session.path}: the {role} graph takes inputs {session.input_names}, but the manifest's "
+            f"{key}.model_input_names lists {list(listed)}"
+        )
 
 
 def open_stages(files: dict, manifest: Manifest, tokenizer: BundleTokenizer, **settings):
@@ -168,7 +191,7 @@ def check_max_length(session: OnnxSession, role: str, tokenizer: BundleTokenizer
     """One run on ``max_length`` tokens (the probe text's tokens repeated between its first and last)."""
     n = tokenizer.max_length
     try:
-        y = np.asarray(session.run(tokenizer.pad([_longest_row(tokenizer)])))
+        y = np.asarray(session.run(tokenizer.feeds([_longest_row(tokenizer)])))
     except RuntimeBackendError as e:
         raise BundleError(
             f"{session.path}: the {role} graph fails on an input of {n} tokens, the manifest's "

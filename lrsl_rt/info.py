@@ -87,6 +87,11 @@ def bundle_summary(bundle_dir: Path, verify: bool = False) -> dict:
         "batch_invariant": batch_invariant(m),
         "embedding_dim": m.embedding_dim,
         "max_length": m.tokenizer.max_length,
+        "classifier_kind": m.classifier_kind,
+        "inputs": {
+            "classifier": list(m.tokenizer.model_input_names),
+            "embedder": list(m.embedder_tokenizer_settings.model_input_names),
+        },
         "exits": exit_summary(m),
         "files": files,
         "checksums": "verified" if verify else "not checked (use --verify)",
@@ -98,6 +103,17 @@ def exit_summary(m) -> list[dict]:
     """Each exit's layer, threshold and dev share (the export's calibration), or [] without exits."""
     dev = m.calibration.get("exported", {}).get("exits", {}).get("share", {})
     return [{"layer": e.layer, "threshold": e.threshold, "dev_share": dev.get(str(e.layer))} for e in m.exits]
+
+
+def _classifier_line(s: dict) -> list[str]:
+    """A line for a decoder-only classifier (what it reads, and its own tokenizer); none for an encoder."""
+    if s.get("classifier_kind", "encoder") == "encoder":
+        return []
+    inputs = s["inputs"]
+    return [
+        f"classifier:  decoder-only, reads each text's last real token ({', '.join(inputs['classifier'])}); "
+        f"embedder inputs {', '.join(inputs['embedder'])}"
+    ]
 
 
 def _gate_line(s: dict) -> str:
@@ -136,6 +152,7 @@ def format_bundle(s: dict) -> str:
     lines = [
         f"bundle:      {s['bundle']}",
         f"labels:      {s['n_labels']} ({shown})",
+        *_classifier_line(s),
         _gate_line(s),
         *_exit_lines(s),
         f"fusion:      {s['fusion_name']}",

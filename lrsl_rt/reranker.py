@@ -9,7 +9,8 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
    (:mod:`lrsl_rt.exits`) instead, where sure rows leave early and are never hard;
 3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
 4. runs the embedder on the hard samples only, takes their cosine similarity with the label
-   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse`.
+   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse` (beside a
+   decoder-only classifier the embedder's own tokenizer tokenizes these rows again).
 
 Batching is deterministic: texts are processed in consecutive chunks of ``chunk_size`` and, inside a
 chunk, sorted by token count (stable) into batches of at most ``batch_size`` cut where lengths jump
@@ -40,6 +41,7 @@ from .bundle import (
     load_label_embeddings,
     open_model,
     open_stages,
+    open_tokenizers,
     recorded_batch_size,
 )
 from .defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, MODEL_ROLES
@@ -82,11 +84,14 @@ class Reranker:
         train_embeddings: np.ndarray | None = None,
         on_run: Callable[[str, float], None] | None = None,
         feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+        embedder_tokenizer: BundleTokenizer | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.manifest = manifest
         self.tokenizer = tokenizer
+        # the embedder's own tokenizer beside a decoder-only classifier; else the classifier's
+        self.embedder_tokenizer = embedder_tokenizer or tokenizer
         self.classifier = classifier
         self.embedder = embedder
         self.batch_size = batch_size
@@ -142,7 +147,7 @@ class Reranker:
             batch_size = recorded_batch_size(manifest)
         files = {role: resolve_file(bundle_dir, role, e, verify=verify) for role, e in manifest.files.items()}
         label_embeddings = load_label_embeddings(files["label_embeddings"], manifest)
-        tokenizer = BundleTokenizer(files["tokenizer"], manifest.tokenizer)
+        tokenizer, embedder_tokenizer = open_tokenizers(files, manifest)
         settings = dict(
             providers=providers,
             threads=threads,
@@ -159,12 +164,13 @@ class Reranker:
             manifest,
             tokenizer,
             classifier,
-            open_model(files["embedder"], "embedder", manifest, tokenizer, **settings),
+            open_model(files["embedder"], "embedder", manifest, embedder_tokenizer, **settings),
             label_embeddings,
             batch_size=batch_size,
             bundle_dir=bundle_dir,
             train_embeddings=train_embeddings,
             feature_stats=feature_stats,
+            embedder_tokenizer=embedder_tokenizer,
         )
 
     def replace(
@@ -193,6 +199,7 @@ class Reranker:
             train_embeddings=self.train_embeddings if train_embeddings is None else train_embeddings,
             on_run=self.on_run,
             feature_stats=self.feature_stats if feature_stats is None else feature_stats,
+            embedder_tokenizer=self.embedder_tokenizer,
         )
 
     # ---- the bundle's settings ------------------------------------------------------------------
@@ -361,11 +368,13 @@ class Reranker:
         session = self.classifier if role == "classifier" else self.embedder
         if isinstance(session, StageChain):  # the final head's logits: no row leaves early
             return session.full_logits(rows, self.batch_size, self.k)
+        tokenizer = self.tokenizer if role == "classifier" else self.embedder_tokenizer
+        rows = rows if tokenizer is self.tokenizer else tokenizer.retokenize(rows)
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # stable: ties keep input order
         out = None
         for start, end in length_batches([len(rows[i]) for i in order], self.batch_size):
             idx = order[start:end]
-            inputs = self.tokenizer.pad([rows[i] for i in idx])
+            inputs = tokenizer.feeds([rows[i] for i in idx])
             t0 = time.perf_counter()
             ys = session.run_outputs(inputs, outputs) if outputs else [session.run(inputs)]
             self._timed(role, t0)

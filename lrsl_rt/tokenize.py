@@ -21,7 +21,8 @@ whose first ``max_length`` tokens span more characters -- long runs of whitespac
 than the WordPiece limit, which becomes a single ``[UNK]`` -- can tokenize differently.
 
 Shortcut: only right padding and single texts (no text pairs) -- what a classifier and a sentence
-embedder of this project need.
+embedder of this project need (a decoder-only classifier's graph finds each row's last real token
+from the attention mask, so right padding serves it too).
 
 >>> tok = BundleTokenizer("bundle/tokenizer.json", manifest.tokenizer)  # doctest: +SKIP
 >>> tok(["hi", "hello there"])["attention_mask"]  # doctest: +SKIP
@@ -32,7 +33,7 @@ array([[1, 1, 1, 0],
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,10 +47,13 @@ _WORD_BACKOFF = 256  # how far a cut moves back to find whitespace
 
 @dataclass(frozen=True)
 class Tokens:
-    """One text after tokenization and truncation, before padding."""
+    """One text after tokenization and truncation, before padding; ``text``: the text itself, kept
+    so that a model with a tokenizer of its own (the embedder beside a decoder-only classifier)
+    can tokenize the rows it needs."""
 
     ids: tuple[int, ...]
     type_ids: tuple[int, ...]
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,15 +102,15 @@ class BundleTokenizer:
         """
         if not texts:
             return []
-        texts = [cut_text(t, self.max_chars) if isinstance(t, str) else t for t in texts]
+        cut = [cut_text(t, self.max_chars) if isinstance(t, str) else t for t in texts]
         try:
             if hold_gil:
-                encodings = [self._tok.encode(t, add_special_tokens=True) for t in texts]
+                encodings = [self._tok.encode(t, add_special_tokens=True) for t in cut]
             else:
-                encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+                encodings = self._tok.encode_batch(cut, add_special_tokens=True)
         except TypeError as e:  # tokenizers refuses a str it cannot encode as UTF-8 (a lone surrogate)
-            raise InputError(_bad_text(texts) or f"the tokenizer refused a text: {e}") from e
-        return [Tokens(tuple(e.ids), tuple(e.type_ids)) for e in encodings]
+            raise InputError(_bad_text(cut) or f"the tokenizer refused a text: {e}") from e
+        return [Tokens(tuple(e.ids), tuple(e.type_ids), t) for e, t in zip(encodings, texts, strict=True)]
 
     def pad(self, rows: list[Tokens]) -> dict[str, np.ndarray]:
         """int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` padded right to the longest row.
@@ -126,6 +130,17 @@ class BundleTokenizer:
             mask[i, :m] = 1
             types[i, :m] = r.type_ids
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def feeds(self, rows: list[Tokens]) -> dict[str, np.ndarray]:
+        """:meth:`pad`'s arrays of the inputs the manifest lists for this tokenizer's graphs, no others."""
+        arrays = self.pad(rows)
+        return {name: arrays[name] for name in self.settings.model_input_names}
+
+    def retokenize(self, rows: list[Tokens]) -> list[Tokens]:
+        """This tokenizer's rows for rows another tokenizer made (from the texts they keep)."""
+        if any(r.text is None for r in rows):
+            raise InputError("these token rows carry no text; tokenize the texts with the bundle's tokenizer")
+        return self.tokenize([r.text for r in rows])
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Tokenize and pad one batch: the same ids as HF ``tok(texts, truncation=True, max_length=..., padding=True)``."""

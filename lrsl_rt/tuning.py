@@ -16,6 +16,9 @@ from .rule import decide
 DEFAULT_P_GRID = (1, 2, 3, 4, 6, 8)
 # The reference code's rules, reported unchanged next to the chosen one.
 PAPER_RULES = (Fusion("logits_cos", 2, "all"), Fusion("softmax_cos", 2, "all"))
+# The incumbent of the dev choice per kind of classifier: the reference's encoder (BERT) path fuses
+# raw logits, its LLM path (a decoder-only classifier fine-tuned with LoRA) softmax probabilities.
+REFERENCE_RULES = {"encoder": PAPER_RULES[0], "decoder": PAPER_RULES[1]}
 # How much better on dev (McNemar z against the incumbent rule) a candidate must be to replace it.
 MIN_Z = 2.0
 
@@ -124,7 +127,8 @@ def choose_fusion(
 
     A dev split has few hard samples, and among 24 candidates the best one on dev is often best by
     luck (a dev ranking need not predict the test ranking; docs/results/).
-    So ``incumbent`` (the paper's ``logits*cos^2`` in training, the PyTorch choice in export) stays
+    So ``incumbent`` (in training the reference's rule for the classifier's kind,
+    :data:`REFERENCE_RULES`; in export the PyTorch choice) stays
     unless a candidate beats it significantly: paired on the same samples, with ``b`` samples only
     the candidate gets right and ``w`` only the incumbent gets right, McNemar's
     ``z = (b - w) / sqrt(b + w)`` must reach ``min_z`` (default 2). Among the candidates that do, the

@@ -151,12 +151,30 @@ def parser() -> CommandParser:
         "classifier; the embedder keeps all of its layers); default: all",
     )
     h.add_argument(
+        "--lora-rank",
+        type=int,
+        default=_CLF.lora_rank,
+        metavar="R",
+        help="train the classifier through LoRA adapters of rank R (peft) on its attention and MLP "
+        "projections, its head in full, merged into the weights before the checkpoint is written; "
+        "0 fine-tunes every weight (docs/guide/models.md)",
+    )
+    h.add_argument(
+        "--lora-alpha",
+        type=float,
+        help="LoRA scaling alpha (the adapters' update is scaled by alpha / R; default: 2 x R)",
+    )
+    h.add_argument(
+        "--lora-dropout", type=float, default=_CLF.lora_dropout, help="dropout on the LoRA adapters' input"
+    )
+    h.add_argument(
         "--fusion",
         default=_RUN.fusion,
         metavar="auto|RULE:P[:SCOPE]",
         help="fusion of logits and label similarities: auto (the default) measures logits_cos and "
-        "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev and replaces the paper's logits_cos:2 only "
-        "with a rule that beats it with McNemar z >= 2; RULE:P[:SCOPE] fixes it; export then keeps it",
+        "softmax_cos, p in 1,2,3,4,6,8, scope all|topk on dev and replaces the reference's rule -- "
+        "logits_cos:2, or softmax_cos:2 for a decoder-only classifier -- only with a rule that beats it "
+        "with McNemar z >= 2; RULE:P[:SCOPE] fixes it; export then keeps it",
     )
     h.add_argument("--seed", type=int, default=_RUN.seed, help="seed of every random choice")
     h.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's choice)")
@@ -197,6 +215,7 @@ def config_from_args(a) -> TrainConfig:
 
         clf.exit_layers = parse_layers(a.exit_layers)
     clf.exit_weight = a.exit_weight
+    clf.lora_rank, clf.lora_alpha, clf.lora_dropout = a.lora_rank, a.lora_alpha, a.lora_dropout
     return TrainConfig(
         out=a.out,
         dataset=a.dataset,

@@ -4,9 +4,11 @@ Layout (format ``lrsl-checkpoint`` version 1)::
 
     CKPT/
       lrsl.json       labels, label texts, k, max_length, PyTorch calibration (the gate's measure,
-                      threshold, fusion and whether the user fixed it), seed
-      classifier/     AutoModelForSequenceClassification.save_pretrained + its fast tokenizer (tokenizer.json)
+                      threshold, fusion and whether the user fixed it), seed, the classifier's kind
+      classifier/     AutoModelForSequenceClassification.save_pretrained + its fast tokenizer (tokenizer.json);
+                      a decoder-only one (classifier_kind "decoder") with its pad token set, LoRA merged
       embedder/       SentenceTransformer.save: Transformer + mean Pooling (+ Normalize); its fast tokenizer
+                      (the classifier's, except beside a decoder-only classifier)
       dev.jsonl       the dev split used for calibration: {"text": ..., "label": ...} per line
       test.jsonl      the test split, when one was given (optional)
       dev_oos.jsonl   out-of-scope dev texts with their original label (optional: --oos-label or
@@ -50,6 +52,8 @@ class CheckpointInfo:
     fusion_fixed: bool = False  # True: the user set the fusion (--fusion); export keeps it
     out_of_scope: dict = field(default_factory=dict)  # OutOfScope.info(): how the oos rows were chosen
     measure: str = "variance"  # the gate's sureness measure (lrsl_rt.gate); threshold is in its units
+    # "encoder", or "decoder": a decoder-only classifier that reads its last real token (train.decoder)
+    classifier_kind: str = "encoder"
     format: str = CHECKPOINT_FORMAT
     version: int = CHECKPOINT_VERSION
 

@@ -8,7 +8,6 @@ epoch's weights restored, everything seeded.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -104,13 +103,13 @@ def train_classifier(
         model.exit_heads = torch.nn.ModuleDict({str(layer): h for layer, h in heads.items()})
     train_y_t = torch.as_tensor(train_y)
     dev_y = np.asarray(dev_y)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    # biases and norm scales are not decayed (BERT's LayerNorm, DistilBERT's layer_norm, Llama's RMSNorm
+    # input_layernorm/norm); frozen weights (LoRA's base model) are left out of the optimiser
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-            "weight_decay": cfg.weight_decay,
-        },
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        {"params": [p for n, p in trained if not n.endswith(no_decay)], "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in trained if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     total = math.ceil(len(train_texts) / cfg.batch_size) * cfg.epochs
     optimizer = Optimizer(model, groups, cfg.lr, total, cfg.warmup_ratio)
@@ -141,16 +140,22 @@ def train_classifier(
             f"classifier epoch {epoch}: loss {rec['train_loss']:.4f}, dev accuracy {100 * dev_acc:.2f}%, {rec['seconds']:.0f}s"
         )
         if dev_acc > best_acc:
-            best_acc, best_state, bad = dev_acc, copy.deepcopy(model.state_dict()), 0
+            best_acc, best_state, bad = dev_acc, _trained_state(model), 0
         else:
             bad += 1
             if bad >= cfg.patience:
                 log(f"early stop: dev accuracy did not improve for {cfg.patience} epochs")
                 break
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state, strict=False)  # the trained weights; frozen ones never moved
     if heads:
         del model.exit_heads  # the heads keep their trained weights; the classifier saves without them
     return history
+
+
+def _trained_state(model) -> dict:
+    """Copies of the weights being trained (all of them in full fine-tuning, the adapters and the
+    head with LoRA): the best epoch's, put back at the end."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def _loss(model, batch, y, exit_weight: float):

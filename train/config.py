@@ -25,6 +25,10 @@ class ClassifierConfig:
     layers: int | None = None  # keep only the first N encoder layers of the base model (None: all)
     exit_layers: list[int] | None = None  # exit heads trained jointly after these layers (None: none)
     exit_weight: float = 0.3  # weight of each exit head's loss beside the final head's
+    # LoRA adapters (train.decoder): rank 0 fine-tunes every weight; alpha None means 2 x rank
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
 
 
 @dataclass

@@ -55,3 +55,11 @@ def check_max_length(config, max_length: int, model_dir) -> None:
             f"{getattr(config, 'model_type', 'model')} model can read (its position embeddings); "
             f"pass --max-length {limit} or less"
         )
+
+
+def load_model(loader, path: str, **kwargs):
+    """A Hugging Face / sentence-transformers model or tokenizer, or a ModelError naming the folder."""
+    try:
+        return loader(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load this model: {str(e).strip().splitlines()[0]}") from e

@@ -26,6 +26,7 @@ from lrsl_rt.rule import decide
 from lrsl_rt.staging import Artifact, check_target, staged_directory
 from lrsl_rt.tuning import (
     PAPER_RULES,
+    REFERENCE_RULES,
     choose_fusion,
     evaluate_fusions,
     fusion_reason,
@@ -34,11 +35,14 @@ from lrsl_rt.tuning import (
 
 from . import data as D
 from .checkpoint import CheckpointInfo, calibration_sample, read_info, write_info, write_jsonl
-from .classifier import predict_logits, seed_everything, train_classifier
+from .classifier import predict_logits, seed_everything
+from .classifier_fit import fit_classifier
 from .config import ClassifierConfig, EmbedderConfig, TrainConfig  # noqa: F401 - public here too
+from .decoder import classifier_kind
 from .embedder import label_similarities, mine_triplets, train_embedder, zero_shot_accuracy
-from .errors import CheckpointError, DataError, ModelError
-from .models import check_max_length, default_base_model
+from .errors import CheckpointError, DataError
+from .models import default_base_model
+from .models import load_model as _load
 from .open_intent import OutOfScope
 from .splits import load_splits, load_splits_and_oos  # noqa: F401 - load_splits: public here too
 
@@ -90,8 +94,9 @@ def run(cfg: TrainConfig, log=print) -> Path:
     else:
         with step("embedder_training", f"fine-tune the embedder from {bases['embedder']}"):
             emb, emb_history, zero_shot, cos = fit_embedder(cfg, data, triplets, bases["embedder"], log)
+    kind = classifier_kind(clf.config, bases["classifier"])
     with step("calibration", "dev calibration: sigma2_mis and the fusion rule"):
-        threshold, fusion, table = calibrate(cfg, data, logits["dev"], cos["dev"], fixed, log)
+        threshold, fusion, table = calibrate(cfg, data, logits["dev"], cos["dev"], fixed, log, kind)
     with step("write", "evaluation and checkpoint"):
         results, paper = evaluate(cfg, data, logits, cos, threshold, fusion, log)
         info = CheckpointInfo(
@@ -106,6 +111,7 @@ def run(cfg: TrainConfig, log=print) -> Path:
             fusion_fixed=fixed is not None,
             measure=cfg.measure,
             out_of_scope=data.oos.info() if data.oos else {},
+            classifier_kind=kind,
         )
         metrics = {
             "results": results,
@@ -139,32 +145,6 @@ def read_data(cfg: TrainConfig, log) -> Data:
     y = {name: np.array([label_id[v] for v in s.labels]) if s else None for name, s in
          (("train", train), ("dev", dev), ("test", test))}  # fmt: skip
     return Data(labels, D.label_texts(labels, cfg.label_descriptions), train, dev, test, y, oos)
-
-
-def fit_classifier(cfg: TrainConfig, data: Data, base: str, log):
-    """(model, tokenizer, per-epoch history) of the fine-tuned sequence classifier."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tok = _load(AutoTokenizer.from_pretrained, base)
-    _check_depth(cfg.classifier.layers, base)
-    if not getattr(tok, "is_fast", False):
-        raise ModelError(f"{base}: the runtime needs a fast tokenizer (tokenizer.json); this model has none")
-    clf = _load(
-        AutoModelForSequenceClassification.from_pretrained,
-        base,
-        num_labels=len(data.labels),
-        id2label=dict(enumerate(data.labels)),
-        label2id={y: i for i, y in enumerate(data.labels)},
-        attn_implementation="eager",
-        **({"num_hidden_layers": cfg.classifier.layers} if cfg.classifier.layers else {}),
-    )
-    check_max_length(clf.config, cfg.classifier.max_length, base)  # before training, not mid-epoch
-    heads = _joint_heads(clf, cfg.classifier.exit_layers, len(data.labels))
-    history = train_classifier(
-        clf, tok, data.train.texts, data.y["train"], data.dev.texts, data.y["dev"], cfg.classifier, log, heads
-    )
-    clf.lrsl_exit_heads = heads  # written beside the classifier by write_checkpoint
-    return clf, tok, history
 
 
 def mine(cfg: TrainConfig, data: Data, clf, tok, log):
@@ -248,19 +228,23 @@ def reuse_embedder(cfg: TrainConfig, data: Data, log):
     return emb, [], {"before": accuracy, "after": accuracy, "reused_from": str(src)}, cos
 
 
-def calibrate(cfg: TrainConfig, data: Data, logits_dev, cos_dev, fixed: Fusion | None, log):
-    """(threshold, fusion, fusion table) on dev; the threshold is sigma2_mis under ``cfg.measure``."""
+def calibrate(cfg: TrainConfig, data: Data, logits_dev, cos_dev, fixed: Fusion | None, log, kind="encoder"):
+    """(threshold, fusion, fusion table) on dev; the threshold is sigma2_mis under ``cfg.measure``; the
+    fusion's incumbent is the reference's rule for the classifier's ``kind`` (REFERENCE_RULES)."""
     y_dev = data.y["dev"]
     try:
         threshold = mistakes_sureness(logits_dev, y_dev, cfg.k, cfg.measure)
     except ValueError as e:
         raise DataError(f"dev calibration: {e}") from e
     hard_dev = is_hard(logits_dev, cfg.k, threshold, cfg.measure)
-    fusion, table = choose_fusion(logits_dev, cos_dev, y_dev, hard_dev, cfg.k, fixed=fixed)
+    incumbent = REFERENCE_RULES[kind]
+    fusion, table = choose_fusion(
+        logits_dev, cos_dev, y_dev, hard_dev, cfg.k, fixed=fixed, incumbent=incumbent
+    )
     log(
         f"{'sigma2_mis' if cfg.measure == 'variance' else f'mean {cfg.measure} of the dev mistakes'} = "
         f"{threshold:.4f}; hard share on dev {100 * hard_dev.mean():.1f}%; "
-        f"fusion {fusion.name} ({fusion_reason(fusion, table, fixed, PAPER_RULES[0])})"
+        f"fusion {fusion.name} ({fusion_reason(fusion, table, fixed, incumbent)})"
     )
     return threshold, fusion, table
 
@@ -308,33 +292,12 @@ def _set_threads(cfg: TrainConfig) -> None:
         torch.set_num_threads(cfg.threads)
 
 
-def _load(loader, path: str, **kwargs):
-    """A Hugging Face / sentence-transformers model or tokenizer, or a ModelError naming the folder."""
-    try:
-        return loader(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: cannot load this model: {str(e).strip().splitlines()[0]}") from e
-
-
 def _eval_split(name, logits, cos, gold, k, threshold, fusion, log, measure="variance"):
     d = decide(logits, cos, threshold, fusion, k, measure=measure)
     rep = lrsl_report(gold, d.classifier_labels, d.labels, d.hard)
     log(f"[{name}] {fusion.name}\n" + format_report(rep))
     paper = {f.name: evaluate_fusions(logits, cos, gold, d.hard, k, [f])[0] for f in PAPER_RULES}
     return rep, paper
-
-
-def _joint_heads(clf, layers: list[int] | None, n_labels: int) -> dict:
-    """Exit heads to train with the classifier (``--exit-layers``), each started as its final head."""
-    from .exit_heads import depth, initial_head
-
-    if not layers:
-        return {}
-    if max(layers) >= depth(clf):
-        raise ModelError(
-            f"--exit-layers {layers}: every exit must be below the classifier's depth {depth(clf)}"
-        )
-    return {layer: initial_head(clf, n_labels) for layer in layers}
 
 
 def _write_joint_heads(stage: Path, clf, heads: dict, info: CheckpointInfo) -> None:
@@ -347,18 +310,6 @@ def _write_joint_heads(stage: Path, clf, heads: dict, info: CheckpointInfo) -> N
         "labels": len(info.labels),
     }
     save_heads(stage / EXITS_DIR, {k: h.eval() for k, h in heads.items()}, {**meta, "training": "joint"})
-
-
-def _check_depth(layers: int | None, base: str) -> None:
-    """--classifier-layers must not ask for more layers than the base model has (transformers would
-    add random ones)."""
-    if not layers:
-        return
-    from transformers import AutoConfig
-
-    have = getattr(_load(AutoConfig.from_pretrained, base), "num_hidden_layers", None)
-    if not isinstance(have, int) or layers > have:
-        raise ModelError(f"{base}: --classifier-layers {layers}, but the model has {have} encoder layers")
 
 
 def _fixed_fusion(spec: str):

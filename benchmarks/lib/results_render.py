@@ -25,7 +25,7 @@ The scripts that call it, with their kinds: ``levers.py`` (levers), ``gate_measu
 (gate_measures), ``frontier.py`` (frontier), ``datasets_table.py``
 (datasets), ``invariance.py`` (invariance), ``profile_ops.py`` (profile-ops), ``quant_presets.py``
 (quant-presets; quant-presets-timed with ``--time``), ``scaleout.py`` (scaleout), ``serve.py``
-(serve) and ``soak.py`` (soak).
+(serve), ``soak.py`` (soak) and ``gpu_check.py`` (gpu-check).
 
 ``rows`` may also be a list of dicts (the header is then their keys). The latency and accuracy
 pages reuse the scripts' own markdown, so the page shows what the script printed.

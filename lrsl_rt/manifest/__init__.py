@@ -6,6 +6,7 @@ A bundle is a directory::
     classifier_<precision>[_<preset>].onnx   input_ids, attention_mask[, token_type_ids] -> logits (n, L)
     embedder_<precision>[_<preset>].onnx     same inputs -> unit-length sentence embeddings (n, d)
     tokenizer.json                           a `tokenizers` file
+    embedder_tokenizer.json                  the embedder's own, beside a decoder-only classifier (v3)
     label_embeddings.npy                     float32 (L, d), unit rows, loaded with allow_pickle=False
 
 ``manifest.json`` has exactly the keys of :class:`Manifest`; an unknown key, a
@@ -20,7 +21,8 @@ sha256, checked at load time. A manifest of a newer format version is refused: u
 Three modules, each importable on its own, their names gathered here:
 
 - :mod:`.schema`: the frozen dataclasses, ``to_dict``/``from_dict`` and the format version rules
-  (version 2's optional ``measure``, ``exits`` and ``abstain``);
+  (version 2's optional ``measure``, ``exits`` and ``abstain``; version 3's ``classifier_kind`` and
+  ``embedder_tokenizer``);
 - :mod:`.checks`: keys, types and value ranges;
 - :mod:`.files`: file entries (size, sha256, a path inside the bundle) and reading and writing
   ``manifest.json``.
@@ -29,9 +31,10 @@ Three modules, each importable on its own, their names gathered here:
 from __future__ import annotations
 
 from ..defaults import PRECISIONS
-from .checks import ABSTAIN_SCORES, MAX_SEQUENCE_LENGTH, MODEL_INPUTS, check_ranges
+from .checks import ABSTAIN_SCORES, CLASSIFIER_KINDS, MAX_SEQUENCE_LENGTH, MODEL_INPUTS, check_ranges
 from .files import file_entry, read_manifest, resolve_file, sha256_file, write_manifest
 from .schema import (
+    EMBEDDER_TOKENIZER_ROLE,
     FEATURE_ROLES,
     FILE_ROLES,
     FORMAT_VERSION,
@@ -48,6 +51,8 @@ from .schema import (
 
 __all__ = [
     "ABSTAIN_SCORES",
+    "CLASSIFIER_KINDS",
+    "EMBEDDER_TOKENIZER_ROLE",
     "FILE_ROLES",
     "FORMAT_VERSION",
     "MANIFEST_NAME",

@@ -29,6 +29,9 @@ ABSTAIN_SCORES = (
 )
 MAX_SEQUENCE_LENGTH = 1 << 16  # beyond any encoder's position table; the graphs are probed at load
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# "encoder": the classifier reads the whole text at once; "decoder": a decoder-only classifier whose
+# graph reads the last real token of each row (format version 3).
+CLASSIFIER_KINDS = ("encoder", "decoder")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -85,18 +88,9 @@ def check_ranges(d: dict, where: str) -> None:
         bad = [i for i, x in enumerate(d[key]) if not x.strip() or not _valid_unicode(x)]
         if bad:
             out_of_range(f"{key}[{bad[0]}]", "a non-empty string of valid Unicode", d[key][bad[0]], where)
-    tok = d["tokenizer"]
-    if not 2 <= tok["max_length"] <= MAX_SEQUENCE_LENGTH:
-        out_of_range(
-            "tokenizer.max_length", f"an integer in [2, {MAX_SEQUENCE_LENGTH}]", tok["max_length"], where
-        )
-    if tok["pad_id"] < 0:
-        out_of_range("tokenizer.pad_id", "an integer >= 0", tok["pad_id"], where)
-    names = tok["model_input_names"]
-    if not set(names) <= set(MODEL_INPUTS) or len(set(names)) != len(names):
-        out_of_range(
-            "tokenizer.model_input_names", f"distinct names among {list(MODEL_INPUTS)}", names, where
-        )
+    for key in ("tokenizer", "embedder_tokenizer"):
+        if d.get(key) is not None:
+            _check_tokenizer_ranges(d[key], key, where)
     for role, entry in d["files"].items():
         if entry["size"] < 0:
             out_of_range(f"files.{role}.size", "an integer >= 0", entry["size"], where)
@@ -108,6 +102,18 @@ def check_ranges(d: dict, where: str) -> None:
     batch = settings.get("batch_size")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         out_of_range("metrics.export_settings.batch_size", "a positive integer", batch, where)
+
+
+def _check_tokenizer_ranges(tok: dict, key: str, where: str) -> None:
+    if not 2 <= tok["max_length"] <= MAX_SEQUENCE_LENGTH:
+        out_of_range(
+            f"{key}.max_length", f"an integer in [2, {MAX_SEQUENCE_LENGTH}]", tok["max_length"], where
+        )
+    if tok["pad_id"] < 0:
+        out_of_range(f"{key}.pad_id", "an integer >= 0", tok["pad_id"], where)
+    names = tok["model_input_names"]
+    if not set(names) <= set(MODEL_INPUTS) or len(set(names)) != len(names):
+        out_of_range(f"{key}.model_input_names", f"distinct names among {list(MODEL_INPUTS)}", names, where)
 
 
 def _valid_unicode(text: str) -> bool:

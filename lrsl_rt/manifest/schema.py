@@ -10,8 +10,15 @@ Format version 2 adds three optional settings, all decided on one notion of "sur
 ``classifier``, and where each exit lets sure rows leave) and ``abstain`` (the out-of-scope decision:
 its score, threshold and fallback label; the ``knn`` score adds the file ``train_embeddings``). A
 bundle that uses none of them is written as version 1, byte for byte what earlier versions wrote,
-and a version 1 manifest may not carry them. A manifest of a newer format version is refused:
-upgrade lrsl-rt.
+and a version 1 manifest may not carry them.
+
+Format version 3 adds two optional settings for decoder-only classifiers: ``classifier_kind``
+(``encoder``, the default, or ``decoder``: the classifier graph reads the last real token of each
+row) and ``embedder_tokenizer`` (the embedder's own tokenizer settings and the file role
+``embedder_tokenizer`` when it does not share the classifier's tokenizer). Each tokenizer section's
+``model_input_names`` are the inputs its graphs take, and the runtime feeds exactly those. A bundle
+that uses neither is written as version 2 or 1, as before, and a manifest of an older version may
+not carry them. A manifest of a newer format version is refused: upgrade lrsl-rt.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from ..defaults import DEFAULT_MEASURE, MEASURES, PRECISIONS
 from ..errors import BundleError
 from ..fusion import Fusion
 from .checks import (
+    CLASSIFIER_KINDS,
     check_keys,
     check_ranges,
     check_type,
@@ -31,13 +39,15 @@ from .checks import (
     str_list,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 FILE_ROLES = ("classifier", "embedder", "tokenizer", "label_embeddings")
 # The optional roles of version 2: the stage graphs of a classifier with exits, the kNN score's file.
 STAGE_ROLE = "classifier_stage_{}"
 TRAIN_EMBEDDINGS_ROLE = "train_embeddings"
 FEATURE_ROLES = ("feature_whitener", "feature_means")  # the mahalanobis score's files
+# The optional role of version 3: the embedder's tokenizer when it is not the classifier's.
+EMBEDDER_TOKENIZER_ROLE = "embedder_tokenizer"
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,9 @@ class Manifest:
     classifier_layers: int | None = None  # encoder layers of the classifier (needed with exits)
     exits: tuple[ExitPoint, ...] = ()
     abstain: Abstain | None = None
+    # ---- format version 3 (all optional) ----
+    classifier_kind: str = "encoder"  # "decoder": the classifier graph reads each row's last real token
+    embedder_tokenizer: TokenizerSettings | None = None  # None: the embedder uses ``tokenizer``
 
     @property
     def stage_roles(self) -> tuple[str, ...]:
@@ -125,20 +138,33 @@ class Manifest:
     def uses_version_2(self) -> bool:
         return self.measure != DEFAULT_MEASURE or bool(self.exits) or self.abstain is not None
 
+    @property
+    def uses_version_3(self) -> bool:
+        return self.classifier_kind != "encoder" or self.embedder_tokenizer is not None
+
+    @property
+    def embedder_tokenizer_settings(self) -> TokenizerSettings:
+        """The embedder's tokenizer settings: its own, or the classifier's when they share one."""
+        return self.embedder_tokenizer or self.tokenizer
+
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The JSON object; a bundle without version 2 settings is written as version 1."""
+        """The JSON object, written in the oldest format version that holds its settings."""
         d = asdict(self)
         d["labels"], d["label_texts"] = list(self.labels), list(self.label_texts)
         d["fusion"] = self.fusion.to_dict()
-        d["tokenizer"]["model_input_names"] = list(self.tokenizer.model_input_names)
+        for key in ("tokenizer", "embedder_tokenizer"):
+            if d[key] is not None:
+                d[key]["model_input_names"] = list(d[key]["model_input_names"])
         d["exits"] = list(d["exits"])
         if d.get("abstain") is not None and d["abstain"]["cascade"] is None:
             del d["abstain"]["cascade"]  # bundles without a cascade keep their manifest as it was
-        d["format_version"] = 2 if self.uses_version_2 else 1
-        if not self.uses_version_2:
-            for key in _V2_KEYS:
-                del d[key]
+        d["format_version"] = 3 if self.uses_version_3 else 2 if self.uses_version_2 else 1
+        dropped = (() if self.uses_version_3 else _V3_KEYS) + (
+            () if self.uses_version_2 or self.uses_version_3 else _V2_KEYS
+        )
+        for key in dropped:
+            del d[key]
         return d
 
     def dumps(self) -> str:
@@ -157,11 +183,12 @@ class Manifest:
             )
         if version < 1:
             raise BundleError(f"{where}: format_version must be >= 1, got {version}")
-        if version == 1 and set(d) & set(_V2_KEYS):
-            raise BundleError(
-                f"{where}: key(s) {sorted(set(d) & set(_V2_KEYS))} need format_version 2, got 1"
-            )
-        v2 = _version_2_settings(d, where)
+        for newer, keys in ((2, _V2_KEYS), (3, _V3_KEYS)):
+            if version < newer and set(d) & set(keys):
+                raise BundleError(
+                    f"{where}: key(s) {sorted(set(d) & set(keys))} need format_version {newer}, got {version}"
+                )
+        v2 = {**_version_2_settings(d, where), **_version_3_settings(d, where)}
         for key, typ in (("created_by", dict), ("created_at", str), ("k", int), ("precision", str)):
             check_type(d[key], typ, key, where)
         check_type(d["threshold"], (int, float), "threshold", where)
@@ -188,16 +215,7 @@ class Manifest:
             fusion = Fusion(**fusion_d)
         except ValueError as e:
             raise BundleError(f"{where}: fusion: {e}") from e
-        tok_d = d["tokenizer"]
-        check_keys(tok_d, TokenizerSettings, f"{where}: tokenizer")
-        for key, typ in (("max_length", int), ("pad_id", int), ("pad_token", str)):
-            check_type(tok_d[key], typ, f"tokenizer.{key}", where)
-        names = tuple(str_list(tok_d["model_input_names"], "tokenizer.model_input_names", where))
-        if not {"input_ids", "attention_mask"} <= set(names):
-            raise BundleError(
-                f"{where}: tokenizer.model_input_names must include input_ids and attention_mask, got {list(names)}"
-            )
-        tokenizer = TokenizerSettings(**{**tok_d, "model_input_names": names})
+        tokenizer = _tokenizer_settings(d["tokenizer"], "tokenizer", where)
         files_d = d["files"]
         check_type(files_d, dict, "files", where)
         roles = _file_roles(v2)
@@ -237,6 +255,31 @@ class Manifest:
 
 
 _V2_KEYS = ("measure", "classifier_layers", "exits", "abstain")
+_V3_KEYS = ("classifier_kind", "embedder_tokenizer")
+
+
+def _tokenizer_settings(tok_d: object, key: str, where: str) -> TokenizerSettings:
+    """A tokenizer section (``tokenizer`` or ``embedder_tokenizer``), keys and types checked."""
+    check_keys(tok_d, TokenizerSettings, f"{where}: {key}")
+    for name, typ in (("max_length", int), ("pad_id", int), ("pad_token", str)):
+        check_type(tok_d[name], typ, f"{key}.{name}", where)
+    names = tuple(str_list(tok_d["model_input_names"], f"{key}.model_input_names", where))
+    if not {"input_ids", "attention_mask"} <= set(names):
+        raise BundleError(
+            f"{where}: {key}.model_input_names must include input_ids and attention_mask, got {list(names)}"
+        )
+    return TokenizerSettings(**{**tok_d, "model_input_names": names})
+
+
+def _version_3_settings(d: dict, where: str) -> dict:
+    """classifier_kind and embedder_tokenizer of a parsed manifest, checked."""
+    kind = d.get("classifier_kind", "encoder")
+    check_type(kind, str, "classifier_kind", where)
+    if kind not in CLASSIFIER_KINDS:
+        out_of_range("classifier_kind", f"one of {list(CLASSIFIER_KINDS)}", kind, where)
+    tok_d = d.get("embedder_tokenizer")
+    embedder_tokenizer = None if tok_d is None else _tokenizer_settings(tok_d, "embedder_tokenizer", where)
+    return {"classifier_kind": kind, "embedder_tokenizer": embedder_tokenizer}
 
 
 def _version_2_settings(d: dict, where: str) -> dict:
@@ -286,4 +329,6 @@ def _file_roles(v2: dict) -> tuple[str, ...]:
     a = v2["abstain"]
     if a is not None and "mahalanobis" in (a.score, a.cascade.measure if a.cascade else None):
         roles += FEATURE_ROLES
+    if v2["embedder_tokenizer"] is not None:
+        roles.append(EMBEDDER_TOKENIZER_ROLE)
     return tuple(roles)
