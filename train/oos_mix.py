@@ -20,7 +20,7 @@ Worked example of the sampler: ``sample(["a", "b", "c"], 2, seed=0)`` keeps two 
 in their file order, the same two for the same seed.
 
 >>> sample(["a", "b", "c"], 2, seed=0)
-['a', 'b']
+['b', 'c']
 """
 
 from __future__ import annotations
