@@ -126,9 +126,11 @@ accuracy: install $(ART)/bundle-fp32/manifest.json
 	$(PY) -m benchmarks.accuracy --checkpoint $(ART)/checkpoint --bundle $(ART)/bundle \
 		--bundle-fp32 $(ART)/bundle-fp32 --threads 2 --out $(ART)/accuracy.json
 
-## docs/results/: one dated page per result JSON under artifacts/ (training, export, bench, accuracy) and the index.
+## docs/results/: every result JSON under artifacts/ joins its page's JSON history (docs/results/history/),
+## each page (one per question and data set) is rendered from its newest run, then the index, readme.json
+## and the README's results block. Without artifacts/ the pages come from the history alone.
 results: install
-	$(PY) -m benchmarks.results_doc artifacts --out docs/results
+	$(PY) -m benchmarks.results_doc --out docs/results --readme README.md
 
 ## Multi-data-set accuracy table from each built data set's metrics (artifacts/datasets.md + .json,
 ## with its run record: `make results` pages it).

@@ -25,7 +25,8 @@ Entry scripts, and what each measures:
 ``soak``            resident memory over many predictions through the API and the CLI
 ``open_intent``     out-of-scope texts: every abstain score's AUROC and the chosen operating point
                     (``make open-intent``)
-``results_doc``     not a measurement: the dated pages of ``docs/results/`` from the result JSON
+``results_doc``     not a measurement: the pages of ``docs/results/``, one per question and data set,
+                    from the newest run of their JSON history, and the README's results block
                     (``make results``)
 ``run_record``      not a measurement: runs a command (training, export) and records its run beside
                     its output
