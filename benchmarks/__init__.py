@@ -24,10 +24,14 @@ Entry scripts, and what each measures:
 ``scaleout``        rows per second of ``lrsl-rt predict --engine ray`` against the in-process CLI
 ``soak``            resident memory over many predictions through the API and the CLI
 ``open_intent``     out-of-scope texts: every abstain score's AUROC and the chosen operating point
-                    (``make open-intent``)
+                    (``make open-intent``, ``make oos``)
+``abstain_cost``    the same bundles with abstain on and off in one process: batch 1, 32 per call, the
+                    Reranker's stage times, test AUROC and recall against kNN on every text
+                    (``make abstain-cost``)
 ``gpu_check``       fp16 bundles on CUDA: parity with the CPU provider, batch 1/32 against PyTorch on
                     CUDA (``make gpu-check``, in an environment of its own)
-``results_doc``     not a measurement: the dated pages of ``docs/results/`` from the result JSON
+``results_doc``     not a measurement: the pages of ``docs/results/``, one per question and data set,
+                    from the newest run of their JSON history, and the README's results block
                     (``make results``)
 ``run_record``      not a measurement: runs a command (training, export) and records its run beside
                     its output

@@ -8,7 +8,8 @@
 
 For each bundle (``NAME=DIR``): the LRSL accuracy on the texts (``Reranker.predict`` with the bundle's
 recorded batch size: what ``lrsl-rt eval`` reports), the hard share and, for a bundle with exits, the
-share of texts leaving at each exit; then, in ``--rounds`` alternating rounds (the bundles' order
+share of texts leaving at each exit, with its int8 preset and the accuracy its export measured on the
+PyTorch models (the manifest's record, shown for the first bundle); then, in ``--rounds`` alternating rounds (the bundles' order
 rotates each round, so a slow spell of the machine is spread over all of them), the batch-1 p50
 latency (one text per call, tokenization included) over ``--n-latency`` texts and the throughput at
 ``--per-call`` texts per call. Each speed figure is the median of the rounds, with their range.
@@ -55,7 +56,11 @@ def quality(r, texts: list[str], gold: list[str] | None) -> dict:
         else sum(p.label == g for p, g in zip(preds, gold, strict=True)) / n,
         "hard_share": sum(p.hard for p in preds) / n,
         "classifier_layers": r.manifest.classifier_layers,
+        "preset": r.manifest.preset,
     }
+    pytorch = r.manifest.metrics.get("pytorch") or {}
+    if pytorch.get("accuracy_lrsl") is not None:  # what the export measured on the PyTorch models
+        out["pytorch"] = {k: pytorch.get(k) for k in ("split", "n", "accuracy_lrsl", "accuracy_classifier")}
     layers = Counter(p.exit_layer for p in preds if p.exit_layer is not None)
     if layers:
         out["exit_share"] = {str(layer): layers[layer] / n for layer in sorted(layers)}
@@ -127,6 +132,13 @@ def markdown(results: dict, per_call: int, source: str) -> str:
             f"{b1['median']:.2f} ms ({b1['min']:.2f}-{b1['max']:.2f}) | {g['b1_speedup']:.2f} | "
             f"{qps['median']:.0f} ({qps['min']:.0f}-{qps['max']:.0f}) | {g['qps_speedup']:.2f} | {shares} |"
         )
+    pt = base.get("pytorch")
+    if pt:
+        lines += ["", f"PyTorch models of the first row's checkpoint, as its export measured them ({pt['split']} split, "
+                  f"{pt['n']} texts): LRSL {100 * pt['accuracy_lrsl']:.2f} %, classifier alone "
+                  f"{100 * pt['accuracy_classifier']:.2f} %."]  # fmt: skip
+    presets = sorted({str(r.get("preset")) for r in results.values()})
+    lines += ["", f"int8 preset: {', '.join(presets)}."]
     exits = [name for name, r in results.items() if r.get("exit_share")]
     if exits:
         lines += [

@@ -20,9 +20,9 @@ from lrsl_rt.manifest import ABSTAIN_SCORES
 from .optimize import PRESETS  # a light module: its heavy imports are inside its functions
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m export") -> argparse.ArgumentParser:
     p = CommandParser(
-        prog="python -m export",
+        prog=prog,
         description="Export an LRSL training checkpoint to an lrsl-rt bundle (ONNX models, tokenizer, "
         "label embeddings, manifest), re-calibrated and checked against the PyTorch models.",
     )
@@ -164,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
         "--no-exits",
         dest="exits",
         action="store_false",
+        default=None,  # one default for the pair (--exits'), not store_false's True, shown in --help
         help="ship the single classifier graph even when the checkpoint has exit heads",
     )
     p.add_argument(
@@ -186,12 +187,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda: _main(argv), interrupted="interrupted; no bundle was written")
+def main(argv: list[str] | None = None, prog: str = "python -m export") -> int:
+    """``prog``: the name in usage and errors (``lrsl-rt export`` runs this same function)."""
+    return run_command(lambda: _main(argv, prog), interrupted="interrupted; no bundle was written")
 
 
-def _main(argv: list[str] | None) -> int:
-    args = parser().parse_args(argv)
+def _main(argv: list[str] | None, prog: str) -> int:
+    args = parser(prog).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the checkpoint has every file
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

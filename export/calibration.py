@@ -18,6 +18,8 @@ ranges (``train.csv`` of a named data set holds the dev texts, which training ca
 Of the rest, at most :data:`MAX_TEXTS` distinct texts are drawn (seeded, so an export is
 reproducible) and each becomes one feed of its own, unpadded.
 
+With a ``calib.txt`` of two lines (skipped as a doctest: it needs the file):
+
 >>> read_texts(Path("calib.txt"))  # doctest: +SKIP
 ['I still have not received my card', 'how do I top up?']
 """

@@ -1,5 +1,7 @@
 """lrsl-rt: the torch-free runtime of LRSL (logits reranking via semantic labels for hard samples).
 
+With the Banking77 bundle of ``make bundle`` (the last two lines need it, so doctests skip them):
+
 >>> from lrsl_rt import Reranker
 >>> r = Reranker.from_bundle("artifacts/banking77/bundle")  # doctest: +SKIP
 >>> r.predict(["my card has not arrived yet"])[0].label  # doctest: +SKIP

@@ -1,9 +1,12 @@
-"""``lrsl-rt``: predict, eval and info, a thin layer over the library.
+"""``lrsl-rt``: predict, eval, info and serve, a thin layer over the library; train and export.
+
+``lrsl-rt train`` and ``lrsl-rt export`` are ``python -m train`` and ``python -m export`` under the
+one command (:mod:`lrsl_rt.pipeline_commands`): their arguments go to those packages' parsers.
 
 The bundle is ``--bundle DIR``; without it, the environment variable ``LRSL_RT_BUNDLE``; without that,
-``artifacts/banking77/bundle`` under the current directory (where ``python -m export`` writes it).
-A bundle directory that does not exist is a usage error (exit 2); one that exists but is broken is
-a failed run (exit 1).
+``artifacts/banking77/bundle`` (``make bundle``), then ``artifacts/banking77-quick/bundle`` (``make
+demo``) under the current directory (:mod:`lrsl_rt.bundle_dir`). No bundle, or a bundle directory
+that does not exist, is a usage error (exit 2); one that exists but is broken is a failed run (exit 1).
 
 ``predict`` streams: it reads the input in chunks of 1024 records, labels each chunk and writes one
 output record per input record, in order (formats and bad-record rules: :mod:`lrsl_rt.io`). With
@@ -28,10 +31,12 @@ import time
 import warnings
 from pathlib import Path
 
-from .bundle_dir import BUNDLE_ENV, DEFAULT_BUNDLE, require_bundle, resolve_bundle
+from .bundle_dir import FALLBACKS, no_bundle_message, require_bundle, resolve_bundle
 from .command import CommandParser, positive_int, run_command
 from .defaults import DEFAULT_BATCH_SIZE
 from .errors import InputError, RecordStop, UsageError
+from .pipeline_commands import COMMANDS as PIPELINE_COMMANDS
+from .pipeline_commands import add_pipeline_parsers, run_pipeline
 
 CHUNK_SIZE = 1024
 
@@ -50,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--bundle",
             metavar="DIR",
-            help=f"bundle directory (default: ${BUNDLE_ENV}, else {DEFAULT_BUNDLE})",
+            help=f"bundle directory (default: {FALLBACKS})",
         )
 
     def text_field_opt(p):
@@ -143,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
     _add_serve_parser(sub, bundle_opt, runtime_opts)
+    add_pipeline_parsers(sub)
     return parser
 
 
@@ -295,12 +301,11 @@ def cmd_info(args) -> int:
     from .info import bundle_summary, environment, format_bundle, format_environment
 
     env = environment()
-    path, how = resolve_bundle(args.bundle)
     summary, note = None, None
-    if path.is_dir() or args.bundle:
-        summary = bundle_summary(require_bundle(args.bundle), verify=args.verify)
+    if resolve_bundle(args.bundle)[0] is None:
+        note = no_bundle_message()
     else:
-        note = f"no bundle at {path} ({how}); pass --bundle DIR or set {BUNDLE_ENV}"
+        summary = bundle_summary(require_bundle(args.bundle), verify=args.verify)
     if args.json:
         print(json.dumps({"environment": env, "bundle": summary, "note": note}, indent=2, ensure_ascii=False))
     else:
@@ -370,9 +375,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PIPELINE_COMMANDS:  # python -m train / export, flags and all
+        return run_pipeline(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     if args.command is None:
-        raise UsageError("choose a command: predict, eval, info or serve (see `lrsl-rt --help`)")
+        raise UsageError(
+            "choose a command: predict, eval, info, serve, train or export (see `lrsl-rt --help`)"
+        )
     if hasattr(args, "text_field"):  # the readers take the JSONL field and the CSV column apart
         args.field = args.field or args.text_field or "text"
         args.column = args.column or args.text_field or "text"

@@ -1,7 +1,7 @@
 """Settings shared by the runtime, the export, training and the benchmarks, defined once.
 
-A plain module with no imports, so the command lines can show these defaults in ``--help``
-without loading numpy or onnxruntime.
+A plain module with no imports, so the command lines can show these defaults in ``--help`` without
+loading numpy or onnxruntime; it also says, once, how an extra is installed.
 """
 
 from __future__ import annotations
@@ -29,3 +29,12 @@ DEFAULT_BATCH_SIZE = 8
 
 # Texts the Reranker holds at a time when streaming (predict_iter) or stacking arrays.
 DEFAULT_CHUNK_SIZE = 1024
+
+
+def install_hint(extras: str) -> str:
+    """The command that installs ``extras``: lrsl-rt is installed from its checkout (README, Install).
+
+    >>> install_hint("serve")
+    "pip install -e '.[serve]' in the lrsl-rt checkout"
+    """
+    return f"pip install -e '.[{extras}]' in the lrsl-rt checkout"

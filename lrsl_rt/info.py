@@ -12,6 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .defaults import install_hint
 from .manifest import Manifest, read_manifest, resolve_file
 
 
@@ -41,7 +42,7 @@ def environment() -> dict:
 
         env["providers"] = onnxruntime.get_available_providers()
     except ImportError:
-        env["onnxruntime"] = "not installed (pip install 'lrsl-rt[cpu]' or 'lrsl-rt[gpu]')"
+        env["onnxruntime"] = f"not installed ({install_hint('cpu')}; or the gpu extra)"
     return env
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .accuracy import lrsl_report
+from .defaults import install_hint
 from .errors import UsageError
 
 
@@ -83,7 +84,7 @@ def require_matplotlib():
     except ImportError as e:
         raise UsageError(
             "--report draws variance.png with matplotlib, which is not installed; "
-            "install it with `pip install 'lrsl-rt[plot]'`"
+            f"install the plot extra: {install_hint('plot')}"
         ) from e
     return Figure
 

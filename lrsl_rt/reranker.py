@@ -59,6 +59,8 @@ from .tokenize import BundleTokenizer, Tokens
 class Reranker:
     """LRSL over two ONNX Runtime sessions; build it with :meth:`from_bundle`.
 
+    With the Banking77 bundle of ``make bundle`` (skipped as a doctest: it needs that bundle):
+
     >>> r = Reranker.from_bundle("artifacts/banking77/bundle", threads=2)  # doctest: +SKIP
     >>> p = r.predict(["I still have not received my card"])[0]  # doctest: +SKIP
     >>> p.label, p.hard, p.reranked  # doctest: +SKIP

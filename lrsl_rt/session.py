@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .defaults import install_hint
 from .errors import RuntimeBackendError, UsageError
 
 PROVIDER_ALIASES = {
@@ -61,8 +62,8 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError as e:
         raise RuntimeBackendError(
-            "onnxruntime is not installed; install it with `pip install 'lrsl-rt[cpu]'` "
-            "(or `pip install 'lrsl-rt[gpu]'` for CUDA; never both)"
+            f"onnxruntime is not installed; install the cpu extra: {install_hint('cpu')} "
+            "(or the gpu extra for CUDA; never both)"
         ) from e
     return onnxruntime
 
@@ -120,7 +121,7 @@ def resolve_providers(providers: str | list | tuple, available: list[str]) -> li
         kept = ["CPUExecutionProvider"]
     if missing:
         hint = (
-            " (install `pip install 'lrsl-rt[gpu]'` instead of the [cpu] extra)"
+            f" (install the gpu extra instead of the cpu one: {install_hint('gpu')})"
             if "CUDAExecutionProvider" in missing
             else ""
         )
@@ -135,6 +136,8 @@ def resolve_providers(providers: str | list | tuple, available: list[str]) -> li
 
 class OnnxSession:
     """An ONNX Runtime inference session with our defaults; thread-safe (no state changes after init).
+
+    With a bundle's classifier graph (skipped as a doctest: it needs the file):
 
     >>> s = OnnxSession("classifier_int8.onnx", providers="cpu", threads=2)  # doctest: +SKIP
     >>> s.run({"input_ids": ids, "attention_mask": mask}).shape  # doctest: +SKIP

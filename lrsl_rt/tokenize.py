@@ -24,6 +24,8 @@ Shortcut: only right padding and single texts (no text pairs) -- what a classifi
 embedder of this project need (a decoder-only classifier's graph finds each row's last real token
 from the attention mask, so right padding serves it too).
 
+With a bundle's tokenizer.json (the examples here are not run as doctests: they need a bundle):
+
 >>> tok = BundleTokenizer("bundle/tokenizer.json", manifest.tokenizer)  # doctest: +SKIP
 >>> tok(["hi", "hello there"])["attention_mask"]  # doctest: +SKIP
 array([[1, 1, 1, 0],
@@ -114,6 +116,8 @@ class BundleTokenizer:
 
     def pad(self, rows: list[Tokens]) -> dict[str, np.ndarray]:
         """int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids`` padded right to the longest row.
+
+        With ``tok`` of the module's example (skipped: it needs a bundle's tokenizer.json):
 
         >>> tok.pad([Tokens((2, 7, 3), (0, 0, 0)), Tokens((2, 3), (0, 0))])["input_ids"]  # doctest: +SKIP
         array([[2, 7, 3],

@@ -2,13 +2,14 @@
 # `make demo`: the default Banking77 bundle, built once and reused, then a few predictions.
 #  - If the full-quality bundle (artifacts/banking77/bundle, from `make bundle`) exists, it is used.
 #  - Otherwise the demo trains with the short `quick` profile into artifacts/banking77-quick/ (reused on
-#    later runs) so that it finishes within about 20 minutes on 2 CPU cores, and says so.
+#    later runs) so that it finishes in minutes on 2 CPU cores, and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${VENV:-.venv}/bin/python
 LRSL=${VENV:-.venv}/bin/lrsl-rt
 FULL=artifacts/banking77
 QUICK=artifacts/banking77-quick
+DATA=${LRSL_DATASETS_DIR:-../shared/datasets}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 if [ -f "$FULL/bundle/manifest.json" ]; then
@@ -17,9 +18,9 @@ if [ -f "$FULL/bundle/manifest.json" ]; then
 else
   ART=$QUICK
   echo "demo: no full-quality bundle at $FULL/bundle; using the short 'quick' training profile"
-  echo "      (full quality: \`make bundle\`, 28-54 minutes on 2 cores)"
+  echo "      (full quality: \`make bundle\`; the README says how long its recorded runs took)"
   if [ ! -f "$ART/checkpoint/lrsl.json" ]; then
-    echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, 4-7 minutes)"
+    echo "demo: [1/2] training on Banking77 with --profile quick (50 texts per class, a few minutes)"
     "$PY" -m train --dataset banking77 --profile quick --threads 2 --out "$ART/checkpoint"
   else
     echo "demo: [1/2] reusing checkpoint $ART/checkpoint"
@@ -46,7 +47,8 @@ print(f"  classifier alone {100 * t['accuracy_classifier']:.2f}%  ->  with LRSL 
       f"{100 * t['hard_accuracy_lrsl']:.1f}%)")
 PYEOF
 if [ "$ART" = "$QUICK" ]; then
-  echo "  (quick profile; the full-quality bundle, \`make bundle\`, reached 91.88% -> 92.56%, see README)"
+  echo "  (quick profile: below the full-quality bundle by design; \`make bundle\` builds that one, and the"
+  echo "   README's Results say what it reached)"
 fi
 echo
 echo "demo: predictions (label, hard flag, classifier's label before reranking)"
@@ -61,6 +63,7 @@ echo "demo: predictions (label, hard flag, classifier's label before reranking)"
   "The ATM gave me less cash than I asked for"
 echo
 echo "demo: bundle at $ART/bundle"
-echo "next: lrsl-rt predict --bundle $ART/bundle --explain \"your text\"   (why a label was chosen)"
-echo "      lrsl-rt eval --bundle $ART/bundle --input ../shared/datasets/banking77/test.csv --label-field category"
+echo "next (from this folder; lrsl-rt finds this bundle, see the README's Command line):"
+echo "      $LRSL predict --explain \"your text\"   (why a label was chosen)"
+echo "      $LRSL eval --input $DATA/banking77/test.csv --label-field category"
 echo "      python -m benchmarks.latency --bundle $ART/bundle --threads 2   (size your hardware)"

@@ -25,6 +25,50 @@ LABELS = list(TOPICS)
 PREDICTION_KEYS = frozenset(RECORD_FIELDS)
 
 
+def missing_datasets(root: Path) -> list[Path]:
+    """The files of the named data sets (train/data.py's NAMED) that are not under ``root``."""
+    from train.data import NAMED
+
+    return [
+        root / name / spec[split]
+        for name, spec in NAMED.items()
+        for split in ("train", "dev", "test")
+        if split in spec and not (root / name / spec[split]).is_file()
+    ]
+
+
+def datasets_help(root: Path, missing: list[Path]) -> str:
+    """What is missing and where to put it (the README's Data section says where the sets come from)."""
+    from train.data import DATASETS_ENV
+
+    return (
+        f"the data sets are missing: {', '.join(map(str, missing))}. Put Banking77 and HWU64 (README, Data) "
+        f"in ../shared/datasets beside the checkout, or set {DATASETS_ENV} to the folder holding banking77/ "
+        f"and hwu64/ (now: {root}); `pytest -m 'not datasets'` runs the tests that do not read them"
+    )
+
+
+def pytest_report_header(config):
+    from train.data import datasets_dir
+
+    root = datasets_dir()
+    missing = missing_datasets(root)
+    return f"data sets: {root}" + (f" -- MISSING {len(missing)} file(s), see below" if missing else "")
+
+
+@pytest.fixture(scope="session")
+def datasets_root() -> Path:
+    """The folder of the real Banking77 and HWU64 CSVs ($LRSL_DATASETS_DIR, else ../shared/datasets);
+    a test that needs it (mark it ``datasets``) fails with what is missing and where to put it."""
+    from train.data import datasets_dir
+
+    root = datasets_dir()
+    missing = missing_datasets(root)
+    if missing:
+        pytest.fail(datasets_help(root, missing), pytrace=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory) -> Path:
     """A random 2-layer BERT folder (weights + tokenizer), usable as classifier and embedder base."""

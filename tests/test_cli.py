@@ -165,7 +165,7 @@ def test_non_utf8_input(capsys, tiny_bundle, tmp_path):
         (["predict", "--input", "missing.txt"], "missing.txt: input file not found"),
         (["predict", "--input", "same.txt", "--output", "./same.txt"], "same.txt: input file not found"),
         (["predict", "--input", "data.parquet"], "cannot tell the input format"),
-        (["predict", "x"], "bundle directory artifacts/banking77/bundle (the default) not found"),
+        (["predict", "x"], "no bundle: --bundle and $LRSL_RT_BUNDLE are not given, and neither artifacts/"),
         (["predict", "--bundle", "nowhere", "x"], "bundle directory nowhere (--bundle) not found"),
         (["eval", "--bundle", "b"], "the following arguments are required: --input"),
         (["info", "--bundle", "nowhere"], "bundle directory nowhere (--bundle) not found"),
@@ -258,7 +258,7 @@ def test_eval_report_without_matplotlib(capsys, monkeypatch, tiny_bundle, labell
     code, _, err = run(
         capsys, "eval", "--bundle", tiny_bundle, "--input", labelled[0], "--report", tmp_path / "rep"
     )
-    assert code == 2 and "pip install 'lrsl-rt[plot]'" in err
+    assert code == 2 and "pip install -e '.[plot]'" in err
     assert not (tmp_path / "rep").exists()
 
 
@@ -267,7 +267,7 @@ def test_info_without_bundle(capsys):
     code, out, _ = run(capsys, "info")
     assert code == 0
     assert "onnxruntime:" in out and "CPUExecutionProvider" in out
-    assert "no bundle at artifacts/banking77/bundle" in out
+    assert "no bundle: --bundle and $LRSL_RT_BUNDLE are not given" in out
 
 
 def test_info_with_bundle(capsys, tiny_bundle, r):

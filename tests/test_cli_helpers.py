@@ -18,9 +18,15 @@ def test_the_docstring_examples_hold():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
-def test_bundle_comes_from_the_flag_then_the_environment_then_the_default(monkeypatch, tmp_path):
+def test_bundle_comes_from_the_flag_then_the_environment_then_the_defaults(monkeypatch, tmp_path):
     monkeypatch.delenv(bundle_dir.BUNDLE_ENV, raising=False)
-    assert bundle_dir.resolve_bundle(None) == (Path(bundle_dir.DEFAULT_BUNDLE), "the default")
+    monkeypatch.chdir(tmp_path)
+    assert bundle_dir.resolve_bundle(None) == (None, "the default")
+    full, quick = (Path(p) for p in bundle_dir.DEFAULT_BUNDLES)
+    quick.mkdir(parents=True)
+    assert bundle_dir.resolve_bundle(None) == (quick, "the default")
+    full.mkdir(parents=True)
+    assert bundle_dir.resolve_bundle(None) == (full, "the default")
     monkeypatch.setenv(bundle_dir.BUNDLE_ENV, str(tmp_path))
     assert bundle_dir.resolve_bundle(None) == (tmp_path, "$LRSL_RT_BUNDLE")
     assert bundle_dir.require_bundle(None) == tmp_path

@@ -1,4 +1,4 @@
-"""Named data sets on slices of the real CSVs (../shared/datasets is present in CI): HWU64 uses its own
+"""Named data sets on slices of the real CSVs ($LRSL_DATASETS_DIR or ../shared/datasets, present in CI): HWU64 uses its own
 dev.csv, Banking77 carves dev out of train, and HWU64's label names become sensible label texts."""
 
 from __future__ import annotations
@@ -11,23 +11,15 @@ import pytest
 from train import data as D
 from train.pipeline import TrainConfig, load_splits
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "datasets"
-
-
-def _need(name: str) -> Path:
-    if not (SHARED / name / "train.csv").is_file():
-        pytest.fail(f"{SHARED / name}/train.csv is missing: CI must run with ../shared beside the checkout")
-    return SHARED
-
 
 def _rows(path: Path) -> list[dict]:
     with open(path, encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_hwu64_uses_its_dev_file():
-    root = _need("hwu64")
+@pytest.mark.datasets
+def test_hwu64_uses_its_dev_file(datasets_root):
+    root = datasets_root
     spec = D.resolve_named("hwu64", root)
     assert spec["dev"] == root / "hwu64" / "dev.csv" and spec["label_field"] == "category"
     cfg = TrainConfig(
@@ -42,8 +34,9 @@ def test_hwu64_uses_its_dev_file():
     assert len(train) == 15 and train.source == str(root / "hwu64" / "train.csv")  # nothing carved out
 
 
-def test_banking77_keeps_carving_dev_from_train():
-    root = _need("banking77")
+@pytest.mark.datasets
+def test_banking77_keeps_carving_dev_from_train(datasets_root):
+    root = datasets_root
     assert "dev" not in D.resolve_named("banking77", root)
     cfg = TrainConfig(out="unused", dataset="banking77", datasets_dir=str(root), limit_classes=2)
     _, train, dev, _ = load_splits(cfg, log=lambda s: None)
@@ -52,8 +45,9 @@ def test_banking77_keeps_carving_dev_from_train():
     assert abs(len(dev) / (len(dev) + len(train)) - cfg.dev_fraction) < 0.02
 
 
-def test_explicit_dev_file_overrides_the_named_one(tmp_path):
-    root = _need("hwu64")
+@pytest.mark.datasets
+def test_explicit_dev_file_overrides_the_named_one(datasets_root, tmp_path):
+    root = datasets_root
     own = tmp_path / "mydev.csv"
     own.write_text("text,category\nwake me up at seven,alarm_set\n", encoding="utf-8")
     cfg = TrainConfig(
@@ -83,8 +77,9 @@ def test_cli_refuses_an_unknown_named_data_set(capsys):
     assert "Error: argument --dataset: invalid choice: 'snips'" in capsys.readouterr().err
 
 
-def test_hwu64_label_names_become_readable_texts():
-    root = _need("hwu64")
+@pytest.mark.datasets
+def test_hwu64_label_names_become_readable_texts(datasets_root):
+    root = datasets_root
     labels = sorted({r["category"] for r in _rows(root / "hwu64" / "train.csv")})
     texts = D.label_texts(labels, None)
     assert len(labels) == 64 and len(set(texts)) == 64  # no two labels collapse into one text

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "datasets" / "banking77"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.datasets]
 
 
 def _run(args, **kw):
@@ -34,9 +33,7 @@ def _run(args, **kw):
 
 
 @pytest.fixture(scope="module")
-def banking_bundle(tmp_path_factory):
-    if not (DATA / "train.csv").is_file():
-        pytest.fail(f"{DATA}/train.csv is missing: CI must run with ../shared beside the checkout")
+def banking_bundle(tmp_path_factory, datasets_root):
     work = tmp_path_factory.mktemp("e2e")
     ckpt, bundle = work / "checkpoint", work / "bundle"
     _run(
@@ -46,6 +43,8 @@ def banking_bundle(tmp_path_factory):
             "train",
             "--dataset",
             "banking77",
+            "--datasets-dir",
+            str(datasets_root),
             "--limit-classes",
             "5",
             "--limit-per-class",

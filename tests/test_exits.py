@@ -304,6 +304,12 @@ def test_frontier_benchmark_measures_each_bundle_and_the_exit_shares(
     for r in (plain, exits):
         assert 0 <= r["accuracy_lrsl"] <= 1 and r["b1_p50_ms"]["n"] == 2 and r["qps_4"]["median"] > 0
     assert "| exits | 4 |" in doc["markdown"]
+    from lrsl_rt.manifest import read_manifest
+
+    manifest = read_manifest(plain_bundle_fp32)  # the export's record of the PyTorch models rides along
+    pt = manifest.metrics["pytorch"]
+    assert plain["preset"] == manifest.preset and plain["pytorch"]["accuracy_lrsl"] == pt["accuracy_lrsl"]
+    assert f"LRSL {100 * pt['accuracy_lrsl']:.2f} %, classifier alone" in doc["markdown"]
     assert (
         "Exit targets against the first row" in doc["markdown"] and "- exits: accuracy_pt " in doc["markdown"]
     )

