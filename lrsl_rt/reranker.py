@@ -8,16 +8,13 @@ label embeddings and graph shapes, :mod:`lrsl_rt.bundle`) and then, for a list o
    padding), putting the logits back in input order; a bundle with exits runs its stage chain
    (:mod:`lrsl_rt.exits`) instead, where sure rows leave early and are never hard;
 3. marks the hard samples with :func:`lrsl_rt.gate.is_hard` (flat top-k logits);
-4. runs the embedder on the hard samples only, takes their cosine similarity with the label
-   embeddings (unit rows, loaded once) and reranks them with :func:`lrsl_rt.fusion.fuse` (beside a
-   decoder-only classifier the embedder's own tokenizer tokenizes these rows again).
+4. runs the embedder on the hard samples only (and on the rows an abstain score needs embedded,
+   :mod:`lrsl_rt.abstain_step`), takes their cosine similarity with the label embeddings and reranks
+   them with :func:`lrsl_rt.fusion.fuse` (a decoder-only classifier's embedder has its own tokenizer).
 
-Batching is deterministic: texts are processed in consecutive chunks of ``chunk_size`` and, inside a
-chunk, sorted by token count (stable) into batches of at most ``batch_size`` cut where lengths jump
-(:mod:`.batches`). The same list and settings give the same batches and so bit-identical results --
-this matters for an int8 model, whose dynamic quantisation depends on the whole batch. ``predict`` is
-``predict_iter`` collected into a list, so both give the same answers; ``logits``, ``embed`` and
-``similarities`` batch the same way.
+Batching is deterministic (chunks of ``chunk_size``, length-sorted batches of at most ``batch_size``,
+:mod:`.batches`, docs/batching.md): the same list and settings give bit-identical results, and
+``predict``, ``predict_iter``, ``logits``, ``embed`` and ``similarities`` batch the same way.
 
 The Reranker holds no mutable state after loading: one instance can serve many threads
 (ONNX Runtime's ``run`` is thread-safe, the tokenizer is never reconfigured).
@@ -34,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .abstain_step import AbstainStep
+from .arrays import BatchedArrays
 from .batches import length_batches
 from .bundle import (
     FEATURES,
@@ -56,7 +54,7 @@ from .session import OnnxSession, check_thread_count
 from .tokenize import BundleTokenizer, Tokens
 
 
-class Reranker:
+class Reranker(BatchedArrays):
     """LRSL over two ONNX Runtime sessions; build it with :meth:`from_bundle`.
 
     With the Banking77 bundle of ``make bundle`` (skipped as a doctest: it needs that bundle):
@@ -226,22 +224,6 @@ class Reranker:
         """Read-only float32 (L, d) label embeddings."""
         return self._label_embeddings_t.T
 
-    # ---- arrays ---------------------------------------------------------------------------------
-    def logits(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
-        """Classifier logits, float32 (n, L)."""
-        return self._stack(
-            texts, chunk_size, len(self.labels), lambda rows: self.run_batched("classifier", rows)
-        )
-
-    def embed(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
-        """Unit-length sentence embeddings of the embedder, float32 (n, d)."""
-        dim = self.manifest.embedding_dim
-        return self._stack(texts, chunk_size, dim, lambda rows: self.run_batched("embedder", rows))
-
-    def similarities(self, texts: list[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
-        """Cosine similarity of each text with each label text, float32 (n, L)."""
-        return self.embed(texts, chunk_size) @ self._label_embeddings_t
-
     # ---- predictions ----------------------------------------------------------------------------
     def predict(
         self,
@@ -393,14 +375,6 @@ class Reranker:
         """Report ``stage``'s time since ``t0`` to the ``on_run`` hook, when one is set."""
         if self.on_run is not None:
             self.on_run(stage, time.perf_counter() - t0)
-
-    def _stack(self, texts, chunk_size, width, fn) -> np.ndarray:
-        texts = check_texts(texts)
-        check_chunk_size(chunk_size)
-        parts = [
-            fn(self.tokenizer.tokenize(texts[s : s + chunk_size])) for s in range(0, len(texts), chunk_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, width), dtype=np.float32)
 
     def __repr__(self) -> str:
         return (
