@@ -110,9 +110,18 @@ def page_facts(path: Path) -> dict:
     )
     question, _, when = heading.rpartition(": ")
     date, _, machine = when.partition(", ")
-    found = datasets_named(path.stem)
-    return {"question": question or path.stem, "dataset": found.pop() if len(found) == 1 else "-",
-            "date": date, "machine": machine}  # fmt: skip
+    return {"question": question or path.stem, "dataset": page_subject(path.stem), "date": date,
+            "machine": machine}  # fmt: skip
+
+
+def page_subject(stem: str) -> str:
+    """The data set part of a page's name: from the first named data set on (``-`` without one).
+
+    >>> page_subject("open-intent-banking77-oos"), page_subject("latency-hwu64"), page_subject("datasets")
+    ('banking77-oos', 'hwu64', '-')
+    """
+    starts = [m.start() for name in datasets_named(stem) for m in re.finditer(rf"(?<![a-z0-9]){name}", stem)]
+    return stem[min(starts) :] if starts else "-"
 
 
 def write_index(out: Path, backs: dict[str, list[str]]) -> Path:
