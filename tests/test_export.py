@@ -239,8 +239,11 @@ def test_refuses_symlink_out_of_bundle(bundle_copy, load, tmp_path):
 
 @pytest.mark.parametrize("load", LOADERS)
 def test_refuses_newer_format_version(bundle_copy, load):
-    _edit_manifest(bundle_copy, lambda d: d.update(format_version=3))
-    with pytest.raises(BundleError, match="format_version 3 is newer .* upgrade lrsl-rt"):
+    from lrsl_rt.manifest import FORMAT_VERSION
+
+    newer = FORMAT_VERSION + 1
+    _edit_manifest(bundle_copy, lambda d: d.update(format_version=newer))
+    with pytest.raises(BundleError, match=f"format_version {newer} is newer .* upgrade lrsl-rt"):
         load(bundle_copy)
 
 
