@@ -241,8 +241,9 @@ def test_refuses_symlink_out_of_bundle(bundle_copy, load, tmp_path):
 def test_refuses_newer_format_version(bundle_copy, load):
     from lrsl_rt.manifest import FORMAT_VERSION
 
-    _edit_manifest(bundle_copy, lambda d: d.update(format_version=FORMAT_VERSION + 1))
-    with pytest.raises(BundleError, match=f"format_version {FORMAT_VERSION + 1} is newer .* upgrade lrsl-rt"):
+    newer = FORMAT_VERSION + 1
+    _edit_manifest(bundle_copy, lambda d: d.update(format_version=newer))
+    with pytest.raises(BundleError, match=f"format_version {newer} is newer .* upgrade lrsl-rt"):
         load(bundle_copy)
 
 
