@@ -257,13 +257,20 @@ def _paced_source(batch, rows: int, big: int, after: int, go: str):
 
 
 def _predictor_pids() -> set[int]:
+    """The predictor actors of this process's own local cluster (its raylet is a child of this
+    process): another test run on the machine has actors of the same name. Joining a cluster
+    (``RAY_ADDRESS``), every process of the machine."""
     import psutil
 
+    joining = bool(os.environ.get("RAY_ADDRESS"))
     pids = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
+    for p in psutil.process_iter() if joining else psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
         if cmd.startswith("ray::MapWorker(") and "MapBatches(_Predictor)" in cmd:
-            pids.add(p.info["pid"])
+            pids.add(p.pid)
     return pids
 
 

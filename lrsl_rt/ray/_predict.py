@@ -13,16 +13,24 @@ Every output batch has the same Arrow schema (``OUTPUT_FIELDS``): error rows hav
 prediction rows a null error, so Parquet files written from different blocks agree. The explanation,
 whose shape varies (no fused scores for easy samples), is a JSON string column.
 
-Fault tolerance: Ray restarts an actor whose process died (``max_restarts``) and resubmits the batch
-it was running (``max_task_retries``); a batch's output exists only once its call returned, so a
-retried batch is neither lost nor doubled. Both are finite, so a batch that kills every actor it
-reaches fails the job with Ray's error rather than retrying forever.
+The bundle reaches the actors through Ray's object store (:mod:`lrsl_rt.ray._ship`): a node needs
+no copy of the bundle directory, and each actor checks its node's copy against the manifest's
+checksums before loading it.
+
+Fault tolerance: Ray restarts an actor whose process died, or whose node was lost, up to
+``MAX_RESTARTS`` times, on any node with room for it, and resubmits the batches it held. A task's
+retries are spent also while its actor is unreachable (a lost node's actors are "temporarily
+unavailable" until Ray declares them dead), so ``max_task_retries`` is unbounded (-1) and the
+restart count is the bound: a batch that kills every actor it reaches fails the job with Ray's error
+once its actor's restarts are used up, rather than retrying forever. A batch's output exists only
+once its call returned, so a batch run again is neither lost nor doubled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
 
 import pyarrow as pa
@@ -31,10 +39,11 @@ import ray.data
 from .. import prediction
 from ..errors import InputError, UsageError
 from ..rows import predict_rows
+from ._ship import ShippedBundle, local_copy, ship_bundle
 
 ROWS_PER_CALL = 1024  # the in-process CLI's chunk: same batches, same answers
 MAX_RESTARTS = 3
-MAX_TASK_RETRIES = 3
+MAX_TASK_RETRIES = -1
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 # the record's fields (lrsl_rt.prediction.RECORD_FIELDS), then the error of a row that has none
 OUTPUT_FIELDS = [(name, _ARROW_TYPES[t]) for name, t in prediction.RECORD_FIELDS.items()] + [
@@ -47,65 +56,67 @@ OPTIONAL_FIELDS = {name: _ARROW_TYPES[t] for name, t in prediction.OPTIONAL_FIEL
 
 def predict_dataset(
     ds: ray.data.Dataset,
-    bundle: str,
+    bundle: str | os.PathLike | ShippedBundle,
     text_column: str = "text",
     *,
     actors: int = 1,
     cpus_per_actor: int = 1,
-    batch_size: int = ROWS_PER_CALL,
+    batch_size: int | None = ROWS_PER_CALL,
     model_batch_size: int | None = None,
     on_error: str = "stop",
     explain: bool = False,
     abstain: bool | None = None,
+    keep_text: bool = True,
+    tally=None,
 ) -> ray.data.Dataset:
     """``ds`` with the prediction columns (``OUTPUT_FIELDS``, plus ``explanation`` when asked) added.
 
     ``actors``: processes, each with the bundle loaded; ``cpus_per_actor``: CPUs Ray reserves for each,
-    and ONNX Runtime's thread count in it. ``batch_size``: rows per call of an actor;
+    and ONNX Runtime's thread count in it. ``batch_size``: rows per call of an actor (None: one
+    call per block of ``ds``, for a dataset cut into blocks of the right size, as
+    :func:`lrsl_rt.ray.read_inputs` does);
     ``model_batch_size``: texts per model call inside it (None: the bundle's recorded batch size,
     as in the CLI). ``on_error``: ``"stop"`` fails the job on a bad row, ``"record"`` keeps it as a
     row with ``error`` set. The other columns of ``ds`` pass through; the rows come out in no fixed
     order (carry an id column, as :func:`lrsl_rt.ray.read_inputs` does, to restore it).
     ``abstain``: as in ``Reranker.predict`` (None: the bundle's choice); adds ``out_of_scope``.
+    ``bundle``: a directory on the driver, shipped to the nodes here (:func:`ship_bundle`), or a
+    bundle shipped already. ``keep_text=False`` leaves the text column out of the output (in the
+    actor: no step of its own). ``tally``: a :class:`lrsl_rt.ray._nodes.RowTally` that every batch with
+    ``source`` and ``line`` columns reports its node and rows to.
     """
     if on_error not in ("stop", "record"):
         raise UsageError(f"on_error must be 'stop' or 'record', got {on_error!r}")
-    for name, value in (("actors", actors), ("cpus_per_actor", cpus_per_actor), ("batch_size", batch_size)):
+    sizes = [("actors", actors), ("cpus_per_actor", cpus_per_actor)]
+    for name, value in sizes + ([("batch_size", batch_size)] if batch_size is not None else []):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(bundle, ShippedBundle):
+        bundle = ship_bundle(bundle)
+    constructor = {
+        "bundle": bundle,
+        "text_column": text_column,
+        "threads": cpus_per_actor,
+        "model_batch_size": model_batch_size,
+        "on_error": on_error,
+        "explain": explain,
+        "abstain": abstain,
+        "keep_text": keep_text,
+        "tally": tally,
+    }
     with ray_remote_args_allowed():
-        return _map_predictor(
-            ds,
-            bundle,
-            text_column,
-            actors,
-            cpus_per_actor,
-            batch_size,
-            model_batch_size,
-            on_error,
-            explain,
-            abstain,
-        )
+        return _map_predictor(ds, constructor, actors, cpus_per_actor, batch_size)
 
 
-def _map_predictor(
-    ds, bundle, text_column, actors, cpus_per_actor, batch_size, model_batch_size, on_error, explain, abstain
-):
+def _map_predictor(ds, constructor: dict, actors: int, cpus_per_actor: int, batch_size: int | None):
     return ds.map_batches(
         _Predictor,
-        fn_constructor_kwargs={
-            "bundle": str(bundle),
-            "text_column": text_column,
-            "threads": cpus_per_actor,
-            "model_batch_size": model_batch_size,
-            "on_error": on_error,
-            "explain": explain,
-            "abstain": abstain,
-        },
+        fn_constructor_kwargs=constructor,
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=cpus_per_actor,
+        scheduling_strategy="SPREAD",  # actors on as many nodes as have room, before doubling up on one
         max_restarts=MAX_RESTARTS,
         max_task_retries=MAX_TASK_RETRIES,
     )
@@ -113,21 +124,41 @@ def _map_predictor(
 
 @contextlib.contextmanager
 def ray_remote_args_allowed():
-    """Ray 2.60 deprecates passing remote arguments as ``**kwargs`` but names no parameter for an
-    actor's ``max_restarts``/``max_task_retries`` or a write task's CPUs: silence that one warning."""
+    """Ray 2.60 deprecates passing remote arguments as ``**kwargs`` or ``ray_remote_args`` but names
+    no parameter for an actor's ``max_restarts``/``max_task_retries``, a write task's CPUs or a read
+    task's node (``scheduling_strategy``): silence that one warning."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*", category=DeprecationWarning)
         yield
 
 
 class _Predictor:
-    """One actor: the bundle loaded once, then ``__call__`` per batch (a pyarrow Table in and out)."""
+    """One actor: the node's checked copy of the bundle loaded once, then ``__call__`` per batch (a
+    pyarrow Table in and out)."""
 
-    def __init__(self, bundle, text_column, threads, model_batch_size, on_error, explain, abstain=None):
+    def __init__(
+        self,
+        bundle,
+        text_column,
+        threads,
+        model_batch_size,
+        on_error,
+        explain,
+        abstain=None,
+        keep_text=True,
+        tally=None,
+    ):
         from ..reranker import Reranker
 
-        self.reranker = Reranker.from_bundle(bundle, threads=threads, batch_size=model_batch_size)
-        self.text_column, self.on_error, self.explain = text_column, on_error, explain
+        path = local_copy(bundle)  # checked against the manifest's sizes and sha256 already
+        self.reranker = Reranker.from_bundle(path, threads=threads, batch_size=model_batch_size, verify=False)
+        self.tally, self.node_id = tally, ray.get_runtime_context().get_node_id()
+        self.text_column, self.on_error, self.explain, self.keep_text = (
+            text_column,
+            on_error,
+            explain,
+            keep_text,
+        )
         self.abstain = self.reranker.abstains(abstain)
         optional = [(f, OPTIONAL_FIELDS[f]) for f in self.reranker.record_fields(self.abstain)]
         self.fields = (
@@ -142,7 +173,13 @@ class _Predictor:
         texts = batch.column(self.text_column).to_pylist()
         predictions = predict_rows(self.reranker, texts, errors, explain=self.explain, abstain=self.abstain)
         rows = [{"error": e} if p is None else p for e, p in zip(errors, predictions, strict=True)]
-        return _with_columns(batch, rows, self.fields)
+        out = _with_columns(
+            batch if self.keep_text else batch.drop_columns([self.text_column]), rows, self.fields
+        )
+        if self.tally is not None and len(batch) and {"source", "line"} <= set(batch.column_names):
+            key = (batch.column("source")[0].as_py(), batch.column("line")[0].as_py())
+            ray.get(self.tally.add.remote(key, self.node_id, len(batch)))  # before the batch counts as done
+        return out
 
     def _errors(self, batch: pa.Table) -> list[str | None]:
         if self.text_column not in batch.column_names:

@@ -1,10 +1,17 @@
 """Input files as a Ray dataset of ``source, line, text, error`` rows, read by lrsl-rt's own reader.
 
 Ray's ``read_csv``/``read_json`` stop the whole job on a malformed row (or, told to skip, drop it
-silently), and number nothing. Here each file is one item of a small dataset, and a map step reads
-it with :class:`lrsl_rt.io.RecordReader` (CSV, JSON lines, text) or pyarrow (Parquet), emitting one
-row per input record in blocks of ``BLOCK_ROWS``: a bad record is a row with ``error`` set and no
-text, so it reaches the output as an error row and is counted like any other.
+silently), and number nothing. Here a small Ray datasource (:class:`InputFiles`) makes one read task
+per file, which reads it with :class:`lrsl_rt.io.RecordReader` (CSV, JSON lines, text) or pyarrow
+(Parquet), emitting one row per input record: a bad record is a row with ``error`` set and no text,
+so it reaches the output as an error row and is counted like any other.
+
+Blocks: Ray Data joins what a task yields into blocks of up to ``DataContext.target_max_block_size``
+(megabytes: a whole file of short texts), and one block goes to one actor. The dataset asks for
+at least ``ceil(rows / BLOCK_ROWS)`` blocks (``min_blocks`` more for a short job on many actors),
+so Ray splits each read task's output into that many pieces over the files, within the read task:
+a file's rows are spread over every actor even when it is a single file. The read tasks reserve no CPU and run on the driver's node: the input files need to be there
+only, and the rows read never live on a node that can be lost mid-job.
 
 ``line`` is the row id inside its file: the line number for CSV/JSONL/text (what ``lrsl-rt predict``
 reports; a CSV record's first line) and the 1-based row number for Parquet. ``(source, line)`` is
@@ -18,6 +25,7 @@ errors before any cluster work starts.
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from pathlib import Path
@@ -91,28 +99,72 @@ def parquet_text_column(path: str, column: str) -> None:
         raise InputError(f"{path}: column {column!r} has type {kind}, expected strings")
 
 
-def read_inputs(files: list[str], field: str = "text", column: str = "text") -> ray.data.Dataset:
-    """A dataset of ``source, line, text, error`` rows, one per input record (one read step per file)."""
-    # read by absolute path (a worker's working directory need not be the driver's), named as given
-    items = [{"path": os.path.abspath(f), "source": f} for f in files]
-    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _read_files,
-        fn_kwargs={"field": field, "column": column},
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=IO_CPUS,
-        compute=ray.data.TaskPoolStrategy(size=min(len(files), READ_TASKS)),
-    )
+def read_inputs(
+    files: list[str],
+    field: str = "text",
+    column: str = "text",
+    rows: int | None = None,
+    min_blocks: int = 1,
+) -> ray.data.Dataset:
+    """A dataset of ``source, line, text, error`` rows, one per input record (one read task per file).
+
+    ``rows``: the records the files hold (:func:`count_rows`), when the caller counted them already;
+    ``min_blocks``: cut them into at least this many blocks (e.g. one per actor).
+    """
+    if rows is None:
+        rows = sum(count_rows(f, field=field, column=column) for f in files)
+    from ._predict import ray_remote_args_allowed
+
+    source = InputFiles(files, field=field, column=column)
+    blocks = max(len(files), -(-rows // BLOCK_ROWS), min(rows, min_blocks))
+    with ray_remote_args_allowed():
+        return ray.data.read_datasource(
+            source,
+            override_num_blocks=blocks,
+            concurrency=min(len(files), READ_TASKS),
+            ray_remote_args=on_driver_node({"num_cpus": IO_CPUS}),
+        )
 
 
-def _read_files(batch: pa.Table, field: str, column: str):
-    for path, source in zip(
-        batch.column("path").to_pylist(), batch.column("source").to_pylist(), strict=True
-    ):
-        if file_format(path) == "parquet":
-            yield from _parquet_blocks(path, source, column)
-        else:
-            yield from _record_blocks(path, source, field, column)
+def on_driver_node(remote_args: dict) -> dict:
+    """``remote_args`` with a hard affinity to this process's node, once Ray runs here."""
+    if not ray.is_initialized():
+        return remote_args
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    return {**remote_args, "scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+
+
+class InputFiles(ray.data.Datasource):
+    """One read task per file, by absolute path (a worker's working directory need not be the
+    driver's), each row's ``source`` the path as given."""
+
+    def __init__(self, files: list[str], field: str = "text", column: str = "text"):
+        super().__init__()
+        self.files, self.field, self.column = list(files), field, column
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None  # the block count is asked for explicitly (read_inputs)
+
+    def get_read_tasks(self, parallelism: int, **kwargs) -> list:
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import ReadTask
+
+        return [
+            ReadTask(
+                functools.partial(_read_file, os.path.abspath(f), f, self.field, self.column),
+                BlockMetadata(num_rows=None, size_bytes=None, input_files=[f], exec_stats=None),
+            )
+            for f in self.files
+        ]
+
+
+def _read_file(path: str, source: str, field: str, column: str):
+    if file_format(path) == "parquet":
+        yield from _parquet_blocks(path, source, column)
+    else:
+        yield from _record_blocks(path, source, field, column)
 
 
 def _record_blocks(path: str, source: str, field: str, column: str):

@@ -5,18 +5,29 @@ The steps, in order:
 1. expand ``--input`` (a path or a glob) to files and count their records on the driver with the
    job's own reader (:func:`lrsl_rt.ray._source.count_rows`), which also stops a bad file before any
    cluster work;
-2. join the cluster at ``--ray-address``, or start a local one;
-3. read -> predict (``--actors`` x ``--cpus-per-actor``) -> drop the text -> write Parquet or JSON
-   lines into ``.<DIR>.incomplete-<id>`` beside ``--output``;
-4. read back the ids of what was written and check rows in = rows out with no row id twice; print it;
+2. join the cluster at ``--ray-address``, or start a local one; put the bundle into the object
+   store (:mod:`lrsl_rt.ray._ship`: the nodes need no copy of it);
+3. read (on the driver's node, in blocks spread over the actors) -> predict (``--actors`` x
+   ``--cpus-per-actor``, the text left out of the output) -> write Parquet or JSON lines into
+   ``.<DIR>.incomplete-<id>`` beside ``--output`` (on the driver's node), while
+   :class:`~lrsl_rt.ray._nodes.NodeWatch` reports lost nodes and stops a job whose lost work cannot
+   go on;
+4. read back the ids of what was written and check rows in = rows out with no row id twice; print
+   it, with the rows each node labelled;
 5. rename the directory to ``--output``. Only a checked job has a directory by that name.
 
-A job that fails removes its temporary directory; one whose check fails leaves it (named
-``incomplete``) for inspection and exits 1.
+A job that fails removes its temporary directory (after leaving the cluster, so that none of its
+write tasks is still running); one whose check fails leaves it (named ``incomplete``) for
+inspection and exits 1.
+
+One Ray Data default is changed for the job's own datasets: when the cluster has room for every
+actor, no batch is handed out before all of them have loaded the bundle (``wait_for_min_actors_s``),
+so that the first actor up does not take every batch of a short job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,10 +47,13 @@ from ray.data.datasource import BlockBasedFileDatasink
 from .. import errors
 from ..bundle_dir import require_bundle
 from ..errors import LrslError, UsageError
+from ._nodes import NODE_LOSS_STALL_S, NodeWatch, node_names, start_tally
 from ._predict import predict_dataset, ray_remote_args_allowed
-from ._source import IO_CPUS, count_rows, expand_inputs, read_inputs
+from ._ship import ship_bundle
+from ._source import IO_CPUS, count_rows, expand_inputs, on_driver_node, read_inputs
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
+ACTOR_START_S = 600  # longest wait for the actors to load the bundle, when the cluster has room for all
 
 
 def run_from_args(args) -> int:
@@ -97,8 +111,15 @@ def run_job(
     cpus_per_actor: int = 1,
     model_batch_size: int | None = None,
     log=print,
+    node_loss_timeout: float = NODE_LOSS_STALL_S,
+    on_progress=None,
 ) -> dict:
-    """Label every record of ``inputs`` into the directory ``output``; returns the counts."""
+    """Label every record of ``inputs`` into the directory ``output``; returns the counts.
+
+    ``node_loss_timeout``: after a node is lost, the seconds without a labelled batch after which
+    the job stops (no room for the lost node's actors); ``on_progress(rows_by_node)``: called about
+    every second with the rows labelled so far per node id.
+    """
     if output_format not in OUTPUT_FORMATS:
         raise UsageError(f"output format {output_format!r}: use one of {OUTPUT_FORMATS}")
     out = Path(output)
@@ -110,45 +131,81 @@ def run_job(
     rows_in = sum(count_rows(f, field=field, column=column) for f in files)
     started = _connect(address)
     tmp = out.resolve().parent / f".{out.name}.incomplete-{uuid.uuid4().hex[:8]}"  # absolute: for the workers
+    watch = None
     try:
-        cpus = ray.cluster_resources().get("CPU", 1)
-        if actors is None:
-            actors = max(1, int(cpus // cpus_per_actor))
-        elif actors * cpus_per_actor > cpus:
-            warnings.warn(
-                f"{actors} actors x {cpus_per_actor} CPUs exceed the cluster's {cpus:g} CPUs: "
-                "the job may wait until the cluster has room for them",
-                stacklevel=2,
+        actors, fit = _actor_count(actors, cpus_per_actor)
+        tally = start_tally()
+        with _job_context(wait_for_actors=fit):
+            ds = read_inputs(files, field=field, column=column, rows=rows_in, min_blocks=actors)
+            ds = predict_dataset(
+                ds,
+                ship_bundle(bundle),
+                "text",
+                actors=actors,
+                cpus_per_actor=cpus_per_actor,
+                batch_size=None,  # one call per block: read_inputs cut them for the actors
+                model_batch_size=model_batch_size,
+                on_error=on_error,
+                explain=explain,
+                abstain=abstain,
+                keep_text=False,
+                tally=tally,
             )
-        ds = read_inputs(files, field=field, column=column)
-        ds = predict_dataset(
-            ds,
-            str(bundle),
-            "text",
-            actors=actors,
-            cpus_per_actor=cpus_per_actor,
-            model_batch_size=model_batch_size,
-            on_error=on_error,
-            explain=explain,
-            abstain=abstain,
-        ).drop_columns(["text"])
-        _write(ds, tmp, output_format)
+            with NodeWatch(tally, rows_in, stall_s=node_loss_timeout, on_progress=on_progress) as watch:
+                _write(ds, tmp, output_format)
+        by_node, names = ray.get(tally.by_node.remote()), node_names()
     except BaseException as e:
+        if started:
+            ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt) and watch is not None and watch.failure is not None:
+            raise watch.failure from None  # the watch stopped the job
         err = _as_lrsl_error(e)
         if err is e:
             raise
         raise err from e
-    finally:
-        if started:
-            ray.shutdown()
+    if started:
+        ray.shutdown()
     counts = check_output(tmp, output_format, rows_in)
     os.rename(tmp, out)
+    nodes = {names.get(k, k[:8]): v for k, v in by_node.items()}
     log(
         f"rows in {rows_in:,} = rows out {counts['rows']:,} ({counts['predictions']:,} predictions, "
         f"{counts['errors']:,} errors) from {len(files)} file(s) -> {out} ({counts['files']} {output_format} files)"
+        f"; labelled on {len(nodes)} node(s): "
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(nodes.items()))
+        + (f"; lost mid-job: {', '.join(watch.lost)}" if watch.lost else "")
     )
-    return {"rows_in": rows_in, **counts, "output": str(out), "actors": actors}
+    return {"rows_in": rows_in, **counts, "output": str(out), "actors": actors, "rows_by_node": nodes,
+            "lost_nodes": watch.lost}  # fmt: skip
+
+
+def _actor_count(actors: int | None, cpus_per_actor: int) -> tuple[int, bool]:
+    """``actors`` (default: as many as the cluster's CPUs hold), and whether the cluster has room for all."""
+    cpus = ray.cluster_resources().get("CPU", 1)
+    if actors is None:
+        actors = max(1, int(cpus // cpus_per_actor))
+    fit = actors * cpus_per_actor <= cpus
+    if not fit:
+        warnings.warn(
+            f"{actors} actors x {cpus_per_actor} CPUs exceed the cluster's {cpus:g} CPUs: "
+            "the job may wait until the cluster has room for them",
+            stacklevel=3,
+        )
+    return actors, fit
+
+
+@contextlib.contextmanager
+def _job_context(wait_for_actors: bool):
+    """Ray Data's settings for the job's datasets (see the module's docstring), put back afterwards."""
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.wait_for_min_actors_s
+    if wait_for_actors:
+        ctx.wait_for_min_actors_s = ACTOR_START_S
+    try:
+        yield
+    finally:
+        ctx.wait_for_min_actors_s = saved
 
 
 def _connect(address: str | None) -> bool:
@@ -164,7 +221,7 @@ def _connect(address: str | None) -> bool:
 
 
 def _write(ds: ray.data.Dataset, path: Path, fmt: str) -> None:
-    remote = {"num_cpus": IO_CPUS}
+    remote = on_driver_node({"num_cpus": IO_CPUS})  # the output directory need be there only
     with ray_remote_args_allowed():
         if fmt == "parquet":
             ds.write_parquet(str(path), ray_remote_args=remote)
