@@ -172,13 +172,23 @@ def test_invalid_utf8_line_keeps_every_good_record(tmp_path, tiny_bundle):
 
 
 # ---- 4. a line far longer than the model reads ----------------------------------------------------
-def _run_measuring_rss(cmd: list) -> tuple[int, bytes, bytes, int]:
-    """rc, stdout, stderr and the child's own peak RSS in KiB (os.wait4, not the max over children)."""
-    proc = start(cmd)
-    out, err = proc.stdout.read(), proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out, err, usage.ru_maxrss
+# A child's ru_maxrss counts the memory it had before exec, which a fork copies from its parent: from a
+# pytest process that has grown past the bound, every child would read as large. So a small launcher
+# process starts the command and reports its child's peak.
+_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def _run_measuring_rss(cmd: list, tmp_path: Path) -> tuple[int, bytes, bytes, int]:
+    """rc, stdout, stderr and the command's own peak RSS in KiB (measured by a small launcher)."""
+    report = tmp_path / "maxrss.txt"
+    proc = start([sys.executable, "-c", _LAUNCHER, str(report), *cmd])
+    out, err = proc.communicate()
+    return proc.returncode, out, err, int(report.read_text())
 
 
 def test_long_lines_are_bounded(tmp_path, tiny_bundle):
@@ -194,7 +204,7 @@ def test_long_lines_are_bounded(tmp_path, tiny_bundle):
         encoding="utf-8",
     )
     rc, out, err, rss_kib = _run_measuring_rss(
-        [*LRSL, "predict", "--bundle", str(tiny_bundle), "--input", str(txt)]
+        [*LRSL, "predict", "--bundle", str(tiny_bundle), "--input", str(txt)], tmp_path
     )
     assert rc == 0, err
     rows = records(out)
